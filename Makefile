@@ -1,0 +1,62 @@
+# fieldcrypt: PGXS build for PostgreSQL 15.
+#   make / make install   build and install into the system PostgreSQL 15 (as root)
+#   make test             build, install, run every test suite (test/run-tests.sh)
+#   make demo / bench     build, install, run test/demo.sh / test/bench/run.sh
+# Without PostgreSQL's dev files, each of these first installs them (test/deps.sh).
+
+PG_CONFIG ?= /usr/lib/postgresql/15/bin/pg_config
+EXTVERSION := $(shell sed -n "s/^default_version *= *'\([^']*\)'.*/\1/p" fieldcrypt.control)
+
+MODULE_big = fieldcrypt
+OBJS = $(patsubst %.c,%.o,$(wildcard src/*.c))
+EXTENSION = fieldcrypt
+DATA = $(wildcard sql/fieldcrypt--*.sql)
+SHLIB_LINK += -lcrypto
+# PG15 headers only need -Wno-unused-parameter (static inline helpers) under -Wextra.
+PG_CFLAGS += -Wall -Wextra -Werror -Wno-unused-parameter
+
+# pg_regress tests: sql/NAME.sql + expected/NAME.out, run in this order.
+REGRESS = key_api
+REGRESS_OPTS = --inputdir=. --outputdir=results/pg_regress
+# Tests need a preloaded server: `make test` is the entry point, not PGXS installcheck.
+NO_INSTALLCHECK = 1
+
+.PHONY: all install test demo bench deps installcheck
+.DEFAULT_GOAL := all
+
+# Print a make variable, e.g. `make -s print-REGRESS` (used by test/run-tests.sh).
+print-%:
+	@echo '$($*)'
+
+HAVE_PG := $(and $(wildcard $(PG_CONFIG)),$(wildcard $(shell $(PG_CONFIG) --includedir-server 2>/dev/null)/postgres.h))
+
+ifeq ($(HAVE_PG),)
+# Bootstrap: install the dependencies, then redo the goal with PGXS available.
+all install test demo bench:
+ifdef FC_BOOTSTRAPPED
+	@echo "$(PG_CONFIG) or the PostgreSQL 15 server headers are still missing after test/deps.sh" >&2; exit 1
+else
+	test/deps.sh
+	$(MAKE) FC_BOOTSTRAPPED=1 $@
+endif
+else
+PGXS := $(shell $(PG_CONFIG) --pgxs)
+include $(PGXS)
+
+deps:
+	@test/deps.sh
+
+test: deps
+	$(MAKE) install
+	test/run-tests.sh
+
+demo: deps
+	$(MAKE) install
+	test/demo.sh
+
+bench: deps
+	$(MAKE) install
+	test/bench/run.sh
+
+installcheck: test
+endif

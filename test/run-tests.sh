@@ -1,0 +1,148 @@
+#!/usr/bin/env bash
+# `make test` driver (run as root, after `make install`). Runs every suite and sums:
+#   pg_regress  REGRESS list of the Makefile: sql/NAME.sql vs expected/NAME.out   1 per test
+#   pgtap       test/pgtap/*.sql, each in a fresh database with pgtap            1 per assertion
+#   isolation   test/isolation/specs/NAME.spec vs test/isolation/expected/NAME.out  1 per spec
+#   tap         test/t/*.pl with prove, as user postgres                         1 per assertion
+# Outputs stay in results/ (git-ignored). The last line is "N passed, N failed"; the exit
+# status is non-zero if anything failed, a suite could not run, or no test ran at all.
+# FC_REGRESS_TAM_PASS=1 adds a pg_regress pass with default_table_access_method = encrypted_heap.
+set -uo pipefail   # no -e: every suite runs and failures are counted
+cd "$(dirname "$0")/.." || exit 1
+source test/lib.sh
+
+PGXS_TEST=/usr/lib/postgresql/15/lib/pgxs/src/test
+OUT=$PWD/results
+CLUSTER_CONF=()    # extra postgresql.conf lines for the pg_regress/pgTAP/isolation cluster
+
+total_pass=0 total_fail=0 summary=()
+record() {  # SUITE PASSED FAILED [NOTE]
+  summary+=("$(printf '%-15s %d passed, %d failed%s' "$1:" "$2" "$3" "${4:+ ($4)}")")
+  total_pass=$((total_pass + $2)) total_fail=$((total_fail + $3))
+}
+
+# Counts from TAP::Harness output (prove, pg_prove): "PASSED FAILED [FAILING FILE...]".
+# A failing file counts its failed assertions, or 1 if it died, exited non-zero or broke its plan.
+tap_counts() {
+  awk '
+    function flush() {
+      if (file != "" && (f = failed ? failed : (wstat || bad))) { fails += f; files = files " " file }
+      file = ""
+    }
+    /^[^ ].* \(Wstat: [0-9]+.* Tests: [0-9]+ Failed: [0-9]+\)$/ {
+      flush(); file = $1; bad = 0
+      match($0, /Wstat: [0-9]+/); wstat = substr($0, RSTART + 7, RLENGTH - 7) + 0
+      match($0, /Failed: [0-9]+\)$/); failed = substr($0, RSTART + 8, RLENGTH - 9) + 0
+      asserts_failed += failed; next
+    }
+    /^  Parse errors:/ { bad = 1 }
+    /^Files=[0-9]+, Tests=[0-9]+,/ { flush(); split($2, a, /[=,]/); tests = a[2]; seen = 1 }
+    END { flush(); if (!seen) print 0, 1; else print tests - asserts_failed, (fails + 0) files }
+  ' "$1"
+}
+
+fresh_db() {  # NAME [SQL run in it afterwards]
+  fc_psql -c 'SET client_min_messages = warning' -c "DROP DATABASE IF EXISTS \"$1\" WITH (FORCE)" \
+    -c "CREATE DATABASE \"$1\" TEMPLATE template0" &&
+    { [[ -z ${2:-} ]] || fc_psql -d "$1" -c "$2"; }
+}
+
+# run_regress SUITE PROGRAM INPUTDIR DB SETUP_SQL TEST...: pg_regress-style run, 1 count per test.
+run_regress() {
+  local suite=$1 prog=$2 indir=$3 db=$4 setup=$5; shift 5
+  local out=$OUT/$suite n=$# passed failed rc
+  ((n > 0)) || { record "$suite" 0 0; return; }
+  [[ -n $cluster ]] || { record "$suite" 0 1 "cluster did not start"; return; }
+  echo "== $suite: $n tests"
+  mkdir -p "$out"
+  fresh_db "$db" "$setup" || { record "$suite" 0 1 "could not prepare database $db"; return; }
+  "$prog" --use-existing --host=127.0.0.1 --port="$FC_PORT" --user=postgres \
+    --inputdir="$indir" --outputdir="$out" --dbname="$db" "$@" 2>&1 | tee "$out/run.log"
+  rc=${PIPESTATUS[0]}
+  passed=$(grep -cE '\.\.\. ok( |$)' "$out/run.log")
+  failed=$((n - passed))
+  ((rc == 0 || failed > 0)) || failed=1
+  if ((failed > 0)) && [[ -s $out/regression.diffs ]]; then
+    echo "---- $suite: $out/regression.diffs (first 200 lines) ----"
+    head -n 200 "$out/regression.diffs"
+  fi
+  record "$suite" "$passed" "$failed"
+}
+
+run_pgtap() {
+  local n=${#pgtap_files[@]} f log rc passed=0 failed=0 p x _
+  ((n > 0)) || { record pgtap 0 0; return; }
+  [[ -n $cluster ]] || { record pgtap 0 1 "cluster did not start"; return; }
+  echo "== pgtap: $n files"
+  mkdir -p "$OUT/pgtap"
+  for f in "${pgtap_files[@]}"; do
+    log=$OUT/pgtap/$(basename "$f" .sql).log
+    if ! fresh_db fc_pgtap 'CREATE EXTENSION pgtap'; then
+      failed=$((failed + 1)); echo "pgtap: could not prepare a database for $f"; continue
+    fi
+    pg_prove --psql-bin "$PGBIN/psql" --dbname fc_pgtap "$f" 2>&1 | tee "$log"
+    rc=${PIPESTATUS[0]}
+    read -r p x _ < <(tap_counts "$log")
+    ((rc == 0 || x > 0)) || x=1
+    passed=$((passed + p)) failed=$((failed + x))
+  done
+  record pgtap "$passed" "$failed"
+}
+
+run_tap() {
+  local n=${#tap_files[@]} dir tdir=$FC_REPO/test/t f args=() rc passed failed bad
+  ((n > 0)) || { record tap 0 0; return; }
+  echo "== tap: $n files"
+  fc_tmpdir dir || { record tap 0 1 "no temp dir"; return; }
+  if ! fc_as_pg test -r "$tdir/FcNode.pm"; then   # repo not readable by postgres: use a copy
+    cp -r test/t "$dir/t" && chown -R postgres: "$dir/t" && tdir=$dir/t
+  fi
+  for f in "${tap_files[@]}"; do args+=("$tdir/${f##*/}"); done
+  fc_as_pg env -C "$dir" -u PGHOST -u PGPORT -u PGUSER -u PGSSLMODE -u PGDATABASE \
+    HOME="$dir" TESTDIR="$dir" PG_TEST_PORT_DIR="$dir/portlock" FC_REPO="$FC_REPO" \
+    PATH="$PGBIN:$PATH" PERL5LIB="$PGXS_TEST/perl:$tdir" PG_REGRESS="$PGXS_TEST/regress/pg_regress" \
+    prove --norc "${args[@]}" 2>&1 | tee "$OUT/tap.log"
+  rc=${PIPESTATUS[0]}
+  read -r passed failed bad < <(tap_counts "$OUT/tap.log")
+  ((rc == 0 || failed > 0)) || failed=1
+  for f in $bad; do
+    f=${f##*/}
+    echo "---- tap: tail of regress_log_${f%.pl} ----"
+    tail -n 60 "$dir/tmp_check/log/regress_log_${f%.pl}" 2>/dev/null
+  done
+  cp -r "$dir/tmp_check/log" "$OUT/tap_logs" 2>/dev/null
+  record tap "$passed" "$failed"
+}
+
+rm -rf "$OUT" && mkdir -p "$OUT"
+shopt -s nullglob
+pgtap_files=(test/pgtap/*.sql)
+specs=(test/isolation/specs/*.spec)
+specs=("${specs[@]##*/}") && specs=("${specs[@]%.spec}")
+tap_files=(test/t/*.pl)
+if regress_list=$(MAKEFLAGS='' make -s --no-print-directory print-REGRESS); then
+  read -ra regress_tests <<<"$regress_list"
+else
+  regress_tests=(); record pg_regress 0 1 "could not read REGRESS from the Makefile"
+fi
+
+cluster=
+if ((${#regress_tests[@]} + ${#pgtap_files[@]} + ${#specs[@]} > 0)); then
+  fc_cluster_start tests "${CLUSTER_CONF[@]}" && cluster=tests
+fi
+run_regress pg_regress "$PGXS_TEST/regress/pg_regress" . fc_regress '' "${regress_tests[@]}"
+if [[ ${FC_REGRESS_TAM_PASS:-0} == 1 ]]; then
+  run_regress pg_regress_tam "$PGXS_TEST/regress/pg_regress" . fc_regress \
+    "CREATE EXTENSION IF NOT EXISTS fieldcrypt; ALTER DATABASE fc_regress SET default_table_access_method = encrypted_heap" \
+    "${regress_tests[@]}"
+fi
+run_pgtap
+run_regress isolation "$PGXS_TEST/isolation/pg_isolation_regress" test/isolation fc_isolation '' "${specs[@]}"
+[[ -z $cluster ]] || fc_cluster_stop "$cluster"
+run_tap
+
+echo "== summary"
+printf '%s\n' "${summary[@]}"
+((total_pass + total_fail > 0)) || echo "no test ran at all: that is a failure"
+echo "$total_pass passed, $total_fail failed"
+((total_fail == 0 && total_pass > 0))
