@@ -1,0 +1,17 @@
+/*-------------------------------------------------------------------------
+ *
+ * enctypes.h
+ *	  The write-only encrypted column types.
+ *
+ * src/enctypes.h
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef FIELDCRYPT_ENCTYPES_H
+#define FIELDCRYPT_ENCTYPES_H
+
+extern bool fc_is_encrypted_type(Oid typid);
+extern bool fc_type_holds_encrypted(Oid typid);
+extern void fc_enctypes_init(void);
+
+#endif

@@ -1,0 +1,77 @@
+/*-------------------------------------------------------------------------
+ *
+ * fieldcrypt.c
+ *	  Module entry point: refuses to load outside shared_preload_libraries,
+ *	  defines the parameters, requests shared memory and installs hooks.
+ *
+ * src/fieldcrypt.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "storage/ipc.h"
+
+#include "enctypes.h"
+#include "guc.h"
+#include "hooks.h"
+#include "keyapi.h"
+#include "keystore.h"
+#include "redact.h"
+#include "writeonly.h"
+
+PG_MODULE_MAGIC;
+
+void		_PG_init(void);
+
+static shmem_request_hook_type prev_shmem_request_hook = NULL;
+static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+static bool loaded = false;
+
+/* shmem_request_hook: reserve the key store and its lock. */
+static void
+fc_shmem_request(void)
+{
+	if (prev_shmem_request_hook)
+		prev_shmem_request_hook();
+	fc_keystore_request();
+}
+
+/* shmem_startup_hook: create the key store and load the keyring. */
+static void
+fc_shmem_startup(void)
+{
+	if (prev_shmem_startup_hook)
+		prev_shmem_startup_hook();
+	fc_keystore_startup();
+}
+
+/* Module load. */
+void
+_PG_init(void)
+{
+	if (loaded)
+		return;
+	if (!process_shared_preload_libraries_in_progress)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("fieldcrypt must be loaded via shared_preload_libraries"),
+				 errhint("Add fieldcrypt to shared_preload_libraries in postgresql.conf "
+						 "and restart the server.")));
+	loaded = true;
+
+	fc_define_gucs();
+
+	prev_shmem_request_hook = shmem_request_hook;
+	shmem_request_hook = fc_shmem_request;
+	prev_shmem_startup_hook = shmem_startup_hook;
+	shmem_startup_hook = fc_shmem_startup;
+
+	fc_keyapi_init();
+	fc_enctypes_init();
+	fc_redact_init();
+	fc_writeonly_init();
+	fc_hooks_init();
+}

@@ -1,0 +1,84 @@
+/*-------------------------------------------------------------------------
+ *
+ * guc.c
+ *	  Definition of every fieldcrypt.* configuration parameter.
+ *
+ *	  Parameters that decide where the cluster key comes from are
+ *	  PGC_POSTMASTER: the keyring is unsealed once, at server start.
+ *
+ * src/guc.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <limits.h>
+
+#include "utils/guc.h"
+
+#include "guc.h"
+
+int			fc_key_provider = FC_PROVIDER_FILE;
+char	   *fc_key_file = NULL;
+char	   *fc_key_command = NULL;
+int			fc_key_command_timeout = 30;
+int			fc_max_databases = 64;
+bool		fc_auto_activate = true;
+int			fc_kdf_iterations = 600000;
+
+static const struct config_enum_entry provider_options[] = {
+	{"file", FC_PROVIDER_FILE, false},
+	{"command", FC_PROVIDER_COMMAND, false},
+	{NULL, 0, false}
+};
+
+/* Register all parameters; called from _PG_init. */
+void
+fc_define_gucs(void)
+{
+	DefineCustomEnumVariable("fieldcrypt.key_provider",
+							 "Where the cluster key-encryption key comes from.",
+							 "\"file\" keeps a random key in fieldcrypt.key_file; "
+							 "\"command\" runs fieldcrypt.key_command at server start.",
+							 &fc_key_provider, FC_PROVIDER_FILE, provider_options,
+							 PGC_POSTMASTER, 0, NULL, NULL, NULL);
+
+	DefineCustomStringVariable("fieldcrypt.key_file",
+							   "File holding the cluster key-encryption key (provider \"file\").",
+							   "Empty means pg_fieldcrypt/cluster.key in the data directory.",
+							   &fc_key_file, "",
+							   PGC_POSTMASTER, GUC_SUPERUSER_ONLY, NULL, NULL, NULL);
+
+	DefineCustomStringVariable("fieldcrypt.key_command",
+							   "Shell command printing the cluster key-encryption key in hex (provider \"command\").",
+							   NULL,
+							   &fc_key_command, "",
+							   PGC_POSTMASTER, GUC_SUPERUSER_ONLY | GUC_NOT_IN_SAMPLE,
+							   NULL, NULL, NULL);
+
+	DefineCustomIntVariable("fieldcrypt.key_command_timeout",
+							"Seconds fieldcrypt.key_command may run before it is killed.",
+							NULL,
+							&fc_key_command_timeout, 30, 1, 3600,
+							PGC_POSTMASTER, GUC_UNIT_S, NULL, NULL, NULL);
+
+	DefineCustomIntVariable("fieldcrypt.max_databases",
+							"Number of databases whose keys shared memory can hold.",
+							NULL,
+							&fc_max_databases, 64, 1, 100000,
+							PGC_POSTMASTER, 0, NULL, NULL, NULL);
+
+	DefineCustomBoolVariable("fieldcrypt.auto_activate",
+							 "CREATE EXTENSION activates encryption with a system-generated key.",
+							 NULL,
+							 &fc_auto_activate, true,
+							 PGC_SUSET, 0, NULL, NULL, NULL);
+
+	DefineCustomIntVariable("fieldcrypt.kdf_iterations",
+							"PBKDF2-HMAC-SHA256 iterations for new key generations.",
+							"At least 600000; existing generations keep the count they were made with.",
+							&fc_kdf_iterations, 600000, 600000, INT_MAX,
+							PGC_SUSET, 0, NULL, NULL, NULL);
+
+	MarkGUCPrefixReserved("fieldcrypt");
+}

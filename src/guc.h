@@ -1,0 +1,29 @@
+/*-------------------------------------------------------------------------
+ *
+ * guc.h
+ *	  fieldcrypt's configuration parameters.
+ *
+ * src/guc.h
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef FIELDCRYPT_GUC_H
+#define FIELDCRYPT_GUC_H
+
+typedef enum FcKeyProvider
+{
+	FC_PROVIDER_FILE,
+	FC_PROVIDER_COMMAND
+} FcKeyProvider;
+
+extern int	fc_key_provider;
+extern char *fc_key_file;
+extern char *fc_key_command;
+extern int	fc_key_command_timeout;
+extern int	fc_max_databases;
+extern bool fc_auto_activate;
+extern int	fc_kdf_iterations;
+
+extern void fc_define_gucs(void);
+
+#endif

@@ -1,0 +1,91 @@
+/*-------------------------------------------------------------------------
+ *
+ * hooks.c
+ *	  Utility and object-access hooks: encryption cannot be turned off once
+ *	  active, a dropped database's keys leave the keyring, and DDL on
+ *	  encrypted columns goes through restrict.c before and after it runs.
+ *
+ * src/hooks.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/objectaccess.h"
+#include "catalog/pg_class.h"
+#include "commands/dbcommands.h"
+#include "miscadmin.h"
+#include "nodes/parsenodes.h"
+#include "tcop/utility.h"
+
+#include "hooks.h"
+#include "keyapi.h"
+#include "keystore.h"
+#include "restrict.h"
+
+static ProcessUtility_hook_type prev_ProcessUtility = NULL;
+static object_access_hook_type prev_object_access = NULL;
+
+static void fc_ProcessUtility(PlannedStmt *pstmt, const char *queryString,
+							  bool readOnlyTree, ProcessUtilityContext context,
+							  ParamListInfo params, QueryEnvironment *queryEnv,
+							  DestReceiver *dest, QueryCompletion *qc);
+static void fc_object_access(ObjectAccessType access, Oid classId, Oid objectId,
+							 int subId, void *arg);
+
+/* Install the hooks; called last in _PG_init. */
+void
+fc_hooks_init(void)
+{
+	prev_ProcessUtility = ProcessUtility_hook;
+	ProcessUtility_hook = fc_ProcessUtility;
+	prev_object_access = object_access_hook;
+	object_access_hook = fc_object_access;
+}
+
+/*
+ * Refuse to drop the key metadata table while encryption is active: that
+ * covers DROP EXTENSION, DROP SCHEMA ... CASCADE and DROP OWNED alike.
+ */
+static void
+fc_object_access(ObjectAccessType access, Oid classId, Oid objectId,
+				 int subId, void *arg)
+{
+	if (prev_object_access)
+		prev_object_access(access, classId, objectId, subId, arg);
+
+	if (access == OAT_DROP && classId == RelationRelationId && subId == 0 &&
+		objectId == fc_config_table_oid() && fc_db_is_active())
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("cannot drop extension fieldcrypt: data encryption is active in database \"%s\"",
+						get_database_name(MyDatabaseId)),
+				 errdetail("Once active, data encryption cannot be turned off."),
+				 errhint("Drop the database if its encrypted data is no longer needed.")));
+}
+
+/* Restrict DDL on encrypted columns; forget a dropped database's keys. */
+static void
+fc_ProcessUtility(PlannedStmt *pstmt, const char *queryString,
+				  bool readOnlyTree, ProcessUtilityContext context,
+				  ParamListInfo params, QueryEnvironment *queryEnv,
+				  DestReceiver *dest, QueryCompletion *qc)
+{
+	Node	   *parsetree = pstmt->utilityStmt;
+	Oid			dropped = InvalidOid;
+
+	if (IsA(parsetree, DropdbStmt))
+		dropped = get_database_oid(((DropdbStmt *) parsetree)->dbname, true);
+	fc_restrict_before(parsetree);
+
+	if (prev_ProcessUtility)
+		prev_ProcessUtility(pstmt, queryString, readOnlyTree, context,
+							params, queryEnv, dest, qc);
+	else
+		standard_ProcessUtility(pstmt, queryString, readOnlyTree, context,
+								params, queryEnv, dest, qc);
+
+	fc_restrict_after(parsetree);
+	if (OidIsValid(dropped) && fc_shared->ring_state == FC_RING_OK)
+		fc_db_remove(dropped);
+}

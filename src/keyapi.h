@@ -1,0 +1,23 @@
+/*-------------------------------------------------------------------------
+ *
+ * keyapi.h
+ *	  Checks shared by the SQL entry points of fieldcrypt.
+ *
+ * src/keyapi.h
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef FIELDCRYPT_KEYAPI_H
+#define FIELDCRYPT_KEYAPI_H
+
+#define FC_ADMIN_ROLE	"fieldcrypt_admin"
+#define FC_READER_ROLE	"fieldcrypt_reader"
+#define FC_CONFIG_TABLE "key_generations"
+
+extern void fc_require_role(const char *role, const char *what);
+extern void fc_require_tls(const char *what);
+extern bool fc_db_is_active(void);
+extern Oid	fc_config_table_oid(void);
+extern void fc_keyapi_init(void);
+
+#endif

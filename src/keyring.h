@@ -1,0 +1,25 @@
+/*-------------------------------------------------------------------------
+ *
+ * keyring.h
+ *	  The sealed keyring in $PGDATA/pg_fieldcrypt and the cluster key
+ *	  providers.
+ *
+ * src/keyring.h
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef FIELDCRYPT_KEYRING_H
+#define FIELDCRYPT_KEYRING_H
+
+#include "keystore.h"
+
+#define FC_KEYRING_DIR		"pg_fieldcrypt"
+#define FC_KEYRING_FILE		FC_KEYRING_DIR "/keyring"
+#define FC_DEFAULT_KEY_FILE FC_KEYRING_DIR "/cluster.key"
+
+extern bool fc_kek_load(uint8 *kek, char *why, size_t whylen);
+extern FcRingState fc_keyring_read(const uint8 *kek, FcDbKeys *dbs, int max_dbs,
+								   char *why, size_t whylen);
+extern void fc_keyring_write(const uint8 *kek, const FcDbKeys *dbs, int n);
+
+#endif

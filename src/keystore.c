@@ -1,0 +1,363 @@
+/*-------------------------------------------------------------------------
+ *
+ * keystore.c
+ *	  Shared memory holding the key state of every database, and the
+ *	  per-backend cache of it.
+ *
+ *	  Locking: fc_shared->lock (one LWLock of tranche "fieldcrypt") protects
+ *	  ring_state, kek and dbs[].  Readers take it shared and copy what they
+ *	  need; a key change takes it exclusively, writes the keyring to disk
+ *	  first and only then updates shared memory, so shared memory never
+ *	  holds a state that a restart would lose.  fc_shared->version is
+ *	  bumped (under the exclusive lock) after every change: backends compare
+ *	  it with the version of their cache without taking the lock.
+ *
+ *	  Key lifetime: the shared segment part holding keys and every backend
+ *	  cache are page-aligned, excluded from core dumps (MADV_DONTDUMP) and
+ *	  locked in memory where RLIMIT_MEMLOCK allows; copies on the stack or
+ *	  in palloc'd memory are zeroed with explicit_bzero when released.
+ *
+ *	  Nonces: a 64-bit counter in shared memory, handed out to backends in
+ *	  blocks, plus an instance id drawn at every shared memory
+ *	  initialization.  See README "Nonces" for why this never repeats.
+ *
+ * src/keystore.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "miscadmin.h"
+#include "storage/ipc.h"
+#include "storage/shmem.h"
+
+#include "guc.h"
+#include "keyring.h"
+#include "keystore.h"
+
+#define NONCE_BLOCK		1024
+
+FcShared   *fc_shared = NULL;
+
+/* Backend-local cache of this database's entry, in a secure region. */
+typedef struct LocalCache
+{
+	uint64		version;		/* fc_shared->version it reflects; 0 = none */
+	bool		present;
+	FcDbKeys	entry;
+} LocalCache;
+
+static LocalCache *local_cache = NULL;
+static uint64 nonce_next = 0;
+static uint64 nonce_end = 0;
+
+static Size keystore_size(void);
+static void protect_region(void *ptr, Size size, const char *what);
+
+/* Bytes of shared memory we need, with slack for page alignment. */
+static Size
+keystore_size(void)
+{
+	Size		sz = add_size(offsetof(FcShared, dbs),
+							  mul_size(sizeof(FcDbKeys), fc_max_databases));
+
+	return add_size(TYPEALIGN(getpagesize(), sz), getpagesize());
+}
+
+/* Called from the shmem_request_hook. */
+void
+fc_keystore_request(void)
+{
+	RequestAddinShmemSpace(keystore_size());
+	RequestNamedLWLockTranche("fieldcrypt", 1);
+}
+
+/* Keep key memory out of core dumps and swap; degrade with a log line. */
+static void
+protect_region(void *ptr, Size size, const char *what)
+{
+#ifdef MADV_DONTDUMP
+	if (madvise(ptr, size, MADV_DONTDUMP) != 0)
+		ereport(LOG,
+				(errmsg("fieldcrypt: could not exclude %s from core dumps: %m", what)));
+#endif
+	if (mlock(ptr, size) != 0)
+		ereport(LOG,
+				(errmsg("fieldcrypt: could not lock %s in memory: %m", what),
+				 errhint("Raise the memlock limit (ulimit -l) of the server to keep keys out of swap.")));
+}
+
+/* Allocate a page-aligned region for key material outside palloc. */
+void
+fc_secure_region_alloc(void **ptr, Size size)
+{
+	void	   *p;
+
+	size = TYPEALIGN(getpagesize(), size);
+	p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (p == MAP_FAILED)
+		ereport(FATAL,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("could not map memory for fieldcrypt keys: %m")));
+	protect_region(p, size, "the backend key cache");
+	*ptr = p;
+}
+
+/* Zero and unmap a region from fc_secure_region_alloc. */
+void
+fc_secure_region_free(void *ptr, Size size)
+{
+	size = TYPEALIGN(getpagesize(), size);
+	explicit_bzero(ptr, size);
+	munmap(ptr, size);
+}
+
+/*
+ * shmem_startup_hook: create the segment and load the keyring.  Runs in the
+ * postmaster at start and after every crash reinitialization.
+ */
+void
+fc_keystore_startup(void)
+{
+	bool		found;
+	char	   *raw;
+	Size		usable;
+	char		why[256] = "";
+
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	raw = ShmemInitStruct("fieldcrypt keystore", keystore_size(), &found);
+	fc_shared = (FcShared *) TYPEALIGN(getpagesize(), raw);
+	usable = keystore_size() - getpagesize();
+	if (found)
+	{
+		LWLockRelease(AddinShmemInitLock);
+		return;
+	}
+
+	memset(fc_shared, 0, usable);
+	fc_shared->lock = &(GetNamedLWLockTranche("fieldcrypt"))->lock;
+	fc_shared->max_dbs = fc_max_databases;
+	pg_atomic_init_u64(&fc_shared->version, 1);
+	pg_atomic_init_u64(&fc_shared->nonce_counter, 0);
+	protect_region(fc_shared, usable, "the shared key store");
+
+	if (!fc_random_bytes(fc_shared->instance_id, FC_INSTANCE_ID_LEN))
+		ereport(FATAL,
+				(errmsg("fieldcrypt: random number generator failed: %s",
+						fc_crypto_last_error())));
+
+	if (mkdir(FC_KEYRING_DIR, S_IRWXU) != 0 && errno != EEXIST)
+	{
+		fc_shared->ring_state = FC_RING_PROVIDER_FAILED;
+		snprintf(why, sizeof(why), "could not create directory \"%s\": %m", FC_KEYRING_DIR);
+	}
+	else if (!fc_kek_load(fc_shared->kek, why, sizeof(why)))
+		fc_shared->ring_state = FC_RING_PROVIDER_FAILED;
+	else
+		fc_shared->ring_state = fc_keyring_read(fc_shared->kek, fc_shared->dbs,
+												fc_shared->max_dbs, why, sizeof(why));
+
+	if (fc_shared->ring_state != FC_RING_OK)
+	{
+		explicit_bzero(fc_shared->kek, FC_KEY_LEN);
+		memset(fc_shared->dbs, 0, sizeof(FcDbKeys) * fc_shared->max_dbs);
+		strlcpy(fc_shared->ring_detail, why, sizeof(fc_shared->ring_detail));
+		ereport(WARNING,
+				(errmsg("fieldcrypt: keyring not loaded, encrypted data is inaccessible"),
+				 errdetail("%s", why),
+				 errhint("Fix the key provider (fieldcrypt.key_provider) or restore "
+						 "the keyring, then restart the server. Nothing was changed on disk.")));
+	}
+	else
+	{
+		int			n = 0;
+
+		for (int i = 0; i < fc_shared->max_dbs; i++)
+			if (OidIsValid(fc_shared->dbs[i].dboid))
+				n++;
+		ereport(LOG,
+				(errmsg("fieldcrypt: keyring loaded with keys of %d database(s)", n)));
+	}
+	LWLockRelease(AddinShmemInitLock);
+}
+
+/* ERROR unless the keyring was loaded at start. */
+void
+fc_check_ring_usable(void)
+{
+	char		detail[256];
+	int			state;
+
+	LWLockAcquire(fc_shared->lock, LW_SHARED);
+	state = fc_shared->ring_state;
+	strlcpy(detail, fc_shared->ring_detail, sizeof(detail));
+	LWLockRelease(fc_shared->lock);
+	if (state != FC_RING_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_SYSTEM_ERROR),
+				 errmsg("fieldcrypt keyring is not available"),
+				 errdetail("%s", detail),
+				 errhint("Check fieldcrypt.key_provider and the server log, then restart the server.")));
+}
+
+/* Copy the entry of dboid into *out; false if the database has none. */
+bool
+fc_db_lookup(Oid dboid, FcDbKeys *out)
+{
+	bool		found = false;
+
+	LWLockAcquire(fc_shared->lock, LW_SHARED);
+	for (int i = 0; i < fc_shared->max_dbs; i++)
+	{
+		if (fc_shared->dbs[i].dboid == dboid)
+		{
+			if (out)
+				memcpy(out, &fc_shared->dbs[i], sizeof(FcDbKeys));
+			found = true;
+			break;
+		}
+	}
+	LWLockRelease(fc_shared->lock);
+	return found;
+}
+
+/*
+ * Replace (entry != NULL) or remove the entry of dboid: keyring on disk
+ * first, then shared memory.  ERRORs before changing anything if the
+ * keyring cannot be written.
+ */
+static void
+db_replace(Oid dboid, const FcDbKeys *entry)
+{
+	FcDbKeys   *copy;
+	int			n = 0;
+	volatile int slot = -1;
+	volatile int free_slot = -1;
+
+	LWLockAcquire(fc_shared->lock, LW_EXCLUSIVE);
+	if (fc_shared->ring_state != FC_RING_OK)
+	{
+		LWLockRelease(fc_shared->lock);
+		fc_check_ring_usable();
+	}
+
+	copy = palloc(sizeof(FcDbKeys) * (fc_shared->max_dbs));
+	for (int i = 0; i < fc_shared->max_dbs; i++)
+	{
+		const FcDbKeys *e = &fc_shared->dbs[i];
+
+		if (e->dboid == dboid)
+			slot = i;
+		else if (!OidIsValid(e->dboid))
+		{
+			if (free_slot < 0)
+				free_slot = i;
+			continue;
+		}
+		if (e->dboid != dboid)
+			memcpy(&copy[n++], e, sizeof(FcDbKeys));
+	}
+	if (entry)
+	{
+		if (slot < 0 && free_slot < 0)
+		{
+			LWLockRelease(fc_shared->lock);
+			ereport(ERROR,
+					(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+					 errmsg("fieldcrypt cannot hold keys for more than %d databases",
+							fc_shared->max_dbs),
+					 errhint("Raise fieldcrypt.max_databases and restart the server.")));
+		}
+		memcpy(&copy[n++], entry, sizeof(FcDbKeys));
+	}
+
+	PG_TRY();
+	{
+		fc_keyring_write(fc_shared->kek, copy, n);
+	}
+	PG_FINALLY();
+	{
+		explicit_bzero(copy, sizeof(FcDbKeys) * fc_shared->max_dbs);
+		pfree(copy);
+	}
+	PG_END_TRY();
+
+	if (entry)
+		memcpy(&fc_shared->dbs[slot >= 0 ? slot : free_slot], entry, sizeof(FcDbKeys));
+	else if (slot >= 0)
+		explicit_bzero(&fc_shared->dbs[slot], sizeof(FcDbKeys));
+	pg_atomic_fetch_add_u64(&fc_shared->version, 1);
+	LWLockRelease(fc_shared->lock);
+}
+
+/* Install or replace the key state of entry->dboid, durably. */
+void
+fc_db_store(const FcDbKeys *entry)
+{
+	db_replace(entry->dboid, entry);
+}
+
+/* Forget the key state of a database (it was dropped). */
+void
+fc_db_remove(Oid dboid)
+{
+	if (fc_db_lookup(dboid, NULL))
+		db_replace(dboid, NULL);
+}
+
+/* Refresh the backend cache of MyDatabaseId if shared memory changed. */
+static void
+refresh_local_cache(void)
+{
+	uint64		v = pg_atomic_read_u64(&fc_shared->version);
+
+	if (local_cache == NULL)
+		fc_secure_region_alloc((void **) &local_cache, sizeof(LocalCache));
+	if (local_cache->version == v)
+		return;
+	/* read the version before the entry: a concurrent change re-triggers */
+	explicit_bzero(&local_cache->entry, sizeof(FcDbKeys));
+	local_cache->present = fc_db_lookup(MyDatabaseId, &local_cache->entry);
+	local_cache->version = v;
+}
+
+/*
+ * The generation gen of the current database (or its current generation if
+ * current is true), from the backend cache; NULL if not loaded.
+ */
+const FcGeneration *
+fc_local_generation(uint32 gen, bool current)
+{
+	refresh_local_cache();
+	if (!local_cache->present)
+		return NULL;
+	if (current)
+		gen = local_cache->entry.current_gen;
+	for (int i = 0; i < local_cache->entry.ngens; i++)
+		if (local_cache->entry.gens[i].gen == gen)
+			return &local_cache->entry.gens[i];
+	return NULL;
+}
+
+/* A nonce counter value never handed out before since shmem was created. */
+uint64
+fc_next_nonce_counter(void)
+{
+	if (nonce_next == nonce_end)
+	{
+		nonce_next = pg_atomic_fetch_add_u64(&fc_shared->nonce_counter, NONCE_BLOCK);
+		nonce_end = nonce_next + NONCE_BLOCK;
+	}
+	return nonce_next++;
+}
+
+/* The random id of this shared memory lifetime (see README "Nonces"). */
+const uint8 *
+fc_instance_id(void)
+{
+	return fc_shared->instance_id;
+}

@@ -1,0 +1,188 @@
+/*-------------------------------------------------------------------------
+ *
+ * redact.c
+ *	  Keeps secrets that pass through this backend (passphrases given to
+ *	  set_data_encryption_key, plaintexts written to encrypted columns) out
+ *	  of the server log and pg_stat_activity.
+ *
+ *	  Each secret is remembered in a small ring of recent secrets, in
+ *	  memory excluded from core dumps.  emit_log_hook replaces every
+ *	  occurrence in the message, detail, hint, context and internal query
+ *	  of a log entry, and suppresses the STATEMENT line when the statement
+ *	  text holds one.  Secrets shorter than FC_MIN_REDACT_LEN bytes are not
+ *	  remembered: replacing them would mangle every log line.
+ *
+ *	  What this cannot cover: log_statement (written before parse analysis,
+ *	  before any extension sees the values) and statements that fail in the
+ *	  raw parser.  The README recommends bind parameters.
+ *
+ * src/redact.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "lib/stringinfo.h"
+#include "tcop/tcopprot.h"
+#include "utils/backend_status.h"
+#include "utils/elog.h"
+
+#include "keystore.h"
+#include "redact.h"
+
+#define RING_SLOTS		64
+#define RING_BYTES		(256 * 1024)	/* secure arena for remembered secrets */
+
+typedef struct SecretRing
+{
+	int			next;			/* slot to overwrite next */
+	Size		used;			/* arena bytes in use (bump, reset on wrap) */
+	struct
+	{
+		Size		off;
+		Size		len;		/* 0 = empty slot */
+	}			slot[RING_SLOTS];
+	char		arena[RING_BYTES];
+} SecretRing;
+
+static SecretRing *ring = NULL;
+static emit_log_hook_type prev_emit_log_hook = NULL;
+
+static char *redact_string(char *s);
+static bool holds_secret(const char *s);
+static void fc_emit_log_hook(ErrorData *edata);
+
+/* Install the log hook; called from _PG_init. */
+void
+fc_redact_init(void)
+{
+	prev_emit_log_hook = emit_log_hook;
+	emit_log_hook = fc_emit_log_hook;
+}
+
+/* Remember a secret so that later log lines of this backend hide it. */
+void
+fc_register_secret(const char *s, size_t len)
+{
+	int			i;
+
+	if (len < FC_MIN_REDACT_LEN || len > RING_BYTES / 4)
+		return;
+	if (ring == NULL)
+		fc_secure_region_alloc((void **) &ring, sizeof(SecretRing));
+	/* already known? */
+	for (i = 0; i < RING_SLOTS; i++)
+		if (ring->slot[i].len == len &&
+			memcmp(ring->arena + ring->slot[i].off, s, len) == 0)
+			return;
+	if (ring->used + len > RING_BYTES)
+	{
+		/* arena full: start over, forgetting everything */
+		explicit_bzero(ring, sizeof(SecretRing));
+	}
+	i = ring->next;
+	if (ring->slot[i].len > 0)
+		explicit_bzero(ring->arena + ring->slot[i].off, ring->slot[i].len);
+	ring->slot[i].off = ring->used;
+	ring->slot[i].len = len;
+	memcpy(ring->arena + ring->used, s, len);
+	ring->used += len;
+	ring->next = (i + 1) % RING_SLOTS;
+}
+
+/* True if s contains a remembered secret. */
+static bool
+holds_secret(const char *s)
+{
+	if (s == NULL || ring == NULL)
+		return false;
+	for (int i = 0; i < RING_SLOTS; i++)
+	{
+		Size		len = ring->slot[i].len;
+
+		if (len > 0 && strlen(s) >= len)
+		{
+			const char *sec = ring->arena + ring->slot[i].off;
+
+			for (const char *p = s; (p = strchr(p, sec[0])) != NULL; p++)
+				if (strncmp(p, sec, len) == 0)
+					return true;
+		}
+	}
+	return false;
+}
+
+/* Return s with every remembered secret replaced (palloc'd), or s itself. */
+static char *
+redact_string(char *s)
+{
+	StringInfoData buf;
+
+	if (!holds_secret(s))
+		return s;
+	for (int i = 0; i < RING_SLOTS; i++)
+	{
+		Size		len = ring->slot[i].len;
+		const char *sec = ring->arena + ring->slot[i].off;
+		const char *p;
+		const char *from;
+
+		if (len == 0)
+			continue;
+		initStringInfo(&buf);
+		from = s;
+		while ((p = strchr(from, sec[0])) != NULL)
+		{
+			if (strncmp(p, sec, len) == 0)
+			{
+				appendBinaryStringInfo(&buf, from, p - from);
+				appendStringInfoString(&buf, FC_REDACTED);
+				from = p + len;
+			}
+			else
+			{
+				appendBinaryStringInfo(&buf, from, p - from + 1);
+				from = p + 1;
+			}
+		}
+		appendStringInfoString(&buf, from);
+		explicit_bzero(s, strlen(s));
+		s = buf.data;
+	}
+	return s;
+}
+
+/* emit_log_hook: scrub secrets from everything that reaches the server log. */
+static void
+fc_emit_log_hook(ErrorData *edata)
+{
+	if (ring != NULL && edata->output_to_server)
+	{
+		edata->message = redact_string(edata->message);
+		edata->detail = redact_string(edata->detail);
+		edata->detail_log = redact_string(edata->detail_log);
+		edata->hint = redact_string(edata->hint);
+		edata->context = redact_string(edata->context);
+		edata->internalquery = redact_string(edata->internalquery);
+		if (holds_secret(debug_query_string))
+			edata->hide_stmt = true;
+	}
+	if (prev_emit_log_hook)
+		prev_emit_log_hook(edata);
+}
+
+/*
+ * Replace this backend's query text in pg_stat_activity with a copy in
+ * which remembered secrets are masked.
+ */
+void
+fc_redact_activity(void)
+{
+	char	   *q;
+
+	if (debug_query_string == NULL || !holds_secret(debug_query_string))
+		return;
+	q = redact_string(pstrdup(debug_query_string));
+	pgstat_report_activity(STATE_RUNNING, q);
+	pfree(q);
+}

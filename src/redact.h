@@ -1,0 +1,20 @@
+/*-------------------------------------------------------------------------
+ *
+ * redact.h
+ *	  Keeping secrets out of the server log and pg_stat_activity.
+ *
+ * src/redact.h
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef FIELDCRYPT_REDACT_H
+#define FIELDCRYPT_REDACT_H
+
+#define FC_REDACTED			"[redacted]"
+#define FC_MIN_REDACT_LEN	4
+
+extern void fc_register_secret(const char *s, size_t len);
+extern void fc_redact_activity(void);
+extern void fc_redact_init(void);
+
+#endif

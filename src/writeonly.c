@@ -1,0 +1,363 @@
+/*-------------------------------------------------------------------------
+ *
+ * writeonly.c
+ *	  Executor hooks that make encrypted columns write-only: every row a
+ *	  query hands to a receiver (client, cursor, SPI, COPY (query) TO, SQL
+ *	  function, tuplestore) carries NULL in place of a value of an
+ *	  encrypted type, of a domain over one, or of an array holding them;
+ *	  composite values keep their other fields.  Where the server itself
+ *	  moves values into a relation (CREATE TABLE AS, SELECT INTO, REFRESH
+ *	  MATERIALIZED VIEW, parallel workers feeding their leader) the
+ *	  ciphertext flows unchanged; INSERT ... SELECT never reaches a
+ *	  receiver.  pg_dump --inserts reads through its cursor
+ *	  "_pg_dump_cursor" and gets envelopes, exactly what COPY TO gives.
+ *
+ *	  Cost: ExecutorRun inspects the result descriptor once; a query with
+ *	  no column of a user-defined or record type is passed through as is.
+ *
+ *	  ExecutorStart also remembers, for log redaction, the text of the
+ *	  parameters of statements that write to tables with encrypted
+ *	  columns: a typed text parameter is only encrypted during execution,
+ *	  after pgaudit and log_min_duration_statement have seen it.
+ *
+ * src/writeonly.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "access/relation.h"
+#include "access/tupdesc.h"
+#include "executor/executor.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "nodes/params.h"
+#include "parser/parsetree.h"
+#include "tcop/pquery.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/rel.h"
+#include "utils/typcache.h"
+
+#include "enctypes.h"
+#include "redact.h"
+#include "writeonly.h"
+
+/* What to do with one result column. */
+typedef enum ColAction
+{
+	COL_KEEP = 0,
+	COL_NULL,					/* encrypted, or an array holding encrypted */
+	COL_SCRUB,					/* composite holding encrypted fields */
+	COL_RECORD					/* anonymous record: inspect each value */
+} ColAction;
+
+typedef struct NullingReceiver
+{
+	DestReceiver pub;
+	DestReceiver *inner;
+	int			natts;
+	ColAction  *action;
+	TupleTableSlot *out;
+	MemoryContext rowcxt;
+} NullingReceiver;
+
+static ExecutorStart_hook_type prev_ExecutorStart = NULL;
+static ExecutorRun_hook_type prev_ExecutorRun = NULL;
+
+static Datum scrub_composite(Datum value, int depth);
+
+/* Does one column of this type need work, and which? */
+static ColAction
+action_for(Oid typid)
+{
+	Oid			base;
+
+	if (typid == RECORDOID)
+		return COL_RECORD;
+	if (typid < FirstNormalObjectId && typid != RECORDARRAYOID)
+		return COL_KEEP;
+	if (typid == RECORDARRAYOID)
+		return COL_NULL;		/* arrays of anonymous records: be safe */
+	if (!fc_type_holds_encrypted(typid))
+		return COL_KEEP;
+	base = getBaseType(typid);
+	if (get_typtype(base) == TYPTYPE_COMPOSITE)
+		return COL_SCRUB;
+	return COL_NULL;
+}
+
+/* Return a copy of a composite value whose encrypted fields are NULL. */
+static Datum
+scrub_composite(Datum value, int depth)
+{
+	HeapTupleHeader th = DatumGetHeapTupleHeader(value);
+	Oid			typid = HeapTupleHeaderGetTypeId(th);
+	int32		typmod = HeapTupleHeaderGetTypMod(th);
+	TupleDesc	td = lookup_rowtype_tupdesc(typid, typmod);
+	HeapTupleData tup;
+	Datum	   *values = palloc(sizeof(Datum) * td->natts);
+	bool	   *nulls = palloc(sizeof(bool) * td->natts);
+	HeapTuple	result;
+
+	check_stack_depth();
+	tup.t_len = HeapTupleHeaderGetDatumLength(th);
+	ItemPointerSetInvalid(&tup.t_self);
+	tup.t_tableOid = InvalidOid;
+	tup.t_data = th;
+	heap_deform_tuple(&tup, td, values, nulls);
+	for (int i = 0; i < td->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(td, i);
+
+		if (nulls[i] || att->attisdropped)
+			continue;
+		switch (action_for(att->atttypid))
+		{
+			case COL_KEEP:
+				break;
+			case COL_NULL:
+				nulls[i] = true;
+				break;
+			case COL_SCRUB:
+			case COL_RECORD:
+				values[i] = scrub_composite(values[i], depth + 1);
+				break;
+		}
+	}
+	result = heap_form_tuple(td, values, nulls);
+	ReleaseTupleDesc(td);
+	return HeapTupleGetDatum(result);
+}
+
+static void
+nulling_startup(DestReceiver *self, int operation, TupleDesc typeinfo)
+{
+	NullingReceiver *r = (NullingReceiver *) self;
+
+	r->out = MakeSingleTupleTableSlot(typeinfo, &TTSOpsVirtual);
+	r->rowcxt = AllocSetContextCreate(CurrentMemoryContext, "fieldcrypt nulling",
+									  ALLOCSET_SMALL_SIZES);
+	r->inner->rStartup(r->inner, operation, typeinfo);
+}
+
+/* Pass the row on with encrypted values replaced by NULL. */
+static bool
+nulling_receive(TupleTableSlot *slot, DestReceiver *self)
+{
+	NullingReceiver *r = (NullingReceiver *) self;
+	TupleTableSlot *out = r->out;
+	MemoryContext old;
+	bool		ok;
+
+	slot_getallattrs(slot);
+	ExecClearTuple(out);
+	MemoryContextReset(r->rowcxt);
+	old = MemoryContextSwitchTo(r->rowcxt);
+	for (int i = 0; i < r->natts; i++)
+	{
+		out->tts_values[i] = slot->tts_values[i];
+		out->tts_isnull[i] = slot->tts_isnull[i];
+		if (out->tts_isnull[i])
+			continue;
+		switch (r->action[i])
+		{
+			case COL_KEEP:
+				break;
+			case COL_NULL:
+				out->tts_isnull[i] = true;
+				out->tts_values[i] = (Datum) 0;
+				break;
+			case COL_SCRUB:
+				out->tts_values[i] = scrub_composite(slot->tts_values[i], 0);
+				break;
+			case COL_RECORD:
+				{
+					HeapTupleHeader th = DatumGetHeapTupleHeader(slot->tts_values[i]);
+					Oid			t = HeapTupleHeaderGetTypeId(th);
+
+					if (t == RECORDOID || fc_type_holds_encrypted(t))
+						out->tts_values[i] = scrub_composite(slot->tts_values[i], 0);
+					break;
+				}
+		}
+	}
+	MemoryContextSwitchTo(old);
+	ExecStoreVirtualTuple(out);
+	ok = r->inner->receiveSlot(out, r->inner);
+	return ok;
+}
+
+static void
+nulling_shutdown(DestReceiver *self)
+{
+	NullingReceiver *r = (NullingReceiver *) self;
+
+	r->inner->rShutdown(r->inner);
+	ExecDropSingleTupleTableSlot(r->out);
+	MemoryContextDelete(r->rowcxt);
+}
+
+static void
+nulling_destroy(DestReceiver *self)
+{
+	/* the executor never destroys the receiver it was given */
+}
+
+/* A nulling receiver around dest for this result, or NULL if not needed. */
+static DestReceiver *
+maybe_wrap(QueryDesc *qd)
+{
+	TupleDesc	td = qd->tupDesc;
+	NullingReceiver *r;
+	ColAction  *action;
+	bool		any = false;
+
+	if (td == NULL || td->natts == 0)
+		return NULL;
+	switch (qd->dest->mydest)
+	{
+		case DestNone:
+		case DestIntoRel:
+		case DestTransientRel:
+		case DestTupleQueue:
+			return NULL;		/* the server moves ciphertext itself */
+		default:
+			break;
+	}
+	if (ActivePortal && ActivePortal->name &&
+		strcmp(ActivePortal->name, "_pg_dump_cursor") == 0)
+		return NULL;
+
+	action = palloc0(sizeof(ColAction) * td->natts);
+	for (int i = 0; i < td->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(td, i);
+
+		if (!att->attisdropped)
+			action[i] = action_for(att->atttypid);
+		any |= action[i] != COL_KEEP;
+	}
+	if (!any)
+	{
+		pfree(action);
+		return NULL;
+	}
+	r = palloc0(sizeof(NullingReceiver));
+	r->pub.receiveSlot = nulling_receive;
+	r->pub.rStartup = nulling_startup;
+	r->pub.rShutdown = nulling_shutdown;
+	r->pub.rDestroy = nulling_destroy;
+	r->pub.mydest = qd->dest->mydest;
+	r->inner = qd->dest;
+	r->natts = td->natts;
+	r->action = action;
+	return &r->pub;
+}
+
+/* ExecutorRun hook: run with the nulling receiver when the result needs it. */
+static void
+fc_ExecutorRun(QueryDesc *qd, ScanDirection direction, uint64 count, bool execute_once)
+{
+	DestReceiver *orig = qd->dest;
+	DestReceiver *wrapped = NULL;
+
+	if (qd->operation == CMD_SELECT || qd->plannedstmt->hasReturning)
+	{
+		MemoryContext old = MemoryContextSwitchTo(qd->estate->es_query_cxt);
+
+		wrapped = maybe_wrap(qd);
+		MemoryContextSwitchTo(old);
+	}
+	if (wrapped)
+		qd->dest = wrapped;
+	PG_TRY();
+	{
+		if (prev_ExecutorRun)
+			prev_ExecutorRun(qd, direction, count, execute_once);
+		else
+			standard_ExecutorRun(qd, direction, count, execute_once);
+	}
+	PG_FINALLY();
+	{
+		qd->dest = orig;
+	}
+	PG_END_TRY();
+}
+
+/* True if a result relation of the statement has an encrypted column. */
+static bool
+writes_encrypted(PlannedStmt *ps)
+{
+	ListCell   *lc;
+
+	foreach(lc, ps->resultRelations)
+	{
+		RangeTblEntry *rte = rt_fetch(lfirst_int(lc), ps->rtable);
+		Relation	rel = RelationIdGetRelation(rte->relid);
+		bool		found = false;
+
+		if (!RelationIsValid(rel))
+			continue;
+		for (int i = 0; i < RelationGetDescr(rel)->natts && !found; i++)
+		{
+			Form_pg_attribute att = TupleDescAttr(RelationGetDescr(rel), i);
+
+			found = !att->attisdropped && fc_is_encrypted_type(att->atttypid);
+		}
+		RelationClose(rel);
+		if (found)
+			return true;
+	}
+	return false;
+}
+
+/*
+ * ExecutorStart hook: before anything logs the statement with its
+ * parameters, remember the parameters of a write to encrypted columns.
+ */
+static void
+fc_ExecutorStart(QueryDesc *qd, int eflags)
+{
+	ParamListInfo params = qd->params;
+
+	if (params && params->numParams > 0 && qd->operation != CMD_SELECT &&
+		writes_encrypted(qd->plannedstmt))
+	{
+		for (int i = 0; i < params->numParams; i++)
+		{
+			ParamExternData *p = &params->params[i];
+			ParamExternData workspace;
+			Oid			typoutput;
+			bool		varlena;
+			char	   *str;
+
+			if (params->paramFetch)
+				p = params->paramFetch(params, i + 1, false, &workspace);
+			if (p == NULL || p->isnull || !OidIsValid(p->ptype) ||
+				fc_is_encrypted_type(p->ptype))
+				continue;
+			getTypeOutputInfo(p->ptype, &typoutput, &varlena);
+			str = OidOutputFunctionCall(typoutput, p->value);
+			fc_register_secret(str, strlen(str));
+			explicit_bzero(str, strlen(str));
+			pfree(str);
+		}
+	}
+	if (prev_ExecutorStart)
+		prev_ExecutorStart(qd, eflags);
+	else
+		standard_ExecutorStart(qd, eflags);
+}
+
+/* Install the executor hooks; called from _PG_init. */
+void
+fc_writeonly_init(void)
+{
+	prev_ExecutorStart = ExecutorStart_hook;
+	ExecutorStart_hook = fc_ExecutorStart;
+	prev_ExecutorRun = ExecutorRun_hook;
+	ExecutorRun_hook = fc_ExecutorRun;
+}
