@@ -12,6 +12,11 @@
  *	  text holds one.  Secrets shorter than FC_MIN_REDACT_LEN bytes are not
  *	  remembered: replacing them would mangle every log line.
  *
+ *	  Bind parameters are logged (log_min_duration_statement at Bind) before
+ *	  any value reaches us: statements that write to encrypted columns are
+ *	  remembered by a hash of their text at parse analysis, and the
+ *	  "parameters:" detail of their log lines is hidden whole.
+ *
  *	  What this cannot cover: log_statement (written before parse analysis,
  *	  before any extension sees the values) and statements that fail in the
  *	  raw parser.  The README recommends bind parameters.
@@ -22,6 +27,7 @@
  */
 #include "postgres.h"
 
+#include "common/hashfn.h"
 #include "lib/stringinfo.h"
 #include "tcop/tcopprot.h"
 #include "utils/backend_status.h"
@@ -46,6 +52,11 @@ typedef struct SecretRing
 } SecretRing;
 
 static SecretRing *ring = NULL;
+
+/* Hashes of statement texts that write to encrypted columns. */
+#define SENSITIVE_SLOTS 32
+static uint64 sensitive[SENSITIVE_SLOTS];
+static int	sensitive_next = 0;
 static emit_log_hook_type prev_emit_log_hook = NULL;
 
 static char *redact_string(char *s);
@@ -88,6 +99,57 @@ fc_register_secret(const char *s, size_t len)
 	memcpy(ring->arena + ring->used, s, len);
 	ring->used += len;
 	ring->next = (i + 1) % RING_SLOTS;
+}
+
+static uint64
+text_hash(const char *s)
+{
+	return hash_bytes_extended((const unsigned char *) s, strlen(s), 0x46430001) | 1;
+}
+
+/*
+ * Remember that a statement text writes to encrypted columns: the
+ * "parameters:" detail of its log lines is then hidden whole, since a bind
+ * parameter is logged (at Bind, by log_min_duration_statement) before any
+ * of our code sees its value.
+ */
+void
+fc_mark_sensitive_statement(const char *src)
+{
+	uint64		h;
+
+	if (src == NULL)
+		return;
+	h = text_hash(src);
+	for (int i = 0; i < SENSITIVE_SLOTS; i++)
+		if (sensitive[i] == h)
+			return;
+	sensitive[sensitive_next] = h;
+	sensitive_next = (sensitive_next + 1) % SENSITIVE_SLOTS;
+}
+
+/* Is the running statement one that writes to encrypted columns? */
+static bool
+statement_is_sensitive(void)
+{
+	uint64		h;
+
+	if (debug_query_string == NULL)
+		return false;
+	h = text_hash(debug_query_string);
+	for (int i = 0; i < SENSITIVE_SLOTS; i++)
+		if (sensitive[i] == h)
+			return true;
+	return false;
+}
+
+/* Hide the parameter values of a "parameters: $1 = '...'" detail. */
+static char *
+redact_parameters(char *detail)
+{
+	if (detail && strncmp(detail, "parameters: ", 12) == 0)
+		return pstrdup("parameters: " FC_REDACTED);
+	return detail;
 }
 
 /* True if s contains a remembered secret. */
@@ -156,6 +218,11 @@ redact_string(char *s)
 static void
 fc_emit_log_hook(ErrorData *edata)
 {
+	if (edata->output_to_server && statement_is_sensitive())
+	{
+		edata->detail = redact_parameters(edata->detail);
+		edata->detail_log = redact_parameters(edata->detail_log);
+	}
 	if (ring != NULL && edata->output_to_server)
 	{
 		edata->message = redact_string(edata->message);

@@ -202,7 +202,7 @@ check_constraint(Constraint *c, const char *colname, List *names, const char *ta
 			if (oncol)
 				refuse("generate", colname, table);
 			if (raw_refers(c->raw_expr, names))
-				refuse("use in a generated column", raw_refers(c->raw_expr, names), table);
+				refuse("generate a column from", raw_refers(c->raw_expr, names), table);
 			break;
 		default:
 			break;
@@ -281,9 +281,15 @@ check_alter(AlterTableStmt *stmt)
 				check_constraint(castNode(Constraint, cmd->def), NULL, names, table);
 				break;
 			case AT_AlterColumnType:
-				if (name_in(cmd->name, names) ||
-					typename_encrypted(castNode(ColumnDef, cmd->def)->typeName))
+				if (name_in(cmd->name, names))
 					refuse("change the type of", cmd->name, table);
+				if (typename_encrypted(castNode(ColumnDef, cmd->def)->typeName))
+					ereport(ERROR,
+							(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+							 errmsg("cannot change the type of column \"%s\" of table \"%s\" to an encrypted type",
+									cmd->name, table),
+							 errdetail(DETAIL_RULE),
+							 errhint("Add a new encrypted column and copy the values into it with UPDATE.")));
 				break;
 			case AT_ColumnDefault:
 				if (cmd->def && name_in(cmd->name, names))
@@ -526,7 +532,7 @@ check_relation(Oid relid)
 				refuse(att->attgenerated ? "generate" : "add a default to",
 					   NameStr(att->attname), RelationGetRelationName(rel));
 			pull_varattnos(stringToNode(d->adbin), 1, &attrs);
-			check_attrs(rel, attrs, "use in a generated column");
+			check_attrs(rel, attrs, "generate a column from");
 		}
 	}
 

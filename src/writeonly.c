@@ -33,6 +33,7 @@
 #include "funcapi.h"
 #include "miscadmin.h"
 #include "nodes/params.h"
+#include "parser/analyze.h"
 #include "parser/parsetree.h"
 #include "tcop/pquery.h"
 #include "utils/builtins.h"
@@ -64,6 +65,7 @@ typedef struct NullingReceiver
 	MemoryContext rowcxt;
 } NullingReceiver;
 
+static post_parse_analyze_hook_type prev_post_parse_analyze = NULL;
 static ExecutorStart_hook_type prev_ExecutorStart = NULL;
 static ExecutorRun_hook_type prev_ExecutorRun = NULL;
 
@@ -287,6 +289,25 @@ fc_ExecutorRun(QueryDesc *qd, ScanDirection direction, uint64 count, bool execut
 	PG_END_TRY();
 }
 
+/* True if the relation has a column of an encrypted type. */
+static bool
+rel_has_encrypted(Oid relid)
+{
+	Relation	rel = RelationIdGetRelation(relid);
+	bool		found = false;
+
+	if (!RelationIsValid(rel))
+		return false;
+	for (int i = 0; i < RelationGetDescr(rel)->natts && !found; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(RelationGetDescr(rel), i);
+
+		found = !att->attisdropped && fc_is_encrypted_type(att->atttypid);
+	}
+	RelationClose(rel);
+	return found;
+}
+
 /* True if a result relation of the statement has an encrypted column. */
 static bool
 writes_encrypted(PlannedStmt *ps)
@@ -294,24 +315,25 @@ writes_encrypted(PlannedStmt *ps)
 	ListCell   *lc;
 
 	foreach(lc, ps->resultRelations)
-	{
-		RangeTblEntry *rte = rt_fetch(lfirst_int(lc), ps->rtable);
-		Relation	rel = RelationIdGetRelation(rte->relid);
-		bool		found = false;
-
-		if (!RelationIsValid(rel))
-			continue;
-		for (int i = 0; i < RelationGetDescr(rel)->natts && !found; i++)
-		{
-			Form_pg_attribute att = TupleDescAttr(RelationGetDescr(rel), i);
-
-			found = !att->attisdropped && fc_is_encrypted_type(att->atttypid);
-		}
-		RelationClose(rel);
-		if (found)
+		if (rel_has_encrypted(rt_fetch(lfirst_int(lc), ps->rtable)->relid))
 			return true;
-	}
 	return false;
+}
+
+/*
+ * post_parse_analyze hook: remember statements that write to tables with
+ * encrypted columns, so that their bind parameters are hidden in logs.
+ */
+static void
+fc_post_parse_analyze(ParseState *pstate, Query *query, JumbleState *jstate)
+{
+	if (prev_post_parse_analyze)
+		prev_post_parse_analyze(pstate, query, jstate);
+	if (query->resultRelation > 0 && pstate->p_sourcetext &&
+		(query->commandType == CMD_INSERT || query->commandType == CMD_UPDATE ||
+		 query->commandType == CMD_MERGE) &&
+		rel_has_encrypted(rt_fetch(query->resultRelation, query->rtable)->relid))
+		fc_mark_sensitive_statement(pstate->p_sourcetext);
 }
 
 /*
@@ -356,6 +378,8 @@ fc_ExecutorStart(QueryDesc *qd, int eflags)
 void
 fc_writeonly_init(void)
 {
+	prev_post_parse_analyze = post_parse_analyze_hook;
+	post_parse_analyze_hook = fc_post_parse_analyze;
 	prev_ExecutorStart = ExecutorStart_hook;
 	ExecutorStart_hook = fc_ExecutorStart;
 	prev_ExecutorRun = ExecutorRun_hook;

@@ -6,7 +6,7 @@ set -euo pipefail
 pkgs=(
   postgresql-15 postgresql-server-dev-15 libssl-dev libkrb5-dev  # build (libpq-be.h needs gssapi.h)
   postgresql-15-pgtap libtap-parser-sourcehandler-pgtap-perl      # pgTAP + pg_prove
-  libipc-run-perl perl                                            # TAP tests (PostgreSQL::Test::Cluster)
+  libipc-run-perl perl libdbd-pg-perl                             # TAP tests (Cluster; DBD::Pg for bind parameters)
   postgresql-15-pgaudit openssl softhsm2
 )
 
