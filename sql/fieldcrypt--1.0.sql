@@ -148,6 +148,21 @@ CREATE CAST (varchar AS fieldcrypt.encrypted_text)
 CREATE CAST (bytea AS fieldcrypt.encrypted_bytea)
     WITH FUNCTION fieldcrypt.encrypted_bytea(bytea) AS ASSIGNMENT;
 
+-- PostgreSQL would otherwise cast any type to text through its output
+-- function (the envelope): these explicit casts exist only to refuse.
+CREATE FUNCTION fieldcrypt._refuse_cast(fieldcrypt.encrypted_text) RETURNS text
+    LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE AS 'MODULE_PATHNAME', 'fieldcrypt_refuse_cast';
+CREATE FUNCTION fieldcrypt._refuse_cast(fieldcrypt.encrypted_bytea) RETURNS text
+    LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE AS 'MODULE_PATHNAME', 'fieldcrypt_refuse_cast';
+COMMENT ON FUNCTION fieldcrypt._refuse_cast(fieldcrypt.encrypted_text) IS 'internal: refuses casts out of encrypted_text';
+COMMENT ON FUNCTION fieldcrypt._refuse_cast(fieldcrypt.encrypted_bytea) IS 'internal: refuses casts out of encrypted_bytea';
+CREATE CAST (fieldcrypt.encrypted_text AS text) WITH FUNCTION fieldcrypt._refuse_cast(fieldcrypt.encrypted_text);
+CREATE CAST (fieldcrypt.encrypted_text AS varchar) WITH FUNCTION fieldcrypt._refuse_cast(fieldcrypt.encrypted_text);
+CREATE CAST (fieldcrypt.encrypted_text AS bpchar) WITH FUNCTION fieldcrypt._refuse_cast(fieldcrypt.encrypted_text);
+CREATE CAST (fieldcrypt.encrypted_bytea AS text) WITH FUNCTION fieldcrypt._refuse_cast(fieldcrypt.encrypted_bytea);
+CREATE CAST (fieldcrypt.encrypted_bytea AS varchar) WITH FUNCTION fieldcrypt._refuse_cast(fieldcrypt.encrypted_bytea);
+CREATE CAST (fieldcrypt.encrypted_bytea AS bpchar) WITH FUNCTION fieldcrypt._refuse_cast(fieldcrypt.encrypted_bytea);
+
 -- The one way to read plaintext (the Email Router case).
 CREATE FUNCTION fieldcrypt.decrypt(fieldcrypt.encrypted_text) RETURNS text
     LANGUAGE C STABLE STRICT PARALLEL SAFE AS 'MODULE_PATHNAME', 'fieldcrypt_decrypt_text';

@@ -73,6 +73,7 @@ PG_FUNCTION_INFO_V1(fieldcrypt_encrypt_text);
 PG_FUNCTION_INFO_V1(fieldcrypt_encrypt_bytea);
 PG_FUNCTION_INFO_V1(fieldcrypt_decrypt_text);
 PG_FUNCTION_INFO_V1(fieldcrypt_decrypt_bytea);
+PG_FUNCTION_INFO_V1(fieldcrypt_refuse_cast);
 
 typedef struct CipherSlot
 {
@@ -536,4 +537,16 @@ fieldcrypt_decrypt_bytea(PG_FUNCTION_ARGS)
 	explicit_bzero(plain, len);
 	pfree(plain);
 	PG_RETURN_BYTEA_P(result);
+}
+
+/* Backs the explicit casts to text types, which exist only to refuse. */
+Datum
+fieldcrypt_refuse_cast(PG_FUNCTION_ARGS)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_CANNOT_COERCE),
+			 errmsg("encrypted values cannot be cast to text"),
+			 errdetail("Encrypted columns are write-only."),
+			 errhint("Members of fieldcrypt_reader can read the plaintext with fieldcrypt.decrypt().")));
+	PG_RETURN_NULL();
 }

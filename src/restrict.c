@@ -47,15 +47,15 @@
 
 #define DETAIL_RULE "Encrypted columns cannot be indexed, audited or customized."
 
-static void refuse(const char *verb, const char *col, const char *table) pg_attribute_noreturn();
+static void refuse(const char *what, const char *col, const char *table) pg_attribute_noreturn();
 
-/* ERROR: the statement would index/customize an encrypted column. */
+/* ERROR: the statement would index or customize an encrypted column. */
 static void
-refuse(const char *verb, const char *col, const char *table)
+refuse(const char *what, const char *col, const char *table)
 {
 	ereport(ERROR,
 			(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-			 errmsg("cannot %s encrypted column \"%s\" of table \"%s\"", verb, col, table),
+			 errmsg("encrypted column \"%s\" of table \"%s\" cannot be %s", col, table, what),
 			 errdetail(DETAIL_RULE)));
 }
 
@@ -143,19 +143,19 @@ check_index_elems(List *elems, List *names, const char *table)
 			: raw_refers(ie->expr, names);
 
 		if (col)
-			refuse("index", col, table);
+			refuse("indexed", col, table);
 	}
 }
 
 /* Check a list of String column names against the encrypted columns. */
 static void
-check_name_list(List *cols, List *names, const char *verb, const char *table)
+check_name_list(List *cols, List *names, const char *what, const char *table)
 {
 	ListCell   *lc;
 
 	foreach(lc, cols)
 		if (name_in(strVal(lfirst(lc)), names))
-			refuse(verb, strVal(lfirst(lc)), table);
+			refuse(what, strVal(lfirst(lc)), table);
 }
 
 /* A constraint of an existing or new table; colname set for column constraints. */
@@ -169,9 +169,9 @@ check_constraint(Constraint *c, const char *colname, List *names, const char *ta
 		case CONSTR_PRIMARY:
 		case CONSTR_UNIQUE:
 			if (oncol)
-				refuse("index", colname, table);
-			check_name_list(c->keys, names, "index", table);
-			check_name_list(c->including, names, "index", table);
+				refuse("indexed", colname, table);
+			check_name_list(c->keys, names, "indexed", table);
+			check_name_list(c->including, names, "indexed", table);
 			break;
 		case CONSTR_EXCLUSION:
 			{
@@ -180,29 +180,29 @@ check_constraint(Constraint *c, const char *colname, List *names, const char *ta
 				foreach(lc, c->exclusions)
 					check_index_elems(list_make1(linitial(lfirst(lc))), names, table);
 				if (raw_refers(c->where_clause, names))
-					refuse("index", raw_refers(c->where_clause, names), table);
+					refuse("indexed", raw_refers(c->where_clause, names), table);
 				break;
 			}
 		case CONSTR_FOREIGN:
 			if (oncol)
-				refuse("reference in a foreign key", colname, table);
-			check_name_list(c->fk_attrs, names, "reference in a foreign key", table);
+				refuse("used in a foreign key", colname, table);
+			check_name_list(c->fk_attrs, names, "used in a foreign key", table);
 			break;
 		case CONSTR_CHECK:
 			if (oncol)
-				refuse("add a CHECK constraint on", colname, table);
+				refuse("used in a CHECK constraint", colname, table);
 			if (raw_refers(c->raw_expr, names))
-				refuse("add a CHECK constraint on", raw_refers(c->raw_expr, names), table);
+				refuse("used in a CHECK constraint", raw_refers(c->raw_expr, names), table);
 			break;
 		case CONSTR_DEFAULT:
 			if (oncol)
-				refuse("add a default to", colname, table);
+				refuse("given a default", colname, table);
 			break;
 		case CONSTR_GENERATED:
 			if (oncol)
-				refuse("generate", colname, table);
+				refuse("generated", colname, table);
 			if (raw_refers(c->raw_expr, names))
-				refuse("generate a column from", raw_refers(c->raw_expr, names), table);
+				refuse("used in a generated column", raw_refers(c->raw_expr, names), table);
 			break;
 		default:
 			break;
@@ -231,7 +231,7 @@ check_column_def(ColumnDef *cd, List **names, const char *table)
 	{
 		*names = lappend(*names, cd->colname);
 		if (cd->raw_default)
-			refuse("add a default to", cd->colname, table);
+			refuse("given a default", cd->colname, table);
 	}
 	foreach(lc, cd->constraints)
 		check_constraint(lfirst_node(Constraint, lc), cd->colname, *names, table);
@@ -282,7 +282,7 @@ check_alter(AlterTableStmt *stmt)
 				break;
 			case AT_AlterColumnType:
 				if (name_in(cmd->name, names))
-					refuse("change the type of", cmd->name, table);
+					refuse("changed to another type", cmd->name, table);
 				if (typename_encrypted(castNode(ColumnDef, cmd->def)->typeName))
 					ereport(ERROR,
 							(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
@@ -293,7 +293,7 @@ check_alter(AlterTableStmt *stmt)
 				break;
 			case AT_ColumnDefault:
 				if (cmd->def && name_in(cmd->name, names))
-					refuse("add a default to", cmd->name, table);
+					refuse("given a default", cmd->name, table);
 				break;
 			default:
 				break;
@@ -394,7 +394,7 @@ check_grant(GrantStmt *stmt)
 				if (name_in(strVal(lfirst(cc)), names))
 					ereport(ERROR,
 							(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-							 errmsg("cannot audit encrypted column \"%s\" of table \"%s\"",
+							 errmsg("encrypted column \"%s\" of table \"%s\" cannot be audited",
 									strVal(lfirst(cc)), get_rel_name(relid)),
 							 errdetail("This grant would give the pgaudit object-audit role \"%s\" "
 									   "a privilege on the column. " DETAIL_RULE, audit)));
@@ -402,7 +402,7 @@ check_grant(GrantStmt *stmt)
 		if (table_level)
 			ereport(ERROR,
 					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-					 errmsg("cannot audit encrypted column \"%s\" of table \"%s\"",
+					 errmsg("encrypted column \"%s\" of table \"%s\" cannot be audited",
 							(char *) linitial(names), get_rel_name(relid)),
 					 errdetail("This table-level grant would give the pgaudit object-audit role \"%s\" "
 							   "a privilege covering the column. " DETAIL_RULE, audit),
@@ -426,7 +426,7 @@ fc_restrict_before(Node *parsetree)
 				check_index_elems(stmt->indexParams, names, stmt->relation->relname);
 				check_index_elems(stmt->indexIncludingParams, names, stmt->relation->relname);
 				if (raw_refers(stmt->whereClause, names))
-					refuse("index", raw_refers(stmt->whereClause, names), stmt->relation->relname);
+					refuse("indexed", raw_refers(stmt->whereClause, names), stmt->relation->relname);
 				break;
 			}
 		case T_CreateStmt:
@@ -453,7 +453,7 @@ fc_restrict_before(Node *parsetree)
 							: raw_refers(se->expr, names);
 
 						if (col)
-							refuse("build statistics on", col, rv->relname);
+							refuse("used in extended statistics", col, rv->relname);
 					}
 				}
 				break;
@@ -466,22 +466,25 @@ fc_restrict_before(Node *parsetree)
 	}
 }
 
-/* ERROR if any attribute in attrs (offset by FirstLowInvalid...) is encrypted. */
+/*
+ * ERROR if any attribute in attrs (offset by FirstLowInvalidHeapAttributeNumber,
+ * as pull_varattnos makes them) is encrypted; a whole-row reference covers
+ * every column.
+ */
 static void
-check_attrs(Relation rel, Bitmapset *attrs, const char *verb)
+check_attrs(Relation rel, Bitmapset *attrs, const char *what)
 {
-	int			k = -1;
+	TupleDesc	td = RelationGetDescr(rel);
+	bool		whole_row = bms_is_member(-FirstLowInvalidHeapAttributeNumber, attrs);
 
-	while ((k = bms_next_member(attrs, k)) >= 0)
+	for (int i = 0; i < td->natts; i++)
 	{
-		AttrNumber	attno = k + FirstLowInvalidHeapAttributeNumber;
-		Form_pg_attribute att;
+		Form_pg_attribute att = TupleDescAttr(td, i);
 
-		if (attno <= 0)
+		if (att->attisdropped || !fc_type_holds_encrypted(att->atttypid))
 			continue;
-		att = TupleDescAttr(RelationGetDescr(rel), attno - 1);
-		if (fc_type_holds_encrypted(att->atttypid))
-			refuse(verb, NameStr(att->attname), RelationGetRelationName(rel));
+		if (whole_row || bms_is_member(att->attnum - FirstLowInvalidHeapAttributeNumber, attrs))
+			refuse(what, NameStr(att->attname), RelationGetRelationName(rel));
 	}
 }
 
@@ -510,7 +513,7 @@ check_relation(Oid relid)
 		pull_varattnos((Node *) RelationGetIndexExpressions(idx), 1, &attrs);
 		pull_varattnos((Node *) RelationGetIndexPredicate(idx), 1, &attrs);
 		index_close(idx, AccessShareLock);
-		check_attrs(rel, attrs, "index");
+		check_attrs(rel, attrs, "indexed");
 	}
 
 	if (td->constr)
@@ -520,7 +523,7 @@ check_relation(Oid relid)
 			Bitmapset  *attrs = NULL;
 
 			pull_varattnos(stringToNode(td->constr->check[i].ccbin), 1, &attrs);
-			check_attrs(rel, attrs, "add a CHECK constraint on");
+			check_attrs(rel, attrs, "used in a CHECK constraint");
 		}
 		for (int i = 0; i < td->constr->num_defval; i++)
 		{
@@ -529,10 +532,10 @@ check_relation(Oid relid)
 			Bitmapset  *attrs = NULL;
 
 			if (fc_type_holds_encrypted(att->atttypid))
-				refuse(att->attgenerated ? "generate" : "add a default to",
+				refuse(att->attgenerated ? "generated" : "given a default",
 					   NameStr(att->attname), RelationGetRelationName(rel));
 			pull_varattnos(stringToNode(d->adbin), 1, &attrs);
-			check_attrs(rel, attrs, "generate a column from");
+			check_attrs(rel, attrs, "used in a generated column");
 		}
 	}
 
@@ -553,7 +556,7 @@ check_relation(Oid relid)
 		if (!isnull)
 			pull_varattnos(stringToNode(TextDatumGetCString(exprs)), 1, &attrs);
 		ReleaseSysCache(tup);
-		check_attrs(rel, attrs, "build statistics on");
+		check_attrs(rel, attrs, "used in extended statistics");
 	}
 	relation_close(rel, AccessShareLock);
 }
