@@ -90,11 +90,12 @@ SELECT count(*) AS rows,
 
 -- envelope syntax that is not a well-formed envelope is refused, never
 -- encrypted as a plaintext
-\set VERBOSITY verbose
 INSERT INTO mailbox (id, password) VALUES (20, 'fcenc:v1:not base64!');
+\echo :LAST_ERROR_SQLSTATE
 INSERT INTO mailbox (id, password) VALUES (21, 'fcenc:v1:AAAA');
+\echo :LAST_ERROR_SQLSTATE
 INSERT INTO mailbox (id, token) VALUES (22, 'fcenc:v1:AAAA');
-\set VERBOSITY default
+\echo :LAST_ERROR_SQLSTATE
 -- a text envelope cannot go into a bytea column
 INSERT INTO mailbox (id, token) SELECT 23, t FROM env WHERE id = 1;
 INSERT INTO mailbox (id, token) SELECT 23, fieldcrypt.encrypted_bytea_in(t::cstring) FROM env WHERE id = 1;
@@ -179,10 +180,10 @@ SELECT id, get_byte(substr(fieldcrypt.encrypted_text_send(password), 8), 5) AS g
 SET fieldcrypt.auto_activate = off;
 CREATE EXTENSION fieldcrypt;
 CREATE TABLE t (id integer, secret fieldcrypt.encrypted_text);
-\set VERBOSITY verbose
 INSERT INTO t VALUES (1, 'Plain-Pa55word');
+\echo :LAST_ERROR_SQLSTATE
 INSERT INTO t VALUES (2, 'Plain-Pa55word'::text);
-\set VERBOSITY default
+\echo :LAST_ERROR_SQLSTATE
 SELECT count(*) FROM t;
 -- envelopes need no key: a restore can load them before the key is restored
 \c fc_coltypes

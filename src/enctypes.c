@@ -42,6 +42,7 @@
 #include "libpq/pqformat.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
+#include "utils/hsearch.h"
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
@@ -92,6 +93,14 @@ static Oid	text_oid = InvalidOid;
 static Oid	bytea_oid = InvalidOid;
 static bool oids_valid = false;
 
+/* typid -> does it hold encrypted values; reset with the OIDs above. */
+typedef struct HoldsEntry
+{
+	Oid			typid;
+	bool		holds;
+} HoldsEntry;
+static HTAB *holds_cache = NULL;
+
 static void type_cache_reset(Datum arg, int cacheid, uint32 hashvalue);
 static void refresh_ciphers(void);
 static FcCipher *make_cipher(const FcGeneration *g, const uint8 *instance, bool encrypt);
@@ -110,6 +119,11 @@ static void
 type_cache_reset(Datum arg, int cacheid, uint32 hashvalue)
 {
 	oids_valid = false;
+	if (holds_cache)
+	{
+		hash_destroy(holds_cache);
+		holds_cache = NULL;
+	}
 }
 
 /* Look up fieldcrypt.encrypted_text/_bytea in this database. */
@@ -155,16 +169,14 @@ fc_is_encrypted_type(Oid typid)
  * themselves, domains, arrays and composites containing them.  RECORD is
  * answered false: its values are checked one by one.
  */
-bool
-fc_type_holds_encrypted(Oid typid)
+static bool
+holds_encrypted_uncached(Oid typid)
 {
 	Oid			base;
 	Oid			elem;
 	TupleDesc	td;
 	bool		found = false;
 
-	if (typid < FirstNormalObjectId)
-		return false;
 	if (fc_is_encrypted_type(typid))
 		return true;
 	base = getBaseType(typid);
@@ -183,6 +195,37 @@ fc_type_holds_encrypted(Oid typid)
 	}
 	ReleaseTupleDesc(td);
 	return found;
+}
+
+bool
+fc_type_holds_encrypted(Oid typid)
+{
+	HoldsEntry *e;
+	bool		found;
+	bool		holds;
+
+	if (typid < FirstNormalObjectId)
+		return false;
+	if (holds_cache == NULL)
+	{
+		HASHCTL		ctl;
+
+		ctl.keysize = sizeof(Oid);
+		ctl.entrysize = sizeof(HoldsEntry);
+		ctl.hcxt = CacheMemoryContext;
+		holds_cache = hash_create("fieldcrypt encrypted types", 64, &ctl,
+								  HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	}
+	e = hash_search(holds_cache, &typid, HASH_FIND, NULL);
+	if (e)
+		return e->holds;
+	holds = holds_encrypted_uncached(typid);
+	/* the recursion may have reset the cache through an invalidation */
+	if (holds_cache == NULL)
+		return holds;
+	e = hash_search(holds_cache, &typid, HASH_ENTER, &found);
+	e->holds = holds;
+	return holds;
 }
 
 /* ERROR: no key for this database. */
