@@ -71,9 +71,9 @@ fc_redact_init(void)
 	emit_log_hook = fc_emit_log_hook;
 }
 
-/* Remember a secret so that later log lines of this backend hide it. */
-void
-fc_register_secret(const char *s, size_t len)
+/* Remember one spelling of a secret. */
+static void
+remember(const char *s, size_t len)
 {
 	int			i;
 
@@ -99,6 +99,50 @@ fc_register_secret(const char *s, size_t len)
 	memcpy(ring->arena + ring->used, s, len);
 	ring->used += len;
 	ring->next = (i + 1) % RING_SLOTS;
+}
+
+/* s with every quote character q doubled (palloc'd), as SQL or CSV write it. */
+static char *
+double_quotes(const char *s, size_t len, char q, size_t *outlen)
+{
+	char	   *out = palloc(len * 2 + 1);
+	size_t		n = 0;
+
+	for (size_t i = 0; i < len; i++)
+	{
+		out[n++] = s[i];
+		if (s[i] == q)
+			out[n++] = q;
+	}
+	out[n] = '\0';
+	*outlen = n;
+	return out;
+}
+
+/*
+ * Remember a secret so that later log lines of this backend hide it: as
+ * it is, as an SQL literal writes it (quotes doubled), and as pgaudit's CSV
+ * field writes that (double quotes doubled).
+ */
+void
+fc_register_secret(const char *s, size_t len)
+{
+	size_t		l1,
+				l2;
+	char	   *sql,
+			   *csv;
+
+	remember(s, len);
+	if (memchr(s, '\'', len) == NULL && memchr(s, '"', len) == NULL)
+		return;
+	sql = double_quotes(s, len, '\'', &l1);
+	csv = double_quotes(sql, l1, '"', &l2);
+	remember(sql, l1);
+	remember(csv, l2);
+	explicit_bzero(sql, l1);
+	explicit_bzero(csv, l2);
+	pfree(sql);
+	pfree(csv);
 }
 
 static uint64
@@ -128,15 +172,15 @@ fc_mark_sensitive_statement(const char *src)
 	sensitive_next = (sensitive_next + 1) % SENSITIVE_SLOTS;
 }
 
-/* Is the running statement one that writes to encrypted columns? */
-static bool
-statement_is_sensitive(void)
+/* Was this statement text marked with fc_mark_sensitive_statement? */
+bool
+fc_statement_is_sensitive(const char *src)
 {
 	uint64		h;
 
-	if (debug_query_string == NULL)
+	if (src == NULL)
 		return false;
-	h = text_hash(debug_query_string);
+	h = text_hash(src);
 	for (int i = 0; i < SENSITIVE_SLOTS; i++)
 		if (sensitive[i] == h)
 			return true;
@@ -218,7 +262,7 @@ redact_string(char *s)
 static void
 fc_emit_log_hook(ErrorData *edata)
 {
-	if (edata->output_to_server && statement_is_sensitive())
+	if (edata->output_to_server && fc_statement_is_sensitive(debug_query_string))
 	{
 		edata->detail = redact_parameters(edata->detail);
 		edata->detail_log = redact_parameters(edata->detail_log);

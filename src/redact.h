@@ -16,6 +16,7 @@
 extern void fc_register_secret(const char *s, size_t len);
 extern void fc_redact_activity(void);
 extern void fc_mark_sensitive_statement(const char *src);
+extern bool fc_statement_is_sensitive(const char *src);
 extern void fc_redact_init(void);
 
 #endif

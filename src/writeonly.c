@@ -15,10 +15,11 @@
  *	  Cost: ExecutorRun inspects the result descriptor once; a query with
  *	  no column of a user-defined or record type is passed through as is.
  *
- *	  ExecutorStart also remembers, for log redaction, the text of the
- *	  parameters of statements that write to tables with encrypted
- *	  columns: a typed text parameter is only encrypted during execution,
- *	  after pgaudit and log_min_duration_statement have seen it.
+ *	  For log redaction, statements that write to tables with encrypted
+ *	  columns or set a key are marked sensitive at parse analysis; their
+ *	  string constants, and at ExecutorStart their parameters, are
+ *	  remembered as secrets: a typed text value is only encrypted during
+ *	  execution, after pgaudit has logged the statement.
  *
  * src/writeonly.c
  *
@@ -32,10 +33,15 @@
 #include "executor/executor.h"
 #include "funcapi.h"
 #include "miscadmin.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_type.h"
+#include "nodes/nodeFuncs.h"
 #include "nodes/params.h"
 #include "parser/analyze.h"
 #include "parser/parsetree.h"
+#include "parser/parse_relation.h"
 #include "tcop/pquery.h"
+#include "tcop/tcopprot.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
@@ -308,45 +314,216 @@ rel_has_encrypted(Oid relid)
 	return found;
 }
 
-/* True if a result relation of the statement has an encrypted column. */
-static bool
-writes_encrypted(PlannedStmt *ps)
+typedef struct TraceContext
 {
-	ListCell   *lc;
+	Query	   *query;			/* the query whose range table Vars refer to */
+	int			depth;
+} TraceContext;
 
-	foreach(lc, ps->resultRelations)
-		if (rel_has_encrypted(rt_fetch(lfirst_int(lc), ps->rtable)->relid))
-			return true;
-	return false;
+static void trace_target(Query *query, AttrNumber resno, int depth);
+
+/* Remember the text of a non-null string constant as a secret. */
+static void
+register_const(Const *c)
+{
+	Oid			typoutput;
+	bool		varlena;
+	char	   *str;
+
+	if (c->constisnull ||
+		!(c->consttype == TEXTOID || c->consttype == VARCHAROID ||
+		  c->consttype == BPCHAROID || c->consttype == BYTEAOID ||
+		  c->consttype == UNKNOWNOID || c->consttype == NAMEOID))
+		return;
+	getTypeOutputInfo(c->consttype, &typoutput, &varlena);
+	str = OidOutputFunctionCall(typoutput, c->constvalue);
+	fc_register_secret(str, strlen(str));
+	explicit_bzero(str, strlen(str));
+	pfree(str);
 }
 
 /*
- * post_parse_analyze hook: remember statements that write to tables with
- * encrypted columns, so that their bind parameters are hidden in logs.
+ * Walk an expression that produces a value stored in an encrypted column,
+ * following Vars into VALUES lists, subqueries and CTEs, and remember every
+ * string constant it is made of.
+ */
+static bool
+trace_walker(Node *node, TraceContext *ctx)
+{
+	if (node == NULL)
+		return false;
+	if (IsA(node, Const))
+	{
+		register_const((Const *) node);
+		return false;
+	}
+	if (IsA(node, Var) && ((Var *) node)->varlevelsup == 0 && ctx->depth < 8)
+	{
+		Var		   *var = (Var *) node;
+		RangeTblEntry *rte;
+
+		if (var->varno < 1 || var->varno > list_length(ctx->query->rtable) ||
+			var->varattno <= 0)
+			return false;
+		rte = rt_fetch(var->varno, ctx->query->rtable);
+		if (rte->rtekind == RTE_VALUES)
+		{
+			ListCell   *lc;
+
+			foreach(lc, rte->values_lists)
+				trace_walker(list_nth(lfirst(lc), var->varattno - 1), ctx);
+		}
+		else if (rte->rtekind == RTE_SUBQUERY)
+			trace_target(rte->subquery, var->varattno, ctx->depth + 1);
+		else if (rte->rtekind == RTE_CTE && rte->ctelevelsup == 0)
+		{
+			ListCell   *lc;
+
+			foreach(lc, ctx->query->cteList)
+			{
+				CommonTableExpr *cte = lfirst_node(CommonTableExpr, lc);
+
+				if (strcmp(cte->ctename, rte->ctename) == 0 && IsA(cte->ctequery, Query))
+					trace_target((Query *) cte->ctequery, var->varattno, ctx->depth + 1);
+			}
+		}
+		return false;
+	}
+	return expression_tree_walker(node, trace_walker, (void *) ctx);
+}
+
+/* Trace output column resno of a query (a set operation: every branch). */
+static void
+trace_target(Query *query, AttrNumber resno, int depth)
+{
+	TraceContext ctx = {query, depth};
+	TargetEntry *tle;
+
+	if (query->setOperations)
+	{
+		ListCell   *lc;
+
+		/* the branches are subqueries in the range table */
+		foreach(lc, query->rtable)
+		{
+			RangeTblEntry *rte = lfirst_node(RangeTblEntry, lc);
+
+			if (rte->rtekind == RTE_SUBQUERY && depth < 8)
+				trace_target(rte->subquery, resno, depth + 1);
+		}
+		return;
+	}
+	tle = get_tle_by_resno(query->targetList, resno);
+	if (tle)
+		trace_walker((Node *) tle->expr, &ctx);
+}
+
+/* Remember the string constants written to encrypted columns of the target. */
+static void
+register_written_consts(Query *query, Oid relid)
+{
+	Relation	rel = RelationIdGetRelation(relid);
+	ListCell   *lc;
+
+	if (!RelationIsValid(rel))
+		return;
+	foreach(lc, query->targetList)
+	{
+		TargetEntry *tle = lfirst_node(TargetEntry, lc);
+
+		if (tle->resjunk || tle->resno < 1 || tle->resno > RelationGetDescr(rel)->natts)
+			continue;
+		if (fc_is_encrypted_type(TupleDescAttr(RelationGetDescr(rel), tle->resno - 1)->atttypid))
+			trace_target(query, tle->resno, 0);
+	}
+	RelationClose(rel);
+}
+
+/* Remember every string constant of a query (a call that sets a key). */
+static bool
+register_consts_walker(Node *node, void *context)
+{
+	if (node == NULL)
+		return false;
+	if (IsA(node, Const))
+	{
+		register_const((Const *) node);
+		return false;
+	}
+	if (IsA(node, Query))
+		return query_tree_walker((Query *) node, register_consts_walker, context, 0);
+	return expression_tree_walker(node, register_consts_walker, context);
+}
+
+/* Does the expression tree call fieldcrypt.set_data_encryption_key? */
+static bool
+calls_set_key_walker(Node *node, void *context)
+{
+	if (node == NULL)
+		return false;
+	if (IsA(node, FuncExpr) && ((FuncExpr *) node)->funcid >= FirstNormalObjectId)
+	{
+		Oid			fn = ((FuncExpr *) node)->funcid;
+		char	   *name = get_func_name(fn);
+
+		if (name && strcmp(name, "set_data_encryption_key") == 0 &&
+			get_func_namespace(fn) == get_namespace_oid("fieldcrypt", true))
+			return true;
+	}
+	if (IsA(node, Query))
+		return query_tree_walker((Query *) node, calls_set_key_walker, context, 0);
+	return expression_tree_walker(node, calls_set_key_walker, context);
+}
+
+/*
+ * post_parse_analyze hook.  A statement that writes to a table with
+ * encrypted columns, or that sets a key, is sensitive: its string constants
+ * are remembered as secrets (pgaudit logs the statement text before a text
+ * value is cast and encrypted) and its bind parameters are hidden in logs.
  */
 static void
 fc_post_parse_analyze(ParseState *pstate, Query *query, JumbleState *jstate)
 {
+	Oid			target = InvalidOid;
+
 	if (prev_post_parse_analyze)
 		prev_post_parse_analyze(pstate, query, jstate);
-	if (query->resultRelation > 0 && pstate->p_sourcetext &&
+	if (pstate->p_sourcetext == NULL || query->commandType == CMD_UTILITY)
+		return;
+	if (query->resultRelation > 0 &&
 		(query->commandType == CMD_INSERT || query->commandType == CMD_UPDATE ||
-		 query->commandType == CMD_MERGE) &&
-		rel_has_encrypted(rt_fetch(query->resultRelation, query->rtable)->relid))
+		 query->commandType == CMD_MERGE))
+		target = rt_fetch(query->resultRelation, query->rtable)->relid;
+
+	if (OidIsValid(target) && rel_has_encrypted(target))
+	{
 		fc_mark_sensitive_statement(pstate->p_sourcetext);
+		if (query->commandType == CMD_MERGE)
+			query_tree_walker(query, register_consts_walker, NULL, 0);
+		else
+			register_written_consts(query, target);
+	}
+	else if (query_tree_walker(query, calls_set_key_walker, NULL, 0))
+	{
+		fc_mark_sensitive_statement(pstate->p_sourcetext);
+		query_tree_walker(query, register_consts_walker, NULL, 0);
+	}
+	else
+		return;
+	if (pstate->p_sourcetext == debug_query_string)
+		fc_redact_activity();
 }
 
 /*
- * ExecutorStart hook: before anything logs the statement with its
- * parameters, remember the parameters of a write to encrypted columns.
+ * ExecutorStart hook: before anything logs a sensitive statement with its
+ * parameters (pgaudit, at permission checks), remember their values.
  */
 static void
 fc_ExecutorStart(QueryDesc *qd, int eflags)
 {
 	ParamListInfo params = qd->params;
 
-	if (params && params->numParams > 0 && qd->operation != CMD_SELECT &&
-		writes_encrypted(qd->plannedstmt))
+	if (params && params->numParams > 0 && fc_statement_is_sensitive(qd->sourceText))
 	{
 		for (int i = 0; i < params->numParams; i++)
 		{
