@@ -38,6 +38,9 @@ CREATE TRIGGER key_generations_guard
 CREATE TRIGGER key_generations_no_truncate
     BEFORE TRUNCATE ON fieldcrypt.key_generations
     FOR EACH STATEMENT EXECUTE FUNCTION fieldcrypt._key_generations_guard();
+-- also under session_replication_role = replica
+ALTER TABLE fieldcrypt.key_generations ENABLE ALWAYS TRIGGER key_generations_guard;
+ALTER TABLE fieldcrypt.key_generations ENABLE ALWAYS TRIGGER key_generations_no_truncate;
 
 -- IsDataEncryptionActiveRequest
 CREATE FUNCTION fieldcrypt.is_data_encryption_active() RETURNS boolean

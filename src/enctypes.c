@@ -151,6 +151,14 @@ load_type_oids(void)
 	}
 }
 
+/* True if the encrypted types exist in this database. */
+bool
+fc_enctypes_installed(void)
+{
+	load_type_oids();
+	return OidIsValid(text_oid);
+}
+
 /* True for encrypted_text, encrypted_bytea and domains over them. */
 bool
 fc_is_encrypted_type(Oid typid)

@@ -10,6 +10,7 @@
 #ifndef FIELDCRYPT_ENCTYPES_H
 #define FIELDCRYPT_ENCTYPES_H
 
+extern bool fc_enctypes_installed(void);
 extern bool fc_is_encrypted_type(Oid typid);
 extern bool fc_type_holds_encrypted(Oid typid);
 extern void fc_enctypes_init(void);

@@ -87,5 +87,8 @@ fc_ProcessUtility(PlannedStmt *pstmt, const char *queryString,
 
 	fc_restrict_after(parsetree);
 	if (OidIsValid(dropped) && fc_shared->ring_state == FC_RING_OK)
+	{
+		fc_wait_change_lock();
 		fc_db_remove(dropped);
+	}
 }

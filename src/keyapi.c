@@ -8,9 +8,9 @@
  *
  *	  A key change is transactional: the SQL functions insert the new
  *	  generation's metadata into fieldcrypt.key_generations (dumped with the
- *	  database) and prepare the new FcDbKeys entry; the keyring on disk and
- *	  shared memory are updated at PRE_COMMIT, so an aborted transaction
- *	  changes nothing.  One key change at a time in the cluster: a
+ *	  database) and prepare the new FcDbKeys entry; the keyring on disk is
+ *	  written at PRE_COMMIT and shared memory follows at COMMIT, so an
+ *	  aborted transaction changes nothing.  One key change at a time in the cluster: a
  *	  transaction-level lock on a private advisory tag, taken without
  *	  waiting.
  *
@@ -26,7 +26,12 @@
 #include "postgres.h"
 
 #include "access/xact.h"
+#include "access/genam.h"
+#include "access/table.h"
+#include "catalog/indexing.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_extension.h"
+#include "commands/extension.h"
 #include "catalog/pg_class.h"
 #include "commands/trigger.h"
 #include "executor/spi.h"
@@ -37,7 +42,9 @@
 #include "miscadmin.h"
 #include "storage/lock.h"
 #include "utils/acl.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/fmgroids.h"
 #include "utils/lsyscache.h"
 #include "utils/syscache.h"
 #include "utils/timestamp.h"
@@ -68,6 +75,7 @@ typedef enum PendingKind
 static PendingKind pending_kind = PENDING_NONE;
 static SubTransactionId pending_subid = InvalidSubTransactionId;
 static FcDbKeys *pending_entry = NULL;	/* secure region */
+static bool pending_staged = false;	/* keyring already written at PRE_COMMIT */
 static bool internal_write = false; /* our own writes to key_generations */
 
 typedef struct MetaRow
@@ -128,13 +136,49 @@ fc_require_tls(const char *what)
 			 errhint("Connect over TCP with sslmode=require or stronger.")));
 }
 
-/* OID of fieldcrypt.key_generations, or InvalidOid. */
+/*
+ * OID of the key metadata table, or InvalidOid: the configuration table
+ * recorded in pg_extension.extconfig, so that renaming the schema or the
+ * table does not hide it from the guards.
+ */
 Oid
 fc_config_table_oid(void)
 {
-	Oid			nsp = get_namespace_oid("fieldcrypt", true);
+	Oid			extoid = get_extension_oid("fieldcrypt", true);
+	Oid			result = InvalidOid;
+	Relation	rel;
+	ScanKeyData key;
+	SysScanDesc scan;
+	HeapTuple	tup;
 
-	return OidIsValid(nsp) ? get_relname_relid(FC_CONFIG_TABLE, nsp) : InvalidOid;
+	if (!OidIsValid(extoid))
+		return InvalidOid;
+	rel = table_open(ExtensionRelationId, AccessShareLock);
+	ScanKeyInit(&key, Anum_pg_extension_oid, BTEqualStrategyNumber, F_OIDEQ,
+				ObjectIdGetDatum(extoid));
+	scan = systable_beginscan(rel, ExtensionOidIndexId, true, NULL, 1, &key);
+	tup = systable_getnext(scan);
+	if (HeapTupleIsValid(tup))
+	{
+		bool		isnull;
+		Datum		d = heap_getattr(tup, Anum_pg_extension_extconfig,
+									 RelationGetDescr(rel), &isnull);
+
+		if (!isnull)
+		{
+			Datum	   *elems;
+			bool	   *nulls;
+			int			n;
+
+			deconstruct_array(DatumGetArrayTypeP(d), OIDOID, sizeof(Oid), true,
+							  TYPALIGN_INT, &elems, &nulls, &n);
+			if (n >= 1 && !nulls[0])
+				result = DatumGetObjectId(elems[0]);
+		}
+	}
+	systable_endscan(scan);
+	table_close(rel, AccessShareLock);
+	return result;
 }
 
 /*
@@ -265,6 +309,16 @@ insert_meta(const FcGeneration *g, const char *source, TimestampTz at)
 	meta_spi_finish(save_user, save_sec);
 }
 
+/* Wait for the cluster-wide key change lock (DROP DATABASE cleanup). */
+void
+fc_wait_change_lock(void)
+{
+	LOCKTAG		tag;
+
+	SET_LOCKTAG_ADVISORY(tag, InvalidOid, 0, 0, LOCK_FIELD4);
+	LockAcquire(&tag, ExclusiveLock, false, false);
+}
+
 /* Take the cluster-wide key change lock without waiting, or ERROR 55P03. */
 static void
 acquire_change_lock(void)
@@ -363,6 +417,7 @@ clear_pending(void)
 		explicit_bzero(pending_entry, sizeof(FcDbKeys));
 	pending_kind = PENDING_NONE;
 	pending_subid = InvalidSubTransactionId;
+	pending_staged = false;
 }
 
 /* Record the change to apply at commit; one per transaction. */
@@ -373,19 +428,30 @@ set_pending(PendingKind kind)
 	pending_subid = GetCurrentSubTransactionId();
 }
 
-/* Apply the prepared change at PRE_COMMIT, drop it on abort. */
+/*
+ * Two steps around the commit record: at PRE_COMMIT the keyring on disk is
+ * written with the change (an ERROR here still aborts the transaction); at
+ * COMMIT shared memory follows, which cannot fail.  A transaction that
+ * aborts after PRE_COMMIT (a serialization failure at commit, say) gets
+ * the keyring rewritten from the unchanged shared memory.  The change lock
+ * is held throughout, so no other key change interleaves.
+ */
 static void
 xact_callback(XactEvent event, void *arg)
 {
+	const FcDbKeys *entry;
+
 	if (pending_kind == PENDING_NONE)
 		return;
+	entry = (pending_kind == PENDING_STORE) ? pending_entry : NULL;
 	switch (event)
 	{
 		case XACT_EVENT_PRE_COMMIT:
-			if (pending_kind == PENDING_STORE)
-				fc_db_store(pending_entry);
-			else
-				fc_db_remove(MyDatabaseId);
+			fc_db_stage(MyDatabaseId, entry);
+			pending_staged = true;
+			break;
+		case XACT_EVENT_COMMIT:
+			fc_db_publish(MyDatabaseId, entry);
 			clear_pending();
 			break;
 		case XACT_EVENT_PRE_PREPARE:
@@ -395,6 +461,8 @@ xact_callback(XactEvent event, void *arg)
 			break;
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PARALLEL_ABORT:
+			if (pending_staged)
+				fc_keyring_resync();
 			clear_pending();
 			break;
 		default:

@@ -127,6 +127,13 @@ file_provider(uint8 *kek, char *why, size_t whylen)
 	int			fd;
 	struct stat st;
 
+	if (stat(path, &st) == 0 && (st.st_mode & (S_IRWXG | S_IRWXO)) != 0)
+	{
+		snprintf(why, whylen,
+				 "key file \"%s\" has group or world access; it must be mode 0600 or stricter",
+				 path);
+		return false;
+	}
 	if (read_whole_file(path, &data, &len))
 	{
 		bool		ok = parse_hex_key(data, len, kek);
@@ -220,11 +227,22 @@ run_key_command(uint8 *kek, char *why, size_t whylen)
 	}
 	if (pid == 0)
 	{
-		/* child: stdout to the pipe, own process group so we can kill it */
+		sigset_t	none;
+
+		/*
+		 * Child: own process group so we can kill it, default signal
+		 * handling, stdout to the pipe, none of the postmaster's other files.
+		 */
 		setpgid(0, 0);
-		dup2(pipefd[1], STDOUT_FILENO);
-		close(pipefd[0]);
-		close(pipefd[1]);
+		sigemptyset(&none);
+		sigprocmask(SIG_SETMASK, &none, NULL);
+		for (int sig = 1; sig < NSIG; sig++)
+			if (sig != SIGKILL && sig != SIGSTOP)
+				signal(sig, SIG_DFL);
+		if (dup2(pipefd[1], STDOUT_FILENO) < 0)
+			_exit(126);
+		for (int fd = 3; fd < 1024; fd++)
+			close(fd);
 		execl("/bin/sh", "sh", "-c", fc_key_command, (char *) NULL);
 		_exit(127);
 	}
@@ -257,10 +275,25 @@ run_key_command(uint8 *kek, char *why, size_t whylen)
 			break;
 	}
 	close(pipefd[0]);
-	if (timed_out)
-		kill(-pid, SIGKILL);
-	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
-		;
+
+	/* the command may close its output and go on running: the deadline holds */
+	for (;;)
+	{
+		pid_t		r = timed_out ? 0 : waitpid(pid, &status, WNOHANG);
+
+		if (r == pid || (r < 0 && errno != EINTR))
+			break;
+		if (timed_out || GetCurrentTimestamp() >= deadline)
+		{
+			timed_out = true;
+			kill(-pid, SIGKILL);
+			kill(pid, SIGKILL);
+			while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+				;
+			break;
+		}
+		pg_usleep(10000L);
+	}
 	buf[got] = '\0';
 
 	if (timed_out)

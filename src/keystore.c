@@ -52,6 +52,13 @@ typedef struct LocalCache
 } LocalCache;
 
 static LocalCache *local_cache = NULL;
+
+/*
+ * The postmaster's own copy of the KEK (secure region), so that a crash
+ * reinitialization of shared memory does not run the key provider again
+ * inside the postmaster's child-exit handling.
+ */
+static uint8 *pm_kek = NULL;
 static uint64 nonce_next = 0;
 static uint64 nonce_end = 0;
 
@@ -155,11 +162,29 @@ fc_keystore_startup(void)
 		fc_shared->ring_state = FC_RING_PROVIDER_FAILED;
 		snprintf(why, sizeof(why), "could not create directory \"%s\": %m", FC_KEYRING_DIR);
 	}
-	else if (!fc_kek_load(fc_shared->kek, why, sizeof(why)))
-		fc_shared->ring_state = FC_RING_PROVIDER_FAILED;
 	else
-		fc_shared->ring_state = fc_keyring_read(fc_shared->kek, fc_shared->dbs,
-												fc_shared->max_dbs, why, sizeof(why));
+	{
+		bool		have_kek = true;
+
+		if (pm_kek != NULL)
+			memcpy(fc_shared->kek, pm_kek, FC_KEY_LEN);
+		else if (fc_kek_load(fc_shared->kek, why, sizeof(why)))
+		{
+			if (!IsUnderPostmaster)
+			{
+				fc_secure_region_alloc((void **) &pm_kek, FC_KEY_LEN);
+				memcpy(pm_kek, fc_shared->kek, FC_KEY_LEN);
+			}
+		}
+		else
+		{
+			fc_shared->ring_state = FC_RING_PROVIDER_FAILED;
+			have_kek = false;
+		}
+		if (have_kek)
+			fc_shared->ring_state = fc_keyring_read(fc_shared->kek, fc_shared->dbs,
+													fc_shared->max_dbs, why, sizeof(why));
+	}
 
 	if (fc_shared->ring_state != FC_RING_OK)
 	{
@@ -226,17 +251,16 @@ fc_db_lookup(Oid dboid, FcDbKeys *out)
 }
 
 /*
- * Replace (entry != NULL) or remove the entry of dboid: keyring on disk
- * first, then shared memory.  ERRORs before changing anything if the
- * keyring cannot be written.
+ * Write the keyring as shared memory would be with the entry of dboid
+ * replaced (entry != NULL) or removed.  Shared memory is not changed.
+ * ERRORs, leaving the old keyring, on any failure.
  */
-static void
-db_replace(Oid dboid, const FcDbKeys *entry)
+void
+fc_db_stage(Oid dboid, const FcDbKeys *entry)
 {
 	FcDbKeys   *copy;
 	int			n = 0;
-	volatile int slot = -1;
-	volatile int free_slot = -1;
+	int			used = 0;
 
 	LWLockAcquire(fc_shared->lock, LW_EXCLUSIVE);
 	if (fc_shared->ring_state != FC_RING_OK)
@@ -244,36 +268,25 @@ db_replace(Oid dboid, const FcDbKeys *entry)
 		LWLockRelease(fc_shared->lock);
 		fc_check_ring_usable();
 	}
-
-	copy = palloc(sizeof(FcDbKeys) * (fc_shared->max_dbs));
 	for (int i = 0; i < fc_shared->max_dbs; i++)
+		if (OidIsValid(fc_shared->dbs[i].dboid) && fc_shared->dbs[i].dboid != dboid)
+			used++;
+	if (entry && used >= fc_shared->max_dbs)
 	{
-		const FcDbKeys *e = &fc_shared->dbs[i];
+		LWLockRelease(fc_shared->lock);
+		ereport(ERROR,
+				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+				 errmsg("fieldcrypt cannot hold keys for more than %d databases",
+						fc_shared->max_dbs),
+				 errhint("Raise fieldcrypt.max_databases and restart the server.")));
+	}
 
-		if (e->dboid == dboid)
-			slot = i;
-		else if (!OidIsValid(e->dboid))
-		{
-			if (free_slot < 0)
-				free_slot = i;
-			continue;
-		}
-		if (e->dboid != dboid)
-			memcpy(&copy[n++], e, sizeof(FcDbKeys));
-	}
+	copy = palloc(sizeof(FcDbKeys) * fc_shared->max_dbs);
+	for (int i = 0; i < fc_shared->max_dbs; i++)
+		if (OidIsValid(fc_shared->dbs[i].dboid) && fc_shared->dbs[i].dboid != dboid)
+			memcpy(&copy[n++], &fc_shared->dbs[i], sizeof(FcDbKeys));
 	if (entry)
-	{
-		if (slot < 0 && free_slot < 0)
-		{
-			LWLockRelease(fc_shared->lock);
-			ereport(ERROR,
-					(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
-					 errmsg("fieldcrypt cannot hold keys for more than %d databases",
-							fc_shared->max_dbs),
-					 errhint("Raise fieldcrypt.max_databases and restart the server.")));
-		}
 		memcpy(&copy[n++], entry, sizeof(FcDbKeys));
-	}
 
 	PG_TRY();
 	{
@@ -285,28 +298,80 @@ db_replace(Oid dboid, const FcDbKeys *entry)
 		pfree(copy);
 	}
 	PG_END_TRY();
+	LWLockRelease(fc_shared->lock);
+}
 
+/*
+ * Make shared memory hold entry for dboid (or nothing) after the keyring
+ * was staged with the same change.  No I/O and no ERROR: runs at commit.
+ */
+void
+fc_db_publish(Oid dboid, const FcDbKeys *entry)
+{
+	int			slot = -1;
+	int			free_slot = -1;
+
+	LWLockAcquire(fc_shared->lock, LW_EXCLUSIVE);
+	for (int i = 0; i < fc_shared->max_dbs; i++)
+	{
+		if (fc_shared->dbs[i].dboid == dboid && OidIsValid(dboid))
+			slot = i;
+		else if (!OidIsValid(fc_shared->dbs[i].dboid) && free_slot < 0)
+			free_slot = i;
+	}
 	if (entry)
-		memcpy(&fc_shared->dbs[slot >= 0 ? slot : free_slot], entry, sizeof(FcDbKeys));
+	{
+		if (slot < 0)
+			slot = free_slot;
+		if (slot >= 0)
+			memcpy(&fc_shared->dbs[slot], entry, sizeof(FcDbKeys));
+	}
 	else if (slot >= 0)
 		explicit_bzero(&fc_shared->dbs[slot], sizeof(FcDbKeys));
 	pg_atomic_fetch_add_u64(&fc_shared->version, 1);
 	LWLockRelease(fc_shared->lock);
+	if (entry && slot < 0)
+		elog(WARNING, "fieldcrypt: no free key slot at commit; restart to reload the keyring");
 }
 
-/* Install or replace the key state of entry->dboid, durably. */
+/*
+ * Rewrite the keyring from shared memory, undoing a staged change whose
+ * transaction aborted.  Runs during abort: failures become a WARNING.
+ */
 void
-fc_db_store(const FcDbKeys *entry)
+fc_keyring_resync(void)
 {
-	db_replace(entry->dboid, entry);
+	MemoryContext cxt = CurrentMemoryContext;
+
+	PG_TRY();
+	{
+		fc_db_stage(InvalidOid, NULL);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		ereport(WARNING,
+				(errmsg("fieldcrypt: could not restore the keyring after an aborted key change: %s",
+						edata->message),
+				 errhint("The keyring on disk may hold a generation that was never committed; "
+						 "the next key change rewrites it.")));
+		FreeErrorData(edata);
+	}
+	PG_END_TRY();
 }
 
-/* Forget the key state of a database (it was dropped). */
+/* Forget the key state of a dropped database, on disk and in memory. */
 void
 fc_db_remove(Oid dboid)
 {
-	if (fc_db_lookup(dboid, NULL))
-		db_replace(dboid, NULL);
+	if (!fc_db_lookup(dboid, NULL))
+		return;
+	fc_db_stage(dboid, NULL);
+	fc_db_publish(dboid, NULL);
 }
 
 /* Refresh the backend cache of MyDatabaseId if shared memory changed. */

@@ -8,8 +8,7 @@
  *	  Each secret is remembered in a small ring of recent secrets, in
  *	  memory excluded from core dumps.  emit_log_hook replaces every
  *	  occurrence in the message, detail, hint, context and internal query
- *	  of a log entry, and suppresses the STATEMENT line when the statement
- *	  text holds one.  Secrets shorter than FC_MIN_REDACT_LEN bytes are not
+ *	  of a log entry, and masks them in the STATEMENT line too.  Secrets shorter than FC_MIN_REDACT_LEN bytes are not
  *	  remembered: replacing them would mangle every log line.
  *
  *	  Bind parameters are logged (log_min_duration_statement at Bind) before
@@ -32,6 +31,7 @@
 #include "tcop/tcopprot.h"
 #include "utils/backend_status.h"
 #include "utils/elog.h"
+#include "utils/memutils.h"
 
 #include "keystore.h"
 #include "redact.h"
@@ -52,6 +52,7 @@ typedef struct SecretRing
 } SecretRing;
 
 static SecretRing *ring = NULL;
+static char *masked_statement = NULL;	/* see fc_emit_log_hook */
 
 /* Hashes of statement texts that write to encrypted columns. */
 #define SENSITIVE_SLOTS 32
@@ -276,7 +277,24 @@ fc_emit_log_hook(ErrorData *edata)
 		edata->context = redact_string(edata->context);
 		edata->internalquery = redact_string(edata->internalquery);
 		if (holds_secret(debug_query_string))
-			edata->hide_stmt = true;
+		{
+			/*
+			 * The STATEMENT line is written from debug_query_string after this
+			 * hook: point it at a masked copy, so the line stays (auditors
+			 * see that something was hidden) without the secret.
+			 */
+			MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+			char	   *prev = masked_statement;
+
+			masked_statement = redact_string(pstrdup(debug_query_string));
+			MemoryContextSwitchTo(old);
+			debug_query_string = masked_statement;
+			if (prev)
+			{
+				explicit_bzero(prev, strlen(prev));
+				pfree(prev);
+			}
+		}
 	}
 	if (prev_emit_log_hook)
 		prev_emit_log_hook(edata);

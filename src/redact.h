@@ -11,7 +11,7 @@
 #define FIELDCRYPT_REDACT_H
 
 #define FC_REDACTED			"[redacted]"
-#define FC_MIN_REDACT_LEN	4
+#define FC_MIN_REDACT_LEN	6
 
 extern void fc_register_secret(const char *s, size_t len);
 extern void fc_redact_activity(void);

@@ -16,10 +16,13 @@
  *	  no column of a user-defined or record type is passed through as is.
  *
  *	  For log redaction, statements that write to tables with encrypted
- *	  columns or set a key are marked sensitive at parse analysis; their
- *	  string constants, and at ExecutorStart their parameters, are
- *	  remembered as secrets: a typed text value is only encrypted during
- *	  execution, after pgaudit has logged the statement.
+ *	  columns, or that call user-defined volatile functions (which may write
+ *	  their arguments into encrypted columns, or set a key), are marked
+ *	  sensitive at parse analysis.  The string constants that flow into
+ *	  encrypted columns or into such calls, and at ExecutorStart the
+ *	  statement's parameters, are remembered as secrets: a typed text value
+ *	  is only encrypted during execution, after pgaudit has logged the
+ *	  statement.  Only in databases where the extension is installed.
  *
  * src/writeonly.c
  *
@@ -34,6 +37,7 @@
 #include "funcapi.h"
 #include "miscadmin.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
 #include "nodes/nodeFuncs.h"
 #include "nodes/params.h"
@@ -455,24 +459,26 @@ register_consts_walker(Node *node, void *context)
 	return expression_tree_walker(node, register_consts_walker, context);
 }
 
-/* Does the expression tree call fieldcrypt.set_data_encryption_key? */
+/*
+ * Find calls whose string arguments may be secrets: every user-defined
+ * volatile function (it may write its arguments into an encrypted column,
+ * or set a key, before anything of ours sees them run), and remember those
+ * arguments.  Returns true through *found if there was one.
+ */
 static bool
-calls_set_key_walker(Node *node, void *context)
+user_call_walker(Node *node, bool *found)
 {
 	if (node == NULL)
 		return false;
-	if (IsA(node, FuncExpr) && ((FuncExpr *) node)->funcid >= FirstNormalObjectId)
+	if (IsA(node, FuncExpr) && ((FuncExpr *) node)->funcid >= FirstNormalObjectId &&
+		func_volatile(((FuncExpr *) node)->funcid) == PROVOLATILE_VOLATILE)
 	{
-		Oid			fn = ((FuncExpr *) node)->funcid;
-		char	   *name = get_func_name(fn);
-
-		if (name && strcmp(name, "set_data_encryption_key") == 0 &&
-			get_func_namespace(fn) == get_namespace_oid("fieldcrypt", true))
-			return true;
+		*found = true;
+		register_consts_walker((Node *) ((FuncExpr *) node)->args, NULL);
 	}
 	if (IsA(node, Query))
-		return query_tree_walker((Query *) node, calls_set_key_walker, context, 0);
-	return expression_tree_walker(node, calls_set_key_walker, context);
+		return query_tree_walker((Query *) node, user_call_walker, (void *) found, 0);
+	return expression_tree_walker(node, user_call_walker, (void *) found);
 }
 
 /*
@@ -485,11 +491,25 @@ static void
 fc_post_parse_analyze(ParseState *pstate, Query *query, JumbleState *jstate)
 {
 	Oid			target = InvalidOid;
+	bool		user_calls = false;
 
 	if (prev_post_parse_analyze)
 		prev_post_parse_analyze(pstate, query, jstate);
-	if (pstate->p_sourcetext == NULL || query->commandType == CMD_UTILITY)
+	if (pstate->p_sourcetext == NULL || !fc_enctypes_installed())
 		return;
+	if (query->commandType == CMD_UTILITY)
+	{
+		/* CALL proc(...): arguments are analyzed into funcexpr */
+		if (IsA(query->utilityStmt, CallStmt))
+			user_call_walker((Node *) ((CallStmt *) query->utilityStmt)->funcexpr, &user_calls);
+		if (user_calls)
+		{
+			fc_mark_sensitive_statement(pstate->p_sourcetext);
+			if (pstate->p_sourcetext == debug_query_string)
+				fc_redact_activity();
+		}
+		return;
+	}
 	if (query->resultRelation > 0 &&
 		(query->commandType == CMD_INSERT || query->commandType == CMD_UPDATE ||
 		 query->commandType == CMD_MERGE))
@@ -503,13 +523,13 @@ fc_post_parse_analyze(ParseState *pstate, Query *query, JumbleState *jstate)
 		else
 			register_written_consts(query, target);
 	}
-	else if (query_tree_walker(query, calls_set_key_walker, NULL, 0))
-	{
-		fc_mark_sensitive_statement(pstate->p_sourcetext);
-		query_tree_walker(query, register_consts_walker, NULL, 0);
-	}
 	else
-		return;
+	{
+		query_tree_walker(query, user_call_walker, &user_calls, 0);
+		if (!user_calls)
+			return;
+		fc_mark_sensitive_statement(pstate->p_sourcetext);
+	}
 	if (pstate->p_sourcetext == debug_query_string)
 		fc_redact_activity();
 }

@@ -1,0 +1,77 @@
+# FcKeyTest: assertions shared by fieldcrypt's key TAP tests (on top of FcNode).
+#
+#   sql_is($node, $db, $sql, $expected, $name)       over TLS: exit 0 and this output
+#   sql_fails($node, $db, $sql, $sqlstate, $message, $name, via => 'tls'|'plain'|'socket')
+#                                                     fails with this SQLSTATE and primary message
+#   read_bytes($path) / write_bytes($path, $bytes)    whole files, binary
+#   log_since($node, $offset)                          server log from byte $offset on
+package FcKeyTest;
+
+use strict;
+use warnings;
+use Exporter 'import';
+use PostgreSQL::Test::Utils;
+use Test::More;
+use FcNode;
+
+our @EXPORT = qw(sql_is sql_fails read_bytes write_bytes log_since);
+
+sub sql_is
+{
+	my ($node, $db, $sql, $expected, $name) = @_;
+	local $Test::Builder::Level = $Test::Builder::Level + 1;
+	my ($ret, $out, $err) = FcNode::psql_tls($node, $db, $sql);
+	is("$ret:$out", "0:$expected", $name) or diag("stderr: $err");
+	return;
+}
+
+# psql's verbose error format is "ERROR:  SQLSTATE: message".
+sub sql_fails
+{
+	my ($node, $db, $sql, $sqlstate, $message, $name, %opts) = @_;
+	local $Test::Builder::Level = $Test::Builder::Level + 1;
+	my $via = $opts{via} // 'tls';
+	my $script = "\\set VERBOSITY verbose\n$sql";
+	my ($ret, $out, $err);
+	if ($via eq 'socket')
+	{
+		$ret = $node->psql($db, $script, stdout => \$out, stderr => \$err,
+			on_error_stop => 1);
+	}
+	else
+	{
+		($ret, $out, $err) = $via eq 'plain'
+		  ? FcNode::psql_plain($node, $db, $script)
+		  : FcNode::psql_tls($node, $db, $script);
+	}
+	ok($ret != 0 && $err =~ /^(?:psql:[^\n]*: )?ERROR:  \Q$sqlstate\E: \Q$message\E$/m, $name)
+	  or diag("exit code $ret, want SQLSTATE $sqlstate \"$message\"; stderr:\n$err");
+	return;
+}
+
+sub read_bytes
+{
+	my ($path) = @_;
+	open my $fh, '<:raw', $path or die "could not read $path: $!";
+	local $/;
+	my $data = <$fh>;
+	close $fh;
+	return $data // '';
+}
+
+sub write_bytes
+{
+	my ($path, $data) = @_;
+	open my $fh, '>:raw', $path or die "could not write $path: $!";
+	print $fh $data;
+	close $fh or die "could not write $path: $!";
+	return;
+}
+
+sub log_since
+{
+	my ($node, $offset) = @_;
+	return slurp_file($node->logfile, $offset);
+}
+
+1;
