@@ -20,6 +20,7 @@
 #include "keyapi.h"
 #include "keystore.h"
 #include "redact.h"
+#include "wal.h"
 #include "writeonly.h"
 
 PG_MODULE_MAGIC;
@@ -63,6 +64,7 @@ _PG_init(void)
 	loaded = true;
 
 	fc_define_gucs();
+	fc_wal_init();
 
 	prev_shmem_request_hook = shmem_request_hook;
 	shmem_request_hook = fc_shmem_request;

@@ -324,14 +324,14 @@ fc_kek_load(uint8 *kek, char *why, size_t whylen)
 }
 
 /*
- * Read and unseal the keyring into dbs[].  A missing keyring is an empty one.
+ * Unseal a keyring image (file bytes) into dbs[].  Returns FC_RING_OK or
+ * FC_RING_UNREADABLE with the reason in why.
  */
 FcRingState
-fc_keyring_read(const uint8 *kek, FcDbKeys *dbs, int max_dbs,
-				char *why, size_t whylen)
+fc_keyring_unseal(const uint8 *kek, const uint8 *p, size_t len,
+				  FcDbKeys *dbs, int max_dbs, int *ndbs, const char *what,
+				  char *why, size_t whylen)
 {
-	char	   *data;
-	size_t		len;
 	uint32		format,
 				plen,
 				entsize,
@@ -339,28 +339,18 @@ fc_keyring_read(const uint8 *kek, FcDbKeys *dbs, int max_dbs,
 	uint8	   *plain;
 	FcCipher   *ctx;
 	bool		ok;
-	const uint8 *p;
 
-	if (!read_whole_file(FC_KEYRING_FILE, &data, &len))
-	{
-		if (errno == ENOENT)
-			return FC_RING_OK;
-		snprintf(why, whylen, "could not read \"%s\": %m", FC_KEYRING_FILE);
-		return FC_RING_UNREADABLE;
-	}
-	p = (const uint8 *) data;
+	*ndbs = 0;
 	if (len < KEYRING_HDR_LEN || memcmp(p, KEYRING_MAGIC, 4) != 0)
 	{
-		snprintf(why, whylen, "\"%s\" is not a fieldcrypt keyring or is truncated",
-				 FC_KEYRING_FILE);
+		snprintf(why, whylen, "%s is not a fieldcrypt keyring or is truncated", what);
 		return FC_RING_UNREADABLE;
 	}
 	memcpy(&format, p + 4, 4);
 	memcpy(&plen, p + 8, 4);
 	if (format != KEYRING_FORMAT || plen != len - KEYRING_HDR_LEN || plen < 8)
 	{
-		snprintf(why, whylen, "\"%s\" has an unknown format or is truncated",
-				 FC_KEYRING_FILE);
+		snprintf(why, whylen, "%s has an unknown format or is truncated", what);
 		return FC_RING_UNREADABLE;
 	}
 	plain = palloc(plen);
@@ -369,13 +359,12 @@ fc_keyring_read(const uint8 *kek, FcDbKeys *dbs, int max_dbs,
 							p + KEYRING_HDR_LEN, plen, plain,
 							p + KEYRING_HDR_AAD + FC_NONCE_LEN);
 	fc_cipher_free(ctx);
-	pfree(data);
 	if (!ok)
 	{
 		explicit_bzero(plain, plen);
 		snprintf(why, whylen,
-				 "\"%s\" could not be authenticated: it is corrupted or sealed "
-				 "with another cluster key", FC_KEYRING_FILE);
+				 "%s could not be authenticated: it is corrupted or sealed "
+				 "with another cluster key", what);
 		return FC_RING_UNREADABLE;
 	}
 	memcpy(&entsize, plain, 4);
@@ -383,31 +372,56 @@ fc_keyring_read(const uint8 *kek, FcDbKeys *dbs, int max_dbs,
 	if (entsize != sizeof(FcDbKeys) || (size_t) count * entsize != plen - 8)
 	{
 		explicit_bzero(plain, plen);
-		snprintf(why, whylen, "\"%s\" was written by an incompatible build",
-				 FC_KEYRING_FILE);
+		snprintf(why, whylen, "%s was written by an incompatible build", what);
 		return FC_RING_UNREADABLE;
 	}
 	if ((int) count > max_dbs)
 	{
 		explicit_bzero(plain, plen);
-		snprintf(why, whylen, "keyring holds %u databases, more than fieldcrypt.max_databases = %d",
-				 count, max_dbs);
+		snprintf(why, whylen, "%s holds %u databases, more than fieldcrypt.max_databases = %d",
+				 what, count, max_dbs);
 		return FC_RING_UNREADABLE;
 	}
 	memcpy(dbs, plain + 8, (size_t) count * entsize);
+	*ndbs = count;
 	explicit_bzero(plain, plen);
 	pfree(plain);
 	return FC_RING_OK;
 }
 
 /*
- * Seal dbs[0..n) and replace the keyring atomically and durably.
- * ERRORs (leaving the old keyring) on any failure.
+ * Read and unseal the keyring file into dbs[].  A missing keyring is an
+ * empty one.
  */
-void
-fc_keyring_write(const uint8 *kek, const FcDbKeys *dbs, int n)
+FcRingState
+fc_keyring_read(const uint8 *kek, FcDbKeys *dbs, int max_dbs,
+				char *why, size_t whylen)
 {
-	const char *tmp = FC_KEYRING_FILE ".tmp";
+	char	   *data;
+	size_t		len;
+	int			n;
+	FcRingState st;
+
+	if (!read_whole_file(FC_KEYRING_FILE, &data, &len))
+	{
+		if (errno == ENOENT)
+			return FC_RING_OK;
+		snprintf(why, whylen, "could not read \"%s\": %m", FC_KEYRING_FILE);
+		return FC_RING_UNREADABLE;
+	}
+	st = fc_keyring_unseal(kek, (const uint8 *) data, len, dbs, max_dbs, &n,
+						   "\"" FC_KEYRING_FILE "\"", why, whylen);
+	pfree(data);
+	return st;
+}
+
+/*
+ * Seal dbs[0..n) into a keyring image (palloc'd, *len bytes).  ERRORs on
+ * failure.
+ */
+uint8 *
+fc_keyring_seal(const uint8 *kek, const FcDbKeys *dbs, int n, size_t *len)
+{
 	uint32		plen = 8 + (uint32) n * sizeof(FcDbKeys);
 	uint32		format = KEYRING_FORMAT;
 	uint32		entsize = sizeof(FcDbKeys);
@@ -417,7 +431,6 @@ fc_keyring_write(const uint8 *kek, const FcDbKeys *dbs, int n)
 	uint8	   *out = palloc(total);
 	FcCipher   *ctx;
 	bool		ok;
-	int			fd;
 
 	memcpy(plain, &entsize, 4);
 	memcpy(plain + 4, &count, 4);
@@ -439,6 +452,19 @@ fc_keyring_write(const uint8 *kek, const FcDbKeys *dbs, int n)
 		ereport(ERROR,
 				(errcode(ERRCODE_INTERNAL_ERROR),
 				 errmsg("could not seal the fieldcrypt keyring: %s", fc_crypto_last_error())));
+	*len = total;
+	return out;
+}
+
+/*
+ * Replace the keyring file with a sealed image, atomically and durably.
+ * ERRORs (leaving the old keyring) on any failure.
+ */
+void
+fc_keyring_write_image(const uint8 *image, size_t len)
+{
+	const char *tmp = FC_KEYRING_FILE ".tmp";
+	int			fd;
 
 	fd = OpenTransientFilePerm(tmp, O_WRONLY | O_CREAT | O_TRUNC | PG_BINARY,
 							   S_IRUSR | S_IWUSR);
@@ -447,7 +473,7 @@ fc_keyring_write(const uint8 *kek, const FcDbKeys *dbs, int n)
 				(errcode_for_file_access(),
 				 errmsg("could not create file \"%s\": %m", tmp)));
 	errno = 0;
-	if (write(fd, out, total) != (ssize_t) total)
+	if (write(fd, image, len) != (ssize_t) len)
 	{
 		if (errno == 0)
 			errno = ENOSPC;
@@ -463,6 +489,5 @@ fc_keyring_write(const uint8 *kek, const FcDbKeys *dbs, int n)
 		ereport(ERROR,
 				(errcode_for_file_access(),
 				 errmsg("could not close file \"%s\": %m", tmp)));
-	pfree(out);
 	durable_rename(tmp, FC_KEYRING_FILE, ERROR);
 }

@@ -20,6 +20,10 @@
 extern bool fc_kek_load(uint8 *kek, char *why, size_t whylen);
 extern FcRingState fc_keyring_read(const uint8 *kek, FcDbKeys *dbs, int max_dbs,
 								   char *why, size_t whylen);
-extern void fc_keyring_write(const uint8 *kek, const FcDbKeys *dbs, int n);
+extern FcRingState fc_keyring_unseal(const uint8 *kek, const uint8 *image, size_t len,
+									 FcDbKeys *dbs, int max_dbs, int *ndbs,
+									 const char *what, char *why, size_t whylen);
+extern uint8 *fc_keyring_seal(const uint8 *kek, const FcDbKeys *dbs, int n, size_t *len);
+extern void fc_keyring_write_image(const uint8 *image, size_t len);
 
 #endif

@@ -17,6 +17,9 @@
  *	  locked in memory where RLIMIT_MEMLOCK allows; copies on the stack or
  *	  in palloc'd memory are zeroed with explicit_bzero when released.
  *
+ *	  Every change is also WAL-logged as a whole sealed keyring image
+ *	  (wal.c), so standbys, crash recovery and PITR follow it.
+ *
  *	  Nonces: a 64-bit counter in shared memory, handed out to backends in
  *	  blocks, plus an instance id drawn at every shared memory
  *	  initialization.  See README "Nonces" for why this never repeats.
@@ -38,6 +41,7 @@
 #include "guc.h"
 #include "keyring.h"
 #include "keystore.h"
+#include "wal.h"
 
 #define NONCE_BLOCK		1024
 
@@ -290,7 +294,12 @@ fc_db_stage(Oid dboid, const FcDbKeys *entry)
 
 	PG_TRY();
 	{
-		fc_keyring_write(fc_shared->kek, copy, n);
+		size_t		len;
+		uint8	   *image = fc_keyring_seal(fc_shared->kek, copy, n, &len);
+
+		fc_keyring_write_image(image, len);
+		fc_wal_log_keyring(image, len);
+		pfree(image);
 	}
 	PG_FINALLY();
 	{
@@ -299,6 +308,48 @@ fc_db_stage(Oid dboid, const FcDbKeys *entry)
 	}
 	PG_END_TRY();
 	LWLockRelease(fc_shared->lock);
+}
+
+/*
+ * WAL replay of a key state change: unseal the image with this server's
+ * cluster key, then replace the keyring file and shared memory.  A server
+ * that cannot unseal it keeps its previous keys.
+ */
+void
+fc_keystore_redo_image(const uint8 *image, size_t len)
+{
+	FcDbKeys   *tmp;
+	int			n;
+	char		why[256];
+
+	LWLockAcquire(fc_shared->lock, LW_EXCLUSIVE);
+	if (fc_shared->ring_state != FC_RING_OK)
+	{
+		LWLockRelease(fc_shared->lock);
+		ereport(WARNING,
+				(errmsg("fieldcrypt: skipped a key change from WAL: this server's keyring is not loaded"),
+				 errhint("Fix the key provider and restart; the change is applied when WAL is replayed again.")));
+		return;
+	}
+	tmp = palloc(sizeof(FcDbKeys) * fc_shared->max_dbs);
+	if (fc_keyring_unseal(fc_shared->kek, image, len, tmp, fc_shared->max_dbs, &n,
+						  "a key change record in WAL", why, sizeof(why)) != FC_RING_OK)
+	{
+		LWLockRelease(fc_shared->lock);
+		pfree(tmp);
+		ereport(WARNING,
+				(errmsg("fieldcrypt: could not apply a key change from WAL, keeping the previous keys"),
+				 errdetail("%s", why),
+				 errhint("A standby needs the same cluster key as its primary (fieldcrypt.key_provider).")));
+		return;
+	}
+	fc_keyring_write_image(image, len);
+	memset(fc_shared->dbs, 0, sizeof(FcDbKeys) * fc_shared->max_dbs);
+	memcpy(fc_shared->dbs, tmp, sizeof(FcDbKeys) * n);
+	pg_atomic_fetch_add_u64(&fc_shared->version, 1);
+	LWLockRelease(fc_shared->lock);
+	explicit_bzero(tmp, sizeof(FcDbKeys) * fc_shared->max_dbs);
+	pfree(tmp);
 }
 
 /*
