@@ -58,6 +58,7 @@ static char *masked_statement = NULL;	/* see fc_emit_log_hook */
 #define SENSITIVE_SLOTS 32
 static uint64 sensitive[SENSITIVE_SLOTS];
 static int	sensitive_next = 0;
+static bool any_sensitive = false;	/* fast path for sessions that never wrote one */
 static emit_log_hook_type prev_emit_log_hook = NULL;
 
 static char *redact_string(char *s);
@@ -171,6 +172,7 @@ fc_mark_sensitive_statement(const char *src)
 			return;
 	sensitive[sensitive_next] = h;
 	sensitive_next = (sensitive_next + 1) % SENSITIVE_SLOTS;
+	any_sensitive = true;
 }
 
 /* Was this statement text marked with fc_mark_sensitive_statement? */
@@ -179,7 +181,7 @@ fc_statement_is_sensitive(const char *src)
 {
 	uint64		h;
 
-	if (src == NULL)
+	if (src == NULL || !any_sensitive)
 		return false;
 	h = text_hash(src);
 	for (int i = 0; i < SENSITIVE_SLOTS; i++)

@@ -239,10 +239,16 @@ maybe_wrap(QueryDesc *qd)
 		default:
 			break;
 	}
-	if (ActivePortal && ActivePortal->name &&
-		strcmp(ActivePortal->name, "_pg_dump_cursor") == 0)
-		return NULL;
+	/* the common case: only built-in, non-record types, nothing to do */
+	for (int i = 0; i < td->natts && !any; i++)
+	{
+		Oid			t = TupleDescAttr(td, i)->atttypid;
 
+		any = t >= FirstNormalObjectId || t == RECORDOID || t == RECORDARRAYOID;
+	}
+	if (!any)
+		return NULL;
+	any = false;
 	action = palloc0(sizeof(ColAction) * td->natts);
 	for (int i = 0; i < td->natts; i++)
 	{
@@ -252,7 +258,8 @@ maybe_wrap(QueryDesc *qd)
 			action[i] = action_for(att->atttypid);
 		any |= action[i] != COL_KEEP;
 	}
-	if (!any)
+	if (!any || (ActivePortal && ActivePortal->name &&
+				 strcmp(ActivePortal->name, "_pg_dump_cursor") == 0))
 	{
 		pfree(action);
 		return NULL;
@@ -283,8 +290,15 @@ fc_ExecutorRun(QueryDesc *qd, ScanDirection direction, uint64 count, bool execut
 		wrapped = maybe_wrap(qd);
 		MemoryContextSwitchTo(old);
 	}
-	if (wrapped)
-		qd->dest = wrapped;
+	if (wrapped == NULL)
+	{
+		if (prev_ExecutorRun)
+			prev_ExecutorRun(qd, direction, count, execute_once);
+		else
+			standard_ExecutorRun(qd, direction, count, execute_once);
+		return;
+	}
+	qd->dest = wrapped;
 	PG_TRY();
 	{
 		if (prev_ExecutorRun)
