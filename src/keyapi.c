@@ -202,6 +202,18 @@ become_owner(Oid *save_user, int *save_sec)
 						   SECURITY_RESTRICTED_OPERATION);
 }
 
+/* Schema-qualified, quoted name of the metadata table (it may be renamed). */
+static char *
+meta_table_name(void)
+{
+	Oid			relid = fc_config_table_oid();
+
+	if (!OidIsValid(relid))
+		elog(ERROR, "fieldcrypt key metadata table does not exist");
+	return quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)),
+									  get_rel_name(relid));
+}
+
 /* Connect to SPI as the metadata owner. */
 static void
 meta_spi_connect(Oid *save_user, int *save_sec)
@@ -230,8 +242,8 @@ current_meta(void)
 	if (!OidIsValid(fc_config_table_oid()))
 		return m;
 	meta_spi_connect(&save_user, &save_sec);
-	if (SPI_execute("SELECT generation, iterations, salt, kcv, key_source, set_at "
-					"FROM fieldcrypt.key_generations ORDER BY generation DESC LIMIT 1",
+	if (SPI_execute(psprintf("SELECT generation, iterations, salt, kcv, key_source, set_at "
+							 "FROM %s ORDER BY generation DESC LIMIT 1", meta_table_name()),
 					true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not read fieldcrypt.key_generations");
 	if (SPI_processed == 1)
@@ -294,9 +306,9 @@ insert_meta(const FcGeneration *g, const char *source, TimestampTz at)
 	internal_write = true;
 	PG_TRY();
 	{
-		rc = SPI_execute_with_args("INSERT INTO fieldcrypt.key_generations "
-								   "(generation, salt, iterations, kcv, key_source, set_at) "
-								   "VALUES ($1, $2, $3, $4, $5, $6)",
+		rc = SPI_execute_with_args(psprintf("INSERT INTO %s "
+											"(generation, salt, iterations, kcv, key_source, set_at) "
+											"VALUES ($1, $2, $3, $4, $5, $6)", meta_table_name()),
 								   6, types, values, NULL, false, 0);
 	}
 	PG_FINALLY();
@@ -816,7 +828,7 @@ fieldcrypt_key_generations_guard(PG_FUNCTION_ARGS)
 	internal_write = true;
 	PG_TRY();
 	{
-		if (SPI_execute("DELETE FROM fieldcrypt.key_generations", false, 0) != SPI_OK_DELETE)
+		if (SPI_execute(psprintf("DELETE FROM %s", meta_table_name()), false, 0) != SPI_OK_DELETE)
 			elog(ERROR, "could not clear fieldcrypt.key_generations");
 	}
 	PG_FINALLY();

@@ -121,30 +121,102 @@ double_quotes(const char *s, size_t len, char q, size_t *outlen)
 	return out;
 }
 
+/* Remember s and its spellings with double quotes doubled once and twice. */
+static void
+remember_csv(const char *s, size_t len)
+{
+	size_t		l1,
+				l2;
+	char	   *once,
+			   *twice;
+
+	remember(s, len);
+	if (memchr(s, '"', len) == NULL)
+		return;
+	/* pgaudit's CSV field, and its parameter field, which is escaped twice */
+	once = double_quotes(s, len, '"', &l1);
+	twice = double_quotes(once, l1, '"', &l2);
+	remember(once, l1);
+	remember(twice, l2);
+	explicit_bzero(once, l1);
+	explicit_bzero(twice, l2);
+	pfree(once);
+	pfree(twice);
+}
+
 /*
  * Remember a secret so that later log lines of this backend hide it: as
- * it is, as an SQL literal writes it (quotes doubled), and as pgaudit's CSV
- * field writes that (double quotes doubled).
+ * it is, as an SQL literal writes it (single quotes doubled), and as
+ * pgaudit's CSV writes either (double quotes doubled, once or twice).
  */
 void
 fc_register_secret(const char *s, size_t len)
 {
-	size_t		l1,
-				l2;
-	char	   *sql,
-			   *csv;
+	size_t		l1;
+	char	   *sql;
 
-	remember(s, len);
-	if (memchr(s, '\'', len) == NULL && memchr(s, '"', len) == NULL)
+	remember_csv(s, len);
+	if (memchr(s, '\'', len) == NULL)
 		return;
 	sql = double_quotes(s, len, '\'', &l1);
-	csv = double_quotes(sql, l1, '"', &l2);
-	remember(sql, l1);
-	remember(csv, l2);
+	remember_csv(sql, l1);
 	explicit_bzero(sql, l1);
-	explicit_bzero(csv, l2);
 	pfree(sql);
-	pfree(csv);
+}
+
+/*
+ * Remember the body of the string literal that starts at byte offset loc of
+ * a statement text, exactly as written there ('...', E'...', U&'...' or
+ * $tag$...$tag$), so that escaped spellings are hidden too.
+ */
+void
+fc_register_literal_at(const char *src, int loc)
+{
+	const char *p;
+	const char *start;
+	bool		backslash = false;
+
+	if (src == NULL || loc < 0 || (size_t) loc >= strlen(src))
+		return;
+	p = src + loc;
+	if (*p == 'E' || *p == 'e')
+	{
+		backslash = true;
+		p++;
+	}
+	else if ((p[0] == 'U' || p[0] == 'u') && p[1] == '&')
+		p += 2;
+	if (*p == '$')
+	{
+		const char *tagend = strchr(p + 1, '$');
+		const char *end;
+		char	   *tag;
+
+		if (tagend == NULL)
+			return;
+		tag = pnstrdup(p, tagend - p + 1);
+		start = tagend + 1;
+		end = strstr(start, tag);
+		if (end)
+			remember_csv(start, end - start);
+		pfree(tag);
+		return;
+	}
+	if (*p != '\'')
+		return;
+	start = ++p;
+	while (*p)
+	{
+		if (backslash && *p == '\\' && p[1])
+			p += 2;
+		else if (*p == '\'' && p[1] == '\'')
+			p += 2;
+		else if (*p == '\'')
+			break;
+		else
+			p++;
+	}
+	remember_csv(start, p - start);
 }
 
 static uint64

@@ -340,6 +340,9 @@ typedef struct TraceContext
 
 static void trace_target(Query *query, AttrNumber resno, int depth);
 
+/* Statement text being analyzed, for the literals' spellings. */
+static const char *analyzed_text = NULL;
+
 /* Remember the text of a non-null string constant as a secret. */
 static void
 register_const(Const *c)
@@ -348,6 +351,8 @@ register_const(Const *c)
 	bool		varlena;
 	char	   *str;
 
+	if (!c->constisnull)
+		fc_register_literal_at(analyzed_text, c->location);
 	if (c->constisnull ||
 		!(c->consttype == TEXTOID || c->consttype == VARCHAROID ||
 		  c->consttype == BPCHAROID || c->consttype == BYTEAOID ||
@@ -511,6 +516,7 @@ fc_post_parse_analyze(ParseState *pstate, Query *query, JumbleState *jstate)
 		prev_post_parse_analyze(pstate, query, jstate);
 	if (pstate->p_sourcetext == NULL || !fc_enctypes_installed())
 		return;
+	analyzed_text = pstate->p_sourcetext;
 	if (query->commandType == CMD_UTILITY)
 	{
 		/* CALL proc(...): arguments are analyzed into funcexpr */

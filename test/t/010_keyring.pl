@@ -242,7 +242,7 @@ check_back('file provider again');
 # --- fieldcrypt.max_databases --------------------------------------------------------
 $node->append_conf('postgresql.conf', 'fieldcrypt.max_databases = 1');
 check_unavailable('max_databases below the keyring',
-	qr/keyring holds 2 databases, more than fieldcrypt\.max_databases = 1/, $ring);
+	qr/"pg_fieldcrypt\/keyring" holds 2 databases, more than fieldcrypt\.max_databases = 1/, $ring);
 $node->append_conf('postgresql.conf', 'fieldcrypt.max_databases = 2');
 check_back('max_databases = 2');
 sql_fails($node, 'k3', 'CREATE EXTENSION fieldcrypt', '53400',
