@@ -461,11 +461,12 @@ fc_keyring_seal(const uint8 *kek, const FcDbKeys *dbs, int n, size_t *len)
  * ERRORs (leaving the old keyring) on any failure.
  */
 void
-fc_keyring_write_image(const uint8 *image, size_t len)
+fc_keyring_write_image(const char *path, const uint8 *image, size_t len)
 {
-	const char *tmp = FC_KEYRING_FILE ".tmp";
+	char		tmp[MAXPGPATH];
 	int			fd;
 
+	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
 	fd = OpenTransientFilePerm(tmp, O_WRONLY | O_CREAT | O_TRUNC | PG_BINARY,
 							   S_IRUSR | S_IWUSR);
 	if (fd < 0)
@@ -489,5 +490,39 @@ fc_keyring_write_image(const uint8 *image, size_t len)
 		ereport(ERROR,
 				(errcode_for_file_access(),
 				 errmsg("could not close file \"%s\": %m", tmp)));
-	durable_rename(tmp, FC_KEYRING_FILE, ERROR);
+	durable_rename(tmp, path, ERROR);
+}
+
+/*
+ * At start: a keyring image received through WAL that this server could not
+ * unseal then (pg_fieldcrypt/keyring.pending) is newer than the keyring.
+ * Install it if the cluster key now unseals it; otherwise keep it waiting.
+ */
+void
+fc_keyring_adopt_pending(const uint8 *kek, int max_dbs)
+{
+	char	   *data;
+	size_t		len;
+	FcDbKeys   *tmp;
+	int			n;
+	char		why[256];
+
+	if (!read_whole_file(FC_KEYRING_PENDING, &data, &len))
+		return;
+	tmp = palloc(sizeof(FcDbKeys) * max_dbs);
+	if (fc_keyring_unseal(kek, (const uint8 *) data, len, tmp, max_dbs, &n,
+						  "\"" FC_KEYRING_PENDING "\"", why, sizeof(why)) == FC_RING_OK)
+	{
+		if (durable_rename(FC_KEYRING_PENDING, FC_KEYRING_FILE, LOG) == 0)
+			ereport(LOG,
+					(errmsg("fieldcrypt: installed a key change received through WAL earlier")));
+	}
+	else
+		ereport(WARNING,
+				(errmsg("fieldcrypt: a key change received through WAL still waits for the right cluster key"),
+				 errdetail("%s", why),
+				 errhint("A standby needs the same cluster key as its primary (fieldcrypt.key_provider).")));
+	explicit_bzero(tmp, sizeof(FcDbKeys) * max_dbs);
+	pfree(tmp);
+	pfree(data);
 }

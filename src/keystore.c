@@ -36,6 +36,7 @@
 
 #include "miscadmin.h"
 #include "storage/ipc.h"
+#include "storage/fd.h"
 #include "storage/shmem.h"
 
 #include "guc.h"
@@ -186,8 +187,11 @@ fc_keystore_startup(void)
 			have_kek = false;
 		}
 		if (have_kek)
+		{
+			fc_keyring_adopt_pending(fc_shared->kek, fc_shared->max_dbs);
 			fc_shared->ring_state = fc_keyring_read(fc_shared->kek, fc_shared->dbs,
 													fc_shared->max_dbs, why, sizeof(why));
+		}
 	}
 
 	if (fc_shared->ring_state != FC_RING_OK)
@@ -297,7 +301,7 @@ fc_db_stage(Oid dboid, const FcDbKeys *entry)
 		size_t		len;
 		uint8	   *image = fc_keyring_seal(fc_shared->kek, copy, n, &len);
 
-		fc_keyring_write_image(image, len);
+		fc_keyring_write_image(FC_KEYRING_FILE, image, len);
 		fc_wal_log_keyring(image, len);
 		pfree(image);
 	}
@@ -325,25 +329,33 @@ fc_keystore_redo_image(const uint8 *image, size_t len)
 	LWLockAcquire(fc_shared->lock, LW_EXCLUSIVE);
 	if (fc_shared->ring_state != FC_RING_OK)
 	{
+		/* keep the image: it is the newest state, for when the key is back */
+		fc_keyring_write_image(FC_KEYRING_PENDING, image, len);
 		LWLockRelease(fc_shared->lock);
 		ereport(WARNING,
 				(errmsg("fieldcrypt: skipped a key change from WAL: this server's keyring is not loaded"),
-				 errhint("Fix the key provider and restart; the change is applied when WAL is replayed again.")));
+				 errdetail("The change is kept in \"%s\" and installed at the next start "
+						   "that has the right cluster key.", FC_KEYRING_PENDING),
+				 errhint("Fix the key provider (fieldcrypt.key_provider) and restart.")));
 		return;
 	}
 	tmp = palloc(sizeof(FcDbKeys) * fc_shared->max_dbs);
 	if (fc_keyring_unseal(fc_shared->kek, image, len, tmp, fc_shared->max_dbs, &n,
 						  "a key change record in WAL", why, sizeof(why)) != FC_RING_OK)
 	{
+		fc_keyring_write_image(FC_KEYRING_PENDING, image, len);
 		LWLockRelease(fc_shared->lock);
 		pfree(tmp);
 		ereport(WARNING,
 				(errmsg("fieldcrypt: could not apply a key change from WAL, keeping the previous keys"),
-				 errdetail("%s", why),
+				 errdetail("%s. The change is kept in \"%s\" and installed at the next start "
+						   "that has the right cluster key.", why, FC_KEYRING_PENDING),
 				 errhint("A standby needs the same cluster key as its primary (fieldcrypt.key_provider).")));
 		return;
 	}
-	fc_keyring_write_image(image, len);
+	fc_keyring_write_image(FC_KEYRING_FILE, image, len);
+	if (unlink(FC_KEYRING_PENDING) == 0)
+		fsync_fname(FC_KEYRING_DIR, true);
 	memset(fc_shared->dbs, 0, sizeof(FcDbKeys) * fc_shared->max_dbs);
 	memcpy(fc_shared->dbs, tmp, sizeof(FcDbKeys) * n);
 	pg_atomic_fetch_add_u64(&fc_shared->version, 1);
