@@ -57,6 +57,15 @@ ALTER TABLE profile ADD COLUMN g boolean GENERATED ALWAYS AS (incoming_pw IS NUL
 -- statement ran, on the resulting table)
 ALTER TABLE profile ADD CONSTRAINT w CHECK (profile IS NOT NULL);
 \echo :LAST_ERROR_SQLSTATE
+-- ... also in CREATE INDEX CONCURRENTLY, refused before its first commit
+CREATE INDEX CONCURRENTLY profile_wr ON profile (id) WHERE (profile IS NOT NULL);
+\echo :LAST_ERROR_SQLSTATE
+SELECT count(*) AS leftover FROM pg_class WHERE relname = 'profile_wr';
+-- domains over encrypted types cannot carry a default or a CHECK either
+CREATE DOMAIN d_default AS fieldcrypt.encrypted_text DEFAULT 'Default-Pa55';
+\echo :LAST_ERROR_SQLSTATE
+CREATE DOMAIN d_check AS fieldcrypt.encrypted_text CHECK (VALUE IS NOT NULL);
+\echo :LAST_ERROR_SQLSTATE
 -- inherited columns are encrypted columns too
 CREATE TABLE child (CHECK (incoming_pw IS NOT NULL)) INHERITS (profile);
 

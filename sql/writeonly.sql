@@ -6,6 +6,7 @@
 \set regress_db :DBNAME
 SET client_min_messages = warning;
 DROP DATABASE IF EXISTS fc_writeonly;
+DROP DATABASE IF EXISTS fc_writeonly_noext;
 RESET client_min_messages;
 CREATE DATABASE fc_writeonly TEMPLATE template0;
 \c fc_writeonly
@@ -105,5 +106,19 @@ SELECT count(*) AS envelopes FROM copied WHERE line LIKE 'fcenc:v1:%';
 -- queries that touch no encrypted type are not wrapped
 SELECT id, name FROM queue ORDER BY id;
 
+-- a row type that gains an encrypted column after it was first read
+CREATE TABLE later (id integer);
+INSERT INTO later VALUES (1);
+SELECT l FROM later l;
+ALTER TABLE later ADD COLUMN pw fieldcrypt.encrypted_text;
+UPDATE later SET pw = 'Later-Pa55word';
+SELECT l FROM later l;
+
+-- databases without the extension are left alone (arrays of records too)
+\c :regress_db
+CREATE DATABASE fc_writeonly_noext TEMPLATE template0;
+\c fc_writeonly_noext
+SELECT ARRAY[ROW(1, 'x')] AS records, ROW(2, 'y') AS rec;
 \c :regress_db
 DROP DATABASE fc_writeonly;
+DROP DATABASE fc_writeonly_noext;

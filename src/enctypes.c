@@ -40,6 +40,7 @@
 #include "common/base64.h"
 #include "fmgr.h"
 #include "libpq/pqformat.h"
+#include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/hsearch.h"
@@ -102,6 +103,7 @@ typedef struct HoldsEntry
 static HTAB *holds_cache = NULL;
 
 static void type_cache_reset(Datum arg, int cacheid, uint32 hashvalue);
+static void rel_cache_reset(Datum arg, Oid relid);
 static void refresh_ciphers(void);
 static FcCipher *make_cipher(const FcGeneration *g, const uint8 *instance, bool encrypt);
 static bytea *encrypt_value(const char *data, Size len, char kind);
@@ -113,6 +115,18 @@ void
 fc_enctypes_init(void)
 {
 	CacheRegisterSyscacheCallback(TYPEOID, type_cache_reset, (Datum) 0);
+	/* a composite (table row) type gains columns without a pg_type change */
+	CacheRegisterRelcacheCallback(rel_cache_reset, (Datum) 0);
+}
+
+static void
+rel_cache_reset(Datum arg, Oid relid)
+{
+	if (holds_cache)
+	{
+		hash_destroy(holds_cache);
+		holds_cache = NULL;
+	}
 }
 
 static void
@@ -564,6 +578,15 @@ fieldcrypt_decrypt_text(PG_FUNCTION_ARGS)
 	fc_require_role(FC_READER_ROLE, "decrypt encrypted values");
 	val = PG_GETARG_BYTEA_PP(0);
 	plain = decrypt_value(val, 't', &len);
+	/* an envelope restored from a database of another encoding */
+	if (!pg_verify_mbstr(GetDatabaseEncoding(), plain, len, true))
+	{
+		explicit_bzero(plain, len);
+		ereport(ERROR,
+				(errcode(ERRCODE_CHARACTER_NOT_IN_REPERTOIRE),
+				 errmsg("decrypted value is not valid in the database encoding \"%s\"",
+						GetDatabaseEncodingName())));
+	}
 	result = cstring_to_text_with_len(plain, len);
 	explicit_bzero(plain, len);
 	pfree(plain);

@@ -64,6 +64,43 @@ fc_object_access(ObjectAccessType access, Oid classId, Oid objectId,
 				 errhint("Drop the database if its encrypted data is no longer needed.")));
 }
 
+/*
+ * After DROP DATABASE: remove the database's keys from the keyring.  The
+ * database is already gone, so this never waits and never fails the
+ * statement: if a key change is running or the keyring cannot be written,
+ * the entry stays (a stale entry, see README) and a WARNING says so.
+ */
+static void
+forget_dropped_database(Oid dboid)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+
+	if (fc_shared->ring_state != FC_RING_OK || !fc_db_lookup(dboid, NULL))
+		return;
+	PG_TRY();
+	{
+		if (!fc_try_change_lock())
+			ereport(WARNING,
+					(errmsg("fieldcrypt: the keys of the dropped database stay in the keyring"),
+					 errdetail("A key change was in progress.")));
+		else
+			fc_db_remove(dboid);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		ereport(WARNING,
+				(errmsg("fieldcrypt: the keys of the dropped database stay in the keyring: %s",
+						edata->message)));
+		FreeErrorData(edata);
+	}
+	PG_END_TRY();
+}
+
 /* Restrict DDL on encrypted columns; forget a dropped database's keys. */
 static void
 fc_ProcessUtility(PlannedStmt *pstmt, const char *queryString,
@@ -86,9 +123,6 @@ fc_ProcessUtility(PlannedStmt *pstmt, const char *queryString,
 								params, queryEnv, dest, qc);
 
 	fc_restrict_after(parsetree);
-	if (OidIsValid(dropped) && fc_shared->ring_state == FC_RING_OK)
-	{
-		fc_wait_change_lock();
-		fc_db_remove(dropped);
-	}
+	if (OidIsValid(dropped))
+		forget_dropped_database(dropped);
 }

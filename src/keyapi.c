@@ -321,14 +321,14 @@ insert_meta(const FcGeneration *g, const char *source, TimestampTz at)
 	meta_spi_finish(save_user, save_sec);
 }
 
-/* Wait for the cluster-wide key change lock (DROP DATABASE cleanup). */
-void
-fc_wait_change_lock(void)
+/* Try the cluster-wide key change lock without waiting (DROP DATABASE cleanup). */
+bool
+fc_try_change_lock(void)
 {
 	LOCKTAG		tag;
 
 	SET_LOCKTAG_ADVISORY(tag, InvalidOid, 0, 0, LOCK_FIELD4);
-	LockAcquire(&tag, ExclusiveLock, false, false);
+	return LockAcquire(&tag, ExclusiveLock, false, true) != LOCKACQUIRE_NOT_AVAIL;
 }
 
 /* Take the cluster-wide key change lock without waiting, or ERROR 55P03. */
@@ -666,6 +666,8 @@ fieldcrypt_retrieve_data_encryption_key(PG_FUNCTION_ARGS)
 				 errhint("Activate it with fieldcrypt.set_data_encryption_key(key) over TLS.")));
 	}
 	result = cstring_to_text(cur->passphrase);
+	/* the key may yet reach a message (e.g. a failing cast of the result) */
+	fc_register_secret(cur->passphrase, strlen(cur->passphrase));
 	fc_secure_region_free(cur, sizeof(FcDbKeys));
 	PG_RETURN_TEXT_P(result);
 }
@@ -796,7 +798,15 @@ fieldcrypt_key_generations_guard(PG_FUNCTION_ARGS)
 	if (pending_kind == PENDING_STORE && pending_entry->source == FC_SOURCE_GENERATED &&
 		pending_entry->ngens == 1)
 	{
-		/* CREATE EXTENSION and the metadata in one transaction (pg_restore -1) */
+		/*
+		 * CREATE EXTENSION and the metadata in one transaction (pg_restore
+		 * -1).  Not inside a savepoint of it: rolling that back would lose
+		 * the generated key as well as the import.
+		 */
+		if (GetCurrentSubTransactionId() != pending_subid)
+			ereport(ERROR,
+					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+					 errmsg("cannot import key metadata in a savepoint of the transaction that created the extension")));
 		clear_pending();
 	}
 	else

@@ -19,6 +19,6 @@ extern void fc_require_tls(const char *what);
 extern bool fc_db_is_active(void);
 extern Oid	fc_config_table_oid(void);
 extern void fc_keyapi_init(void);
-extern void fc_wait_change_lock(void);
+extern bool fc_try_change_lock(void);
 
 #endif

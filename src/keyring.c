@@ -362,6 +362,7 @@ fc_keyring_unseal(const uint8 *kek, const uint8 *p, size_t len,
 	if (!ok)
 	{
 		explicit_bzero(plain, plen);
+		pfree(plain);
 		snprintf(why, whylen,
 				 "%s could not be authenticated: it is corrupted or sealed "
 				 "with another cluster key", what);
@@ -372,12 +373,14 @@ fc_keyring_unseal(const uint8 *kek, const uint8 *p, size_t len,
 	if (entsize != sizeof(FcDbKeys) || (size_t) count * entsize != plen - 8)
 	{
 		explicit_bzero(plain, plen);
+		pfree(plain);
 		snprintf(why, whylen, "%s was written by an incompatible build", what);
 		return FC_RING_UNREADABLE;
 	}
 	if ((int) count > max_dbs)
 	{
 		explicit_bzero(plain, plen);
+		pfree(plain);
 		snprintf(why, whylen, "%s holds %u databases, more than fieldcrypt.max_databases = %d",
 				 what, count, max_dbs);
 		return FC_RING_UNREADABLE;

@@ -305,13 +305,46 @@ fc_db_stage(Oid dboid, const FcDbKeys *entry)
 		fc_wal_log_keyring(image, len);
 		pfree(image);
 	}
-	PG_FINALLY();
+	PG_CATCH();
 	{
+		/*
+		 * Release the lock ourselves: during transaction abort (the keyring
+		 * rewrite of fc_keyring_resync) LWLockReleaseAll has already run and
+		 * the caller swallows this error.
+		 */
 		explicit_bzero(copy, sizeof(FcDbKeys) * fc_shared->max_dbs);
-		pfree(copy);
+		if (LWLockHeldByMe(fc_shared->lock))
+			LWLockRelease(fc_shared->lock);
+		PG_RE_THROW();
 	}
 	PG_END_TRY();
+	explicit_bzero(copy, sizeof(FcDbKeys) * fc_shared->max_dbs);
+	pfree(copy);
 	LWLockRelease(fc_shared->lock);
+}
+
+/* Keep an image we cannot apply in keyring.pending; never fails recovery. */
+static void
+keep_pending(const uint8 *image, size_t len)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+
+	PG_TRY();
+	{
+		fc_keyring_write_image(FC_KEYRING_PENDING, image, len);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		ereport(WARNING,
+				(errmsg("fieldcrypt: could not keep a key change for later: %s", edata->message)));
+		FreeErrorData(edata);
+	}
+	PG_END_TRY();
 }
 
 /*
@@ -330,8 +363,8 @@ fc_keystore_redo_image(const uint8 *image, size_t len)
 	if (fc_shared->ring_state != FC_RING_OK)
 	{
 		/* keep the image: it is the newest state, for when the key is back */
-		fc_keyring_write_image(FC_KEYRING_PENDING, image, len);
 		LWLockRelease(fc_shared->lock);
+		keep_pending(image, len);
 		ereport(WARNING,
 				(errmsg("fieldcrypt: skipped a key change from WAL: this server's keyring is not loaded"),
 				 errdetail("The change is kept in \"%s\" and installed at the next start "
@@ -343,9 +376,9 @@ fc_keystore_redo_image(const uint8 *image, size_t len)
 	if (fc_keyring_unseal(fc_shared->kek, image, len, tmp, fc_shared->max_dbs, &n,
 						  "a key change record in WAL", why, sizeof(why)) != FC_RING_OK)
 	{
-		fc_keyring_write_image(FC_KEYRING_PENDING, image, len);
 		LWLockRelease(fc_shared->lock);
 		pfree(tmp);
+		keep_pending(image, len);
 		ereport(WARNING,
 				(errmsg("fieldcrypt: could not apply a key change from WAL, keeping the previous keys"),
 				 errdetail("%s. The change is kept in \"%s\" and installed at the next start "

@@ -31,13 +31,14 @@
 #include "tcop/tcopprot.h"
 #include "utils/backend_status.h"
 #include "utils/elog.h"
+#include "utils/hsearch.h"
 #include "utils/memutils.h"
 
 #include "keystore.h"
 #include "redact.h"
 
-#define RING_SLOTS		64
-#define RING_BYTES		(256 * 1024)	/* secure arena for remembered secrets */
+#define RING_SLOTS		1024
+#define RING_BYTES		(1024 * 1024)	/* secure arena for remembered secrets */
 
 typedef struct SecretRing
 {
@@ -49,16 +50,19 @@ typedef struct SecretRing
 		Size		len;		/* 0 = empty slot */
 	}			slot[RING_SLOTS];
 	char		arena[RING_BYTES];
+	char		probe[RING_BYTES / 4 + 1];	/* see pnstrdup_secret_probe */
 } SecretRing;
 
 static SecretRing *ring = NULL;
 static char *masked_statement = NULL;	/* see fc_emit_log_hook */
 
 /* Hashes of statement texts that write to encrypted columns. */
-#define SENSITIVE_SLOTS 32
-static uint64 sensitive[SENSITIVE_SLOTS];
-static int	sensitive_next = 0;
-static bool any_sensitive = false;	/* fast path for sessions that never wrote one */
+/*
+ * Hashes of statement texts that are sensitive, kept for the whole session
+ * (a prepared statement may be bound long after it was parsed); NULL until
+ * the first one, the fast path for sessions that never write a secret.
+ */
+static HTAB *sensitive = NULL;
 static emit_log_hook_type prev_emit_log_hook = NULL;
 
 static char *redact_string(char *s);
@@ -170,13 +174,13 @@ fc_register_secret(const char *s, size_t len)
  * $tag$...$tag$), so that escaped spellings are hidden too.
  */
 void
-fc_register_literal_at(const char *src, int loc)
+fc_register_literal_at(const char *src, size_t srclen, int loc)
 {
 	const char *p;
 	const char *start;
 	bool		backslash = false;
 
-	if (src == NULL || loc < 0 || (size_t) loc >= strlen(src))
+	if (src == NULL || loc < 0 || (size_t) loc >= srclen)
 		return;
 	p = src + loc;
 	if (*p == 'E' || *p == 'e')
@@ -238,13 +242,18 @@ fc_mark_sensitive_statement(const char *src)
 
 	if (src == NULL)
 		return;
+	if (sensitive == NULL)
+	{
+		HASHCTL		ctl;
+
+		ctl.keysize = sizeof(uint64);
+		ctl.entrysize = sizeof(uint64);
+		ctl.hcxt = TopMemoryContext;
+		sensitive = hash_create("fieldcrypt sensitive statements", 64, &ctl,
+								HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	}
 	h = text_hash(src);
-	for (int i = 0; i < SENSITIVE_SLOTS; i++)
-		if (sensitive[i] == h)
-			return;
-	sensitive[sensitive_next] = h;
-	sensitive_next = (sensitive_next + 1) % SENSITIVE_SLOTS;
-	any_sensitive = true;
+	hash_search(sensitive, &h, HASH_ENTER, NULL);
 }
 
 /* Was this statement text marked with fc_mark_sensitive_statement? */
@@ -253,13 +262,10 @@ fc_statement_is_sensitive(const char *src)
 {
 	uint64		h;
 
-	if (src == NULL || !any_sensitive)
+	if (src == NULL || sensitive == NULL)
 		return false;
 	h = text_hash(src);
-	for (int i = 0; i < SENSITIVE_SLOTS; i++)
-		if (sensitive[i] == h)
-			return true;
-	return false;
+	return hash_search(sensitive, &h, HASH_FIND, NULL) != NULL;
 }
 
 /* Hide the parameter values of a "parameters: $1 = '...'" detail. */
@@ -267,7 +273,10 @@ static char *
 redact_parameters(char *detail)
 {
 	if (detail && strncmp(detail, "parameters: ", 12) == 0)
+	{
+		explicit_bzero(detail, strlen(detail));
 		return pstrdup("parameters: " FC_REDACTED);
+	}
 	return detail;
 }
 
@@ -293,11 +302,24 @@ holds_secret(const char *s)
 	return false;
 }
 
+/*
+ * A NUL-terminated copy of a remembered secret (which the arena stores
+ * without terminator), in the ring's own scratch area.
+ */
+static const char *
+pnstrdup_secret_probe(const char *sec, Size len)
+{
+	memcpy(ring->probe, sec, len);
+	ring->probe[len] = '\0';
+	return ring->probe;
+}
+
 /* Return s with every remembered secret replaced (palloc'd), or s itself. */
 static char *
 redact_string(char *s)
 {
 	StringInfoData buf;
+	bool		owned = false;	/* s is our own intermediate copy */
 
 	if (!holds_secret(s))
 		return s;
@@ -308,7 +330,7 @@ redact_string(char *s)
 		const char *p;
 		const char *from;
 
-		if (len == 0)
+		if (len == 0 || strstr(s, pnstrdup_secret_probe(sec, len)) == NULL)
 			continue;
 		initStringInfo(&buf);
 		from = s;
@@ -328,7 +350,10 @@ redact_string(char *s)
 		}
 		appendStringInfoString(&buf, from);
 		explicit_bzero(s, strlen(s));
+		if (owned)
+			pfree(s);
 		s = buf.data;
+		owned = true;
 	}
 	return s;
 }
@@ -360,8 +385,12 @@ fc_emit_log_hook(ErrorData *edata)
 			MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
 			char	   *prev = masked_statement;
 
+			bool		was_sensitive = fc_statement_is_sensitive(debug_query_string);
+
 			masked_statement = redact_string(pstrdup(debug_query_string));
 			MemoryContextSwitchTo(old);
+			if (was_sensitive)
+				fc_mark_sensitive_statement(masked_statement);
 			debug_query_string = masked_statement;
 			if (prev)
 			{

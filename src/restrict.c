@@ -26,6 +26,7 @@
 #include "access/relation.h"
 #include "access/tableam.h"
 #include "access/table.h"
+#include "catalog/index.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_class.h"
 #include "catalog/pg_statistic_ext.h"
@@ -420,13 +421,32 @@ fc_restrict_before(Node *parsetree)
 			{
 				IndexStmt  *stmt = (IndexStmt *) parsetree;
 				List	   *names = encrypted_columns(RangeVarGetRelid(stmt->relation, NoLock, true));
+				List	   *refs;
+				const char *table = stmt->relation->relname;
 
 				if (names == NIL)
 					break;
-				check_index_elems(stmt->indexParams, names, stmt->relation->relname);
-				check_index_elems(stmt->indexIncludingParams, names, stmt->relation->relname);
+				check_index_elems(stmt->indexParams, names, table);
+				check_index_elems(stmt->indexIncludingParams, names, table);
 				if (raw_refers(stmt->whereClause, names))
-					refuse("indexed", raw_refers(stmt->whereClause, names), stmt->relation->relname);
+					refuse("indexed", raw_refers(stmt->whereClause, names), table);
+
+				/*
+				 * A whole-row reference (the table's name) covers the encrypted
+				 * columns; check it here too, since CREATE INDEX CONCURRENTLY
+				 * commits before the check after the statement could run.
+				 */
+				refs = list_make1((char *) table);
+				{
+					ListCell   *lc;
+
+					foreach(lc, stmt->indexParams)
+						if (lfirst_node(IndexElem, lc)->expr &&
+							raw_refers(lfirst_node(IndexElem, lc)->expr, refs))
+							refuse("indexed", linitial(names), table);
+					if (raw_refers(stmt->whereClause, refs))
+						refuse("indexed", linitial(names), table);
+				}
 				break;
 			}
 		case T_CreateStmt:
@@ -461,6 +481,26 @@ fc_restrict_before(Node *parsetree)
 		case T_GrantStmt:
 			check_grant((GrantStmt *) parsetree);
 			break;
+		case T_CreateDomainStmt:
+			{
+				CreateDomainStmt *stmt = (CreateDomainStmt *) parsetree;
+				ListCell   *lc;
+
+				if (!typename_encrypted(stmt->typeName))
+					break;
+				foreach(lc, stmt->constraints)
+				{
+					Constraint *c = lfirst_node(Constraint, lc);
+
+					if (c->contype == CONSTR_DEFAULT || c->contype == CONSTR_CHECK)
+						ereport(ERROR,
+								(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+								 errmsg("a domain over an encrypted type cannot have a %s",
+										c->contype == CONSTR_DEFAULT ? "default" : "CHECK constraint"),
+								 errdetail(DETAIL_RULE)));
+				}
+				break;
+			}
 		default:
 			break;
 	}
@@ -582,6 +622,22 @@ fc_restrict_after(Node *parsetree)
 
 				foreach(lc, ((CreateStatsStmt *) parsetree)->relations)
 					check_relation(RangeVarGetRelid(lfirst_node(RangeVar, lc), NoLock, true));
+				break;
+			}
+		case T_ReindexStmt:
+			{
+				ReindexStmt *stmt = (ReindexStmt *) parsetree;
+
+				/* REINDEX can make an invalid index valid: check its table */
+				if (stmt->kind == REINDEX_OBJECT_INDEX)
+				{
+					Oid			idx = RangeVarGetRelid(stmt->relation, NoLock, true);
+
+					if (OidIsValid(idx))
+						check_relation(IndexGetRelation(idx, true));
+				}
+				else if (stmt->kind == REINDEX_OBJECT_TABLE)
+					check_relation(RangeVarGetRelid(stmt->relation, NoLock, true));
 				break;
 			}
 		default:

@@ -246,7 +246,7 @@ maybe_wrap(QueryDesc *qd)
 
 		any = t >= FirstNormalObjectId || t == RECORDOID || t == RECORDARRAYOID;
 	}
-	if (!any)
+	if (!any || !fc_enctypes_installed())
 		return NULL;
 	any = false;
 	action = palloc0(sizeof(ColAction) * td->natts);
@@ -342,6 +342,7 @@ static void trace_target(Query *query, AttrNumber resno, int depth);
 
 /* Statement text being analyzed, for the literals' spellings. */
 static const char *analyzed_text = NULL;
+static size_t analyzed_len = 0;
 
 /* Remember the text of a non-null string constant as a secret. */
 static void
@@ -351,13 +352,19 @@ register_const(Const *c)
 	bool		varlena;
 	char	   *str;
 
-	if (!c->constisnull)
-		fc_register_literal_at(analyzed_text, c->location);
-	if (c->constisnull ||
-		!(c->consttype == TEXTOID || c->consttype == VARCHAROID ||
-		  c->consttype == BPCHAROID || c->consttype == BYTEAOID ||
-		  c->consttype == UNKNOWNOID || c->consttype == NAMEOID))
+	if (c->constisnull)
 		return;
+	if (c->consttype == TEXTOID || c->consttype == VARCHAROID ||
+		c->consttype == BPCHAROID || c->consttype == BYTEAOID ||
+		c->consttype == UNKNOWNOID || c->consttype == NAMEOID)
+		fc_register_literal_at(analyzed_text, analyzed_len, c->location);
+	else
+	{
+		/* a literal already coerced to an encrypted type: its spelling only */
+		if (fc_is_encrypted_type(c->consttype))
+			fc_register_literal_at(analyzed_text, analyzed_len, c->location);
+		return;
+	}
 	getTypeOutputInfo(c->consttype, &typoutput, &varlena);
 	str = OidOutputFunctionCall(typoutput, c->constvalue);
 	fc_register_secret(str, strlen(str));
@@ -459,6 +466,19 @@ register_written_consts(Query *query, Oid relid)
 		if (fc_is_encrypted_type(TupleDescAttr(RelationGetDescr(rel), tle->resno - 1)->atttypid))
 			trace_target(query, tle->resno, 0);
 	}
+	/* INSERT ... ON CONFLICT DO UPDATE SET col = ... */
+	if (query->onConflict)
+	{
+		foreach(lc, query->onConflict->onConflictSet)
+		{
+			TargetEntry *tle = lfirst_node(TargetEntry, lc);
+			TraceContext ctx = {query, 0};
+
+			if (tle->resno >= 1 && tle->resno <= RelationGetDescr(rel)->natts &&
+				fc_is_encrypted_type(TupleDescAttr(RelationGetDescr(rel), tle->resno - 1)->atttypid))
+				trace_walker((Node *) tle->expr, &ctx);
+		}
+	}
 	RelationClose(rel);
 }
 
@@ -517,6 +537,7 @@ fc_post_parse_analyze(ParseState *pstate, Query *query, JumbleState *jstate)
 	if (pstate->p_sourcetext == NULL || !fc_enctypes_installed())
 		return;
 	analyzed_text = pstate->p_sourcetext;
+	analyzed_len = strlen(analyzed_text);
 	if (query->commandType == CMD_UTILITY)
 	{
 		/* CALL proc(...): arguments are analyzed into funcexpr */
@@ -563,6 +584,8 @@ fc_ExecutorStart(QueryDesc *qd, int eflags)
 {
 	ParamListInfo params = qd->params;
 
+	if (qd->sourceText == debug_query_string && fc_statement_is_sensitive(qd->sourceText))
+		fc_redact_activity();	/* Bind and Execute report the text again */
 	if (params && params->numParams > 0 && fc_statement_is_sensitive(qd->sourceText))
 	{
 		for (int i = 0; i < params->numParams; i++)
