@@ -70,8 +70,9 @@ fc_gcm_seal(FcCipher *ctx, const uint8_t *nonce,
 			const uint8_t *in, size_t len, uint8_t *out, uint8_t *tag)
 {
 	int			n;
+	OSSL_PARAM	params[2];
 
-	if (EVP_EncryptInit_ex(ctx, NULL, NULL, NULL, nonce) != 1)
+	if (EVP_EncryptInit_ex2(ctx, NULL, NULL, nonce, NULL) != 1)
 		return false;
 	if (aadlen > 0 && EVP_EncryptUpdate(ctx, NULL, &n, aad, (int) aadlen) != 1)
 		return false;
@@ -79,7 +80,10 @@ fc_gcm_seal(FcCipher *ctx, const uint8_t *nonce,
 		return false;
 	if (EVP_EncryptFinal_ex(ctx, out + len, &n) != 1)
 		return false;
-	return EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_GET_TAG, FC_TAG_LEN, tag) == 1;
+	/* the OSSL_PARAM interface skips ctrl's translation layer (OpenSSL 3) */
+	params[0] = OSSL_PARAM_construct_octet_string(OSSL_CIPHER_PARAM_AEAD_TAG, tag, FC_TAG_LEN);
+	params[1] = OSSL_PARAM_construct_end();
+	return EVP_CIPHER_CTX_get_params(ctx, params) == 1;
 }
 
 /* Decrypt and verify; false means the input is not authentic. */
@@ -90,7 +94,7 @@ fc_gcm_open(FcCipher *ctx, const uint8_t *nonce,
 {
 	int			n;
 
-	if (EVP_DecryptInit_ex(ctx, NULL, NULL, NULL, nonce) != 1)
+	if (EVP_DecryptInit_ex2(ctx, NULL, NULL, nonce, NULL) != 1)
 		return false;
 	if (aadlen > 0 && EVP_DecryptUpdate(ctx, NULL, &n, aad, (int) aadlen) != 1)
 		return false;

@@ -47,6 +47,7 @@
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/rel.h"
 #include "utils/syscache.h"
 #include "utils/typcache.h"
 
@@ -171,6 +172,28 @@ fc_enctypes_installed(void)
 {
 	load_type_oids();
 	return OidIsValid(text_oid);
+}
+
+/* True if the relation has a column of an encrypted type. */
+bool
+fc_rel_has_encrypted(Oid relid)
+{
+	Relation	rel;
+	bool		found = false;
+
+	if (!OidIsValid(relid))
+		return false;
+	rel = RelationIdGetRelation(relid);
+	if (!RelationIsValid(rel))
+		return false;
+	for (int i = 0; i < RelationGetDescr(rel)->natts && !found; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(RelationGetDescr(rel), i);
+
+		found = !att->attisdropped && fc_is_encrypted_type(att->atttypid);
+	}
+	RelationClose(rel);
+	return found;
 }
 
 /* True for encrypted_text, encrypted_bytea and domains over them. */
@@ -457,7 +480,6 @@ fieldcrypt_encrypted_text_in(PG_FUNCTION_ARGS)
 
 	if (strncmp(str, TEXT_PREFIX, TEXT_PREFIX_LEN) == 0)
 		PG_RETURN_BYTEA_P(envelope_from_text(str, 't'));
-	fc_register_secret(str, len);
 	PG_RETURN_BYTEA_P(encrypt_value(str, len, 't'));
 }
 
@@ -471,7 +493,6 @@ fieldcrypt_encrypted_bytea_in(PG_FUNCTION_ARGS)
 
 	if (strncmp(str, TEXT_PREFIX, TEXT_PREFIX_LEN) == 0)
 		PG_RETURN_BYTEA_P(envelope_from_text(str, 'b'));
-	fc_register_secret(str, strlen(str));
 	plain = DatumGetByteaPP(DirectFunctionCall1(byteain, CStringGetDatum(str)));
 	result = encrypt_value(VARDATA_ANY(plain), VARSIZE_ANY_EXHDR(plain), 'b');
 	explicit_bzero(VARDATA_ANY(plain), VARSIZE_ANY_EXHDR(plain));
@@ -511,7 +532,6 @@ recv_common(StringInfo buf, char kind)
 		int			nbytes;
 		char	   *str = pq_getmsgtext(buf, len, &nbytes);
 
-		fc_register_secret(str, nbytes);
 		result = encrypt_value(str, nbytes, kind);
 		explicit_bzero(str, nbytes);
 		return result;
@@ -553,7 +573,6 @@ fieldcrypt_encrypt_text(PG_FUNCTION_ARGS)
 {
 	text	   *t = PG_GETARG_TEXT_PP(0);
 
-	fc_register_secret(VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t));
 	PG_RETURN_BYTEA_P(encrypt_value(VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t), 't'));
 }
 

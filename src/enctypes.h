@@ -12,6 +12,7 @@
 
 extern bool fc_enctypes_installed(void);
 extern bool fc_is_encrypted_type(Oid typid);
+extern bool fc_rel_has_encrypted(Oid relid);
 extern bool fc_type_holds_encrypted(Oid typid);
 extern void fc_enctypes_init(void);
 

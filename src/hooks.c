@@ -11,6 +11,7 @@
  */
 #include "postgres.h"
 
+#include "catalog/namespace.h"
 #include "catalog/objectaccess.h"
 #include "catalog/pg_class.h"
 #include "commands/dbcommands.h"
@@ -20,7 +21,9 @@
 
 #include "hooks.h"
 #include "keyapi.h"
+#include "enctypes.h"
 #include "keystore.h"
+#include "redact.h"
 #include "restrict.h"
 
 static ProcessUtility_hook_type prev_ProcessUtility = NULL;
@@ -109,18 +112,30 @@ fc_ProcessUtility(PlannedStmt *pstmt, const char *queryString,
 				  DestReceiver *dest, QueryCompletion *qc)
 {
 	Node	   *parsetree = pstmt->utilityStmt;
-	Oid			dropped = InvalidOid;
+	volatile Oid dropped = InvalidOid;
 
 	if (IsA(parsetree, DropdbStmt))
 		dropped = get_database_oid(((DropdbStmt *) parsetree)->dbname, true);
 	fc_restrict_before(parsetree);
 
-	if (prev_ProcessUtility)
-		prev_ProcessUtility(pstmt, queryString, readOnlyTree, context,
-							params, queryEnv, dest, qc);
-	else
-		standard_ProcessUtility(pstmt, queryString, readOnlyTree, context,
+	if (IsA(parsetree, CopyStmt) && ((CopyStmt *) parsetree)->is_from &&
+		((CopyStmt *) parsetree)->relation &&
+		fc_rel_has_encrypted(RangeVarGetRelid(((CopyStmt *) parsetree)->relation, NoLock, true)))
+		fc_redact_copy_from(true);
+	PG_TRY();
+	{
+		if (prev_ProcessUtility)
+			prev_ProcessUtility(pstmt, queryString, readOnlyTree, context,
 								params, queryEnv, dest, qc);
+		else
+			standard_ProcessUtility(pstmt, queryString, readOnlyTree, context,
+									params, queryEnv, dest, qc);
+	}
+	PG_FINALLY();
+	{
+		fc_redact_copy_from(false);
+	}
+	PG_END_TRY();
 
 	fc_restrict_after(parsetree);
 	if (OidIsValid(dropped))

@@ -55,6 +55,32 @@ typedef struct SecretRing
 
 static SecretRing *ring = NULL;
 static char *masked_statement = NULL;	/* see fc_emit_log_hook */
+static bool copy_into_encrypted = false;	/* see fc_redact_copy_from */
+
+/*
+ * COPY FROM into a table with encrypted columns is running: its error
+ * context lines ("COPY t, line 3: \"...\"") quote raw input lines, which
+ * hold plaintext, when a line fails before any input function ran.
+ */
+void
+fc_redact_copy_from(bool on)
+{
+	copy_into_encrypted = on;
+}
+
+/* Cut the quoted input line out of COPY's error context. */
+static char *
+redact_copy_context(char *context)
+{
+	char	   *q;
+
+	if (context == NULL || strncmp(context, "COPY ", 5) != 0 ||
+		(q = strstr(context, ": \"")) == NULL)
+		return context;
+	explicit_bzero(q + 2, strlen(q + 2));
+	strcpy(q + 2, FC_REDACTED);
+	return context;
+}
 
 /* Hashes of statement texts that write to encrypted columns. */
 /*
@@ -367,6 +393,8 @@ fc_emit_log_hook(ErrorData *edata)
 		edata->detail = redact_parameters(edata->detail);
 		edata->detail_log = redact_parameters(edata->detail_log);
 	}
+	if (copy_into_encrypted && edata->output_to_server)
+		edata->context = redact_copy_context(edata->context);
 	if (ring != NULL && edata->output_to_server)
 	{
 		edata->message = redact_string(edata->message);

@@ -313,25 +313,6 @@ fc_ExecutorRun(QueryDesc *qd, ScanDirection direction, uint64 count, bool execut
 	PG_END_TRY();
 }
 
-/* True if the relation has a column of an encrypted type. */
-static bool
-rel_has_encrypted(Oid relid)
-{
-	Relation	rel = RelationIdGetRelation(relid);
-	bool		found = false;
-
-	if (!RelationIsValid(rel))
-		return false;
-	for (int i = 0; i < RelationGetDescr(rel)->natts && !found; i++)
-	{
-		Form_pg_attribute att = TupleDescAttr(RelationGetDescr(rel), i);
-
-		found = !att->attisdropped && fc_is_encrypted_type(att->atttypid);
-	}
-	RelationClose(rel);
-	return found;
-}
-
 typedef struct TraceContext
 {
 	Query	   *query;			/* the query whose range table Vars refer to */
@@ -556,7 +537,7 @@ fc_post_parse_analyze(ParseState *pstate, Query *query, JumbleState *jstate)
 		 query->commandType == CMD_MERGE))
 		target = rt_fetch(query->resultRelation, query->rtable)->relid;
 
-	if (OidIsValid(target) && rel_has_encrypted(target))
+	if (OidIsValid(target) && fc_rel_has_encrypted(target))
 	{
 		fc_mark_sensitive_statement(pstate->p_sourcetext);
 		if (query->commandType == CMD_MERGE)
