@@ -11,10 +11,13 @@
 #           COPY t TO '/dev/null' (envelopes in text form, as pg_dump reads them)
 #        d. decrypting reads to the client: fieldcrypt.decrypt, decrypt_iv,
 #           pgp_sym_decrypt, against reading the text baseline
-#   2. A query that touches no encrypted column: pgbench select-only TPS (prepared and
-#      simple protocol) with and without fieldcrypt in shared_preload_libraries, on two
-#      identical clusters (extension created, same pgbench data) that alternate within each
-#      round and swap roles halfway, so that a difference between the clusters cancels out.
+#   2. A query that touches no encrypted column, with and without fieldcrypt in
+#      shared_preload_libraries: pgbench select-only TPS (prepared and simple protocol) and a
+#      server-side PL/pgSQL loop of dynamic SELECTs, on two identical clusters (extension
+#      created, same pgbench data) that alternate within each round and swap roles halfway,
+#      so that a difference between the clusters cancels out. Where perf works, a CPU
+#      profile of each workload also gives fieldcrypt's own share of the server's CPU, which
+#      unlike the timings does not move with load from other processes.
 #
 # Section 1 steps are interleaved across variants and repeated (FC_BENCH_REPEAT, default
 # 5); the best (lowest) time is reported, because load from other processes only ever adds
@@ -244,9 +247,29 @@ loop_qps() {   # NAME
   local t
   t=$(PGPORT=${FC_PORTS[$1]} timed "" "DO \$\$ DECLARE b int; BEGIN
     FOR i IN 1..$LOOP_QUERIES LOOP
-      EXECUTE 'SELECT abalance FROM pgbench_accounts WHERE aid = ' || (i * 7919 % ($PGB_SCALE * 100000) + 1) INTO b;
+      EXECUTE 'SELECT abalance FROM pgbench_accounts WHERE aid = ' || (i::bigint * 7919 % ($PGB_SCALE * 100000) + 1) INTO b;
     END LOOP; END \$\$;")
   calc "$LOOP_QUERIES / $t" 0
+}
+
+# profile NAME MODE OUTFILE: sample every process of cluster NAME (postmaster and the
+# backends it forks) with perf while one workload runs; print "OWN TOTAL": samples spent in
+# fieldcrypt's code (and in what it calls) versus all samples. A sample is fieldcrypt's when
+# the innermost fieldcrypt.so frame of its call chain lies below any standard_* frame: work
+# that a hook passes on to PostgreSQL (standard_ExecutorRun, ...) is PostgreSQL's own.
+profile() {
+  local pm; pm=$(head -n 1 "${FC_CLUSTERS[$1]}/data/postmaster.pid")
+  if [[ $2 == loop ]]; then
+    perf record -q -e cpu-clock -F 1000 -g -p "$pm" -o "$3" -- bash -c "$(declare -f loop_qps timed calc fc_psql log); $(declare -p FC_PORTS PGBIN LOOP_QUERIES PGB_SCALE); loop_qps $1" >/dev/null 2>&1
+  else
+    perf record -q -e cpu-clock -F 1000 -g -p "$pm" -o "$3" -- \
+      env PGPORT="${FC_PORTS[$1]}" "$PGBIN/pgbench" -n -S -M "$2" -c 2 -j 2 -T "$PGB_SECONDS" >/dev/null 2>&1
+  fi
+  perf script -i "$3" -F ip,sym,dso 2>/dev/null | awk '
+    function flush() { if (n) { total++; if (fc && (!std || fc < std)) own++ } n = fc = std = 0 }
+    /^$/ { flush(); next }
+    { n++; if (!fc && / \(.*fieldcrypt\.so/) fc = n; if (!std && $2 ~ /^standard_/) std = n }
+    END { flush(); print own + 0, total + 0 }'
 }
 
 # preload NAME on|off: restart cluster NAME with or without fieldcrypt preloaded, then warm
@@ -293,12 +316,25 @@ section2() {
           else t=$(pgbench_tps "${role[$c]}" "$mode" "$PGB_SECONDS"); fi
           S[pgb-$mode/$c]="${S[pgb-$mode/$c]:+${S[pgb-$mode/$c]} }$t"
           [[ $c == with ]] && w=$t || wo=$t
-          log "$mode round $r $c fieldcrypt (cluster ${role[$c]}): $t TPS"
+          log "$mode round $r $c fieldcrypt (cluster ${role[$c]}): $t per s"
         done
         ratios[$mode]="${ratios[$mode]:+${ratios[$mode]} }$(calc "$wo / $w" 3)"
       done
     done
   done
+  # Noise-free complement to the timings: fieldcrypt's share of the server's CPU samples.
+  local -A prof=()
+  local pdir p
+  if perf stat -e cpu-clock true >/dev/null 2>&1; then
+    fc_tmpdir pdir
+    for mode in prepared simple loop; do
+      p=$(profile "${role[with]}" "$mode" "$pdir/$mode.data") || p=
+      [[ $p =~ ^[0-9]+\ [1-9][0-9]*$ ]] && prof[$mode]=$p
+      log "perf $mode: ${prof[$mode]:-failed} (fieldcrypt samples, all samples)"
+    done
+  else
+    log "perf does not work here: no CPU profile"
+  fi
   fc_cluster_stop x
   fc_cluster_stop y
 
@@ -322,11 +358,30 @@ section2() {
     say "  ${what[$mode]} without: ${S[pgb-$mode/without]}"
     say "  ${what[$mode]} per-round without/with: ${ratios[$mode]}"
   done
+  local own total
+  if ((${#prof[@]})); then
+    say "  CPU profile (perf, 1 kHz, every process of the cluster with fieldcrypt, one more run each):"
+    say "  samples in fieldcrypt's code and what it calls, not counting the PostgreSQL work its hooks"
+    say "  wrap; implied slowdown = 1 / (1 - share), an upper bound since client CPU is not counted"
+    for mode in prepared simple loop; do
+      [[ -n ${prof[$mode]:-} ]] || continue
+      read -r own total <<<"${prof[$mode]}"
+      sayf '  %-30s %6s%% of %6s samples   implied slowdown %sx\n' "${what[$mode]%,*}" \
+        "$(calc "100 * $own / $total" 2)" "$total" "$(calc "1 / (1 - $own / $total)" 3)"
+    done
+  else
+    say "  (no CPU profile: perf is not available)"
+  fi
   say ""
   say "== 2. targets"
   for mode in prepared simple loop; do
     w=$(best_tps "${S[pgb-$mode/with]}") wo=$(best_tps "${S[pgb-$mode/without]}")
     target "${what[$mode]%,*}: without / with fieldcrypt" "$(calc "$wo / $w" 3)" "x <= 1.02" "<=1.02x"
+  done
+  for mode in prepared simple loop; do
+    [[ -n ${prof[$mode]:-} ]] || continue
+    read -r own total <<<"${prof[$mode]}"
+    target "${what[$mode]%,*}: CPU profile, implied slowdown" "$(calc "1 / (1 - $own / $total)" 3)" "x <= 1.02" "<=1.02x"
   done
 }
 
@@ -335,6 +390,8 @@ for s in $SECTIONS; do "section$s"; done
 say ""
 say "== summary ($(( $(date +%s) - START )) s, load average at end: $(cut -d' ' -f1-3 /proc/loadavg))"
 for l in "${summary[@]}"; do say "  $l"; done
+[[ " $SECTIONS " != *" 2 "* ]] ||
+  say "  (timing ratios of section 2 move by a few % between runs on a shared machine; the CPU-profile lines do not)"
 mkdir -p results
-cp "$PARTIAL" "$OUTFILE"
+cp "$PARTIAL" "$OUTFILE" && chmod 644 "$OUTFILE"
 echo "bench: results written to $OUTFILE"
