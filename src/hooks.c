@@ -112,30 +112,28 @@ fc_ProcessUtility(PlannedStmt *pstmt, const char *queryString,
 				  DestReceiver *dest, QueryCompletion *qc)
 {
 	Node	   *parsetree = pstmt->utilityStmt;
-	volatile Oid dropped = InvalidOid;
+	Oid			dropped = InvalidOid;
 
 	if (IsA(parsetree, DropdbStmt))
 		dropped = get_database_oid(((DropdbStmt *) parsetree)->dbname, true);
 	fc_restrict_before(parsetree);
 
-	if (IsA(parsetree, CopyStmt) && ((CopyStmt *) parsetree)->is_from &&
-		((CopyStmt *) parsetree)->relation &&
-		fc_rel_has_encrypted(RangeVarGetRelid(((CopyStmt *) parsetree)->relation, NoLock, true)))
-		fc_redact_copy_from(true);
-	PG_TRY();
-	{
-		if (prev_ProcessUtility)
-			prev_ProcessUtility(pstmt, queryString, readOnlyTree, context,
+	/*
+	 * Errors are logged only once they reach the top level, after this
+	 * function unwound: the flag stays set on error and is recomputed by the
+	 * next utility statement (it only affects COPY's own context lines).
+	 */
+	fc_redact_copy_from(IsA(parsetree, CopyStmt) && ((CopyStmt *) parsetree)->is_from &&
+						((CopyStmt *) parsetree)->relation &&
+						fc_rel_has_encrypted(RangeVarGetRelid(((CopyStmt *) parsetree)->relation,
+															  NoLock, true)));
+	if (prev_ProcessUtility)
+		prev_ProcessUtility(pstmt, queryString, readOnlyTree, context,
+							params, queryEnv, dest, qc);
+	else
+		standard_ProcessUtility(pstmt, queryString, readOnlyTree, context,
 								params, queryEnv, dest, qc);
-		else
-			standard_ProcessUtility(pstmt, queryString, readOnlyTree, context,
-									params, queryEnv, dest, qc);
-	}
-	PG_FINALLY();
-	{
-		fc_redact_copy_from(false);
-	}
-	PG_END_TRY();
+	fc_redact_copy_from(false);
 
 	fc_restrict_after(parsetree);
 	if (OidIsValid(dropped))

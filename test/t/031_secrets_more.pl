@@ -30,7 +30,9 @@ my %marker = (
 	dqcall => q{Mk31"DqCall-3},
 	esc    => q{Mk31'Esc-4},
 	hex    => 'Mk31AHex-5',
-	uni    => 'Mk31AUni-6',);
+	uni    => 'Mk31AUni-6',
+	copy   => 'Mk31-Copy-Line-7',
+	upsert => 'Mk31-Upsert-Set-8',);
 # How the last two are written in the statements: their escaped spellings
 # must not reach the log either.
 my %spelled = (hex => 'Mk31\x41Hex-5', uni => 'Mk31\0041Uni-6');
@@ -111,6 +113,16 @@ sql_is($node, 's', "INSERT INTO secrets (id, pw) VALUES (10, E'$spelled{hex}')",
 sql_is($node, 's', "INSERT INTO secrets (id, pw) VALUES (11, U&'$spelled{uni}')", 'INSERT 0 1',
 	'INSERT of a Unicode-escaped marker');
 
+# COPY FROM: a line that fails before any input function ran is quoted in
+# the error context; and ON CONFLICT DO UPDATE SET values in a failing statement.
+my ($cret, $cout, $cerr) = ('', '', '');
+$cret = $node->psql('s', "COPY secrets (id, pw) FROM stdin;\n12\t$marker{copy}\textra\n\\.\n",
+	stdout => \$cout, stderr => \$cerr);
+ok($cret != 0 && $cerr =~ /extra data after last expected column/, 'COPY with an extra column fails');
+my ($uret, $uout, $uerr) = FcNode::psql_tls($node, 's',
+	"INSERT INTO secrets (id, pw) VALUES (2, 'x'::text) ON CONFLICT (id) DO UPDATE SET pw = '$marker{upsert}'::text WHERE 1/0 = 1");
+ok($uret != 0 && $uerr =~ /division by zero/, 'failing upsert');
+
 # Every marker written decrypts (so each did go through the encrypting path);
 # the failed INSERT stored nothing.
 sql_is($node, 's', 'SELECT string_agg(id || \'=\' || fieldcrypt.decrypt(pw), \'|\' ORDER BY id) FROM secrets',
@@ -124,6 +136,9 @@ $node->stop;
 my $log = read_bytes($node->logfile);
 
 # The statements did reach the log, masked.
+like($log, qr/CONTEXT:  COPY secrets, line 1: \[redacted\]\n/, 'the failing COPY line is logged, masked');
+like($log, qr/STATEMENT:  INSERT INTO secrets \(id, pw\) VALUES \(2, 'x'::text\) ON CONFLICT \(id\) DO UPDATE SET pw = '\[redacted\]'::text/,
+	'the failing upsert has its STATEMENT line, masked');
 like($log, qr/\n[^\n]*STATEMENT:  INSERT INTO secrets \(id, pw\) VALUES \(1, '\[redacted\]'\), \(1, '\[redacted\]'\)\n/,
 	'a. the failing INSERT has its STATEMENT line, masked');
 like($log, qr/ERROR:  duplicate key value violates unique constraint "secrets_pkey"/,
