@@ -196,11 +196,17 @@ fc_rel_has_encrypted(Oid relid)
 	return found;
 }
 
+/*
+ * Fast paths compare OIDs with FirstGenbkiObjectId, not FirstNormalObjectId:
+ * objects created in single-user mode (like those of initdb) get OIDs below
+ * FirstNormalObjectId, and an extension may have been created there.
+ */
+
 /* True for encrypted_text, encrypted_bytea and domains over them. */
 bool
 fc_is_encrypted_type(Oid typid)
 {
-	if (typid < FirstNormalObjectId)
+	if (typid < FirstGenbkiObjectId)
 		return false;
 	load_type_oids();
 	if (!OidIsValid(text_oid))
@@ -249,7 +255,7 @@ fc_type_holds_encrypted(Oid typid)
 	bool		found;
 	bool		holds;
 
-	if (typid < FirstNormalObjectId)
+	if (typid < FirstGenbkiObjectId)
 		return false;
 	if (holds_cache == NULL)
 	{

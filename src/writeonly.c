@@ -89,7 +89,7 @@ action_for(Oid typid)
 
 	if (typid == RECORDOID)
 		return COL_RECORD;
-	if (typid < FirstNormalObjectId && typid != RECORDARRAYOID)
+	if (typid < FirstGenbkiObjectId && typid != RECORDARRAYOID)
 		return COL_KEEP;
 	if (typid == RECORDARRAYOID)
 		return COL_NULL;		/* arrays of anonymous records: be safe */
@@ -244,7 +244,7 @@ maybe_wrap(QueryDesc *qd)
 	{
 		Oid			t = TupleDescAttr(td, i)->atttypid;
 
-		any = t >= FirstNormalObjectId || t == RECORDOID || t == RECORDARRAYOID;
+		any = t >= FirstGenbkiObjectId || t == RECORDOID || t == RECORDARRAYOID;
 	}
 	if (!any || !fc_enctypes_installed())
 		return NULL;
@@ -490,7 +490,7 @@ user_call_walker(Node *node, bool *found)
 {
 	if (node == NULL)
 		return false;
-	if (IsA(node, FuncExpr) && ((FuncExpr *) node)->funcid >= FirstNormalObjectId &&
+	if (IsA(node, FuncExpr) && ((FuncExpr *) node)->funcid >= FirstGenbkiObjectId &&
 		func_volatile(((FuncExpr *) node)->funcid) == PROVOLATILE_VOLATILE)
 	{
 		*found = true;
