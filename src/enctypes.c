@@ -591,6 +591,24 @@ fieldcrypt_encrypt_bytea(PG_FUNCTION_ARGS)
 	PG_RETURN_BYTEA_P(encrypt_value(VARDATA_ANY(b), VARSIZE_ANY_EXHDR(b), 'b'));
 }
 
+/*
+ * The fieldcrypt_reader check, done once per calling expression and user
+ * (decrypt runs once per row).
+ */
+static void
+require_reader(FunctionCallInfo fcinfo)
+{
+	Oid		   *checked = (Oid *) fcinfo->flinfo->fn_extra;
+
+	if (checked != NULL && *checked == GetUserId())
+		return;
+	fc_require_role(FC_READER_ROLE, "decrypt encrypted values");
+	if (checked == NULL)
+		checked = MemoryContextAlloc(fcinfo->flinfo->fn_mcxt, sizeof(Oid));
+	*checked = GetUserId();
+	fcinfo->flinfo->fn_extra = checked;
+}
+
 /* fieldcrypt.decrypt(encrypted_text): superusers and fieldcrypt_reader only. */
 Datum
 fieldcrypt_decrypt_text(PG_FUNCTION_ARGS)
@@ -600,7 +618,7 @@ fieldcrypt_decrypt_text(PG_FUNCTION_ARGS)
 	char	   *plain;
 	text	   *result;
 
-	fc_require_role(FC_READER_ROLE, "decrypt encrypted values");
+	require_reader(fcinfo);
 	val = PG_GETARG_BYTEA_PP(0);
 	plain = decrypt_value(val, 't', &len);
 	/* an envelope restored from a database of another encoding */
@@ -627,7 +645,7 @@ fieldcrypt_decrypt_bytea(PG_FUNCTION_ARGS)
 	char	   *plain;
 	bytea	   *result;
 
-	fc_require_role(FC_READER_ROLE, "decrypt encrypted values");
+	require_reader(fcinfo);
 	val = PG_GETARG_BYTEA_PP(0);
 	plain = decrypt_value(val, 'b', &len);
 	result = palloc(VARHDRSZ + len);

@@ -91,15 +91,7 @@ forget_dropped_database(Oid dboid)
 	}
 	PG_CATCH();
 	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		ereport(WARNING,
-				(errmsg("fieldcrypt: the keys of the dropped database stay in the keyring: %s",
-						edata->message)));
-		FreeErrorData(edata);
+		fc_demote_error(cxt, "fieldcrypt: the keys of the dropped database stay in the keyring", NULL);
 	}
 	PG_END_TRY();
 }

@@ -323,6 +323,24 @@ fc_db_stage(Oid dboid, const FcDbKeys *entry)
 	LWLockRelease(fc_shared->lock);
 }
 
+/*
+ * In a PG_CATCH where the operation must not fail its caller: turn the
+ * caught error into a WARNING "<what>: <message>" (with an optional hint).
+ */
+void
+fc_demote_error(MemoryContext cxt, const char *what, const char *hint)
+{
+	ErrorData  *edata;
+
+	MemoryContextSwitchTo(cxt);
+	edata = CopyErrorData();
+	FlushErrorState();
+	ereport(WARNING,
+			(errmsg("%s: %s", what, edata->message),
+			 hint ? errhint("%s", hint) : 0));
+	FreeErrorData(edata);
+}
+
 /* Keep an image we cannot apply in keyring.pending; never fails recovery. */
 static void
 keep_pending(const uint8 *image, size_t len)
@@ -335,14 +353,7 @@ keep_pending(const uint8 *image, size_t len)
 	}
 	PG_CATCH();
 	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		ereport(WARNING,
-				(errmsg("fieldcrypt: could not keep a key change for later: %s", edata->message)));
-		FreeErrorData(edata);
+		fc_demote_error(cxt, "fieldcrypt: could not keep a key change for later", NULL);
 	}
 	PG_END_TRY();
 }
@@ -445,17 +456,9 @@ fc_keyring_resync(void)
 	}
 	PG_CATCH();
 	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		ereport(WARNING,
-				(errmsg("fieldcrypt: could not restore the keyring after an aborted key change: %s",
-						edata->message),
-				 errhint("The keyring on disk may hold a generation that was never committed; "
-						 "the next key change rewrites it.")));
-		FreeErrorData(edata);
+		fc_demote_error(cxt, "fieldcrypt: could not restore the keyring after an aborted key change",
+						"The keyring on disk may hold a generation that was never committed; "
+						"the next key change rewrites it.");
 	}
 	PG_END_TRY();
 }

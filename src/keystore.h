@@ -83,6 +83,7 @@ extern void fc_db_stage(Oid dboid, const FcDbKeys *entry);
 extern void fc_db_publish(Oid dboid, const FcDbKeys *entry);
 extern void fc_keyring_resync(void);
 extern void fc_keystore_redo_image(const uint8 *image, size_t len);
+extern void fc_demote_error(MemoryContext cxt, const char *what, const char *hint);
 extern void fc_db_remove(Oid dboid);
 extern void fc_secure_region_alloc(void **ptr, Size size);
 extern void fc_secure_region_free(void *ptr, Size size);
