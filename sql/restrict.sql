@@ -61,11 +61,27 @@ ALTER TABLE profile ADD CONSTRAINT w CHECK (profile IS NOT NULL);
 CREATE INDEX CONCURRENTLY profile_wr ON profile (id) WHERE (profile IS NOT NULL);
 \echo :LAST_ERROR_SQLSTATE
 SELECT count(*) AS leftover FROM pg_class WHERE relname = 'profile_wr';
+CREATE INDEX CONCURRENTLY profile_wr2 ON profile (id) WHERE (ROW(profile.*) IS NOT NULL);
+\echo :LAST_ERROR_SQLSTATE
+SELECT count(*) AS leftover FROM pg_class WHERE relname = 'profile_wr2';
+-- a column that happens to share the table's name is just a column
+CREATE TABLE tag (id integer, tag text, secret fieldcrypt.encrypted_text);
+CREATE INDEX tag_lower ON tag ((lower(tag)));
+REINDEX TABLE tag;
+REINDEX SCHEMA public;
+DROP TABLE tag;
 -- domains over encrypted types cannot carry a default or a CHECK either
 CREATE DOMAIN d_default AS fieldcrypt.encrypted_text DEFAULT 'Default-Pa55';
 \echo :LAST_ERROR_SQLSTATE
 CREATE DOMAIN d_check AS fieldcrypt.encrypted_text CHECK (VALUE IS NOT NULL);
 \echo :LAST_ERROR_SQLSTATE
+CREATE DOMAIN d_over AS secret_text;
+ALTER DOMAIN d_over SET DEFAULT 'Domain-Default-Y';
+\echo :LAST_ERROR_SQLSTATE
+ALTER DOMAIN d_over ADD CHECK (VALUE IS NOT NULL);
+\echo :LAST_ERROR_SQLSTATE
+ALTER DOMAIN d_over DROP DEFAULT;
+DROP DOMAIN d_over;
 -- inherited columns are encrypted columns too
 CREATE TABLE child (CHECK (incoming_pw IS NOT NULL)) INHERITS (profile);
 

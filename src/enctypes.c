@@ -477,6 +477,20 @@ envelope_from_text(const char *str, char kind)
 	return envelope_from_bytes(raw, n, kind);
 }
 
+/*
+ * Remember a plaintext given to an input function for log redaction: it may
+ * come from a statement text that something logs later (a DO body, EXECUTE
+ * arguments, a data-modifying CTE).  Not for COPY FROM rows, which are only
+ * quoted in error context lines (redacted separately), nor in the casts,
+ * whose typed values come from parameters (hidden) or from the server.
+ */
+static void
+remember_plaintext(const char *s, size_t len)
+{
+	if (!fc_redact_copy_from_active())
+		fc_register_secret(s, len);
+}
+
 /* encrypted_text input: an envelope in text form, or a plaintext to encrypt. */
 Datum
 fieldcrypt_encrypted_text_in(PG_FUNCTION_ARGS)
@@ -486,6 +500,7 @@ fieldcrypt_encrypted_text_in(PG_FUNCTION_ARGS)
 
 	if (strncmp(str, TEXT_PREFIX, TEXT_PREFIX_LEN) == 0)
 		PG_RETURN_BYTEA_P(envelope_from_text(str, 't'));
+	remember_plaintext(str, len);
 	PG_RETURN_BYTEA_P(encrypt_value(str, len, 't'));
 }
 
@@ -499,6 +514,7 @@ fieldcrypt_encrypted_bytea_in(PG_FUNCTION_ARGS)
 
 	if (strncmp(str, TEXT_PREFIX, TEXT_PREFIX_LEN) == 0)
 		PG_RETURN_BYTEA_P(envelope_from_text(str, 'b'));
+	remember_plaintext(str, strlen(str));
 	plain = DatumGetByteaPP(DirectFunctionCall1(byteain, CStringGetDatum(str)));
 	result = encrypt_value(VARDATA_ANY(plain), VARSIZE_ANY_EXHDR(plain), 'b');
 	explicit_bzero(VARDATA_ANY(plain), VARSIZE_ANY_EXHDR(plain));
@@ -538,6 +554,7 @@ recv_common(StringInfo buf, char kind)
 		int			nbytes;
 		char	   *str = pq_getmsgtext(buf, len, &nbytes);
 
+		remember_plaintext(str, nbytes);
 		result = encrypt_value(str, nbytes, kind);
 		explicit_bzero(str, nbytes);
 		return result;

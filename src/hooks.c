@@ -28,6 +28,7 @@
 
 static ProcessUtility_hook_type prev_ProcessUtility = NULL;
 static object_access_hook_type prev_object_access = NULL;
+static int	utility_depth = 0;	/* nesting of utility statements (COPY flag) */
 
 static void fc_ProcessUtility(PlannedStmt *pstmt, const char *queryString,
 							  bool readOnlyTree, ProcessUtilityContext context,
@@ -115,17 +116,21 @@ fc_ProcessUtility(PlannedStmt *pstmt, const char *queryString,
 	 * function unwound: the flag stays set on error and is recomputed by the
 	 * next utility statement (it only affects COPY's own context lines).
 	 */
-	fc_redact_copy_from(IsA(parsetree, CopyStmt) && ((CopyStmt *) parsetree)->is_from &&
-						((CopyStmt *) parsetree)->relation &&
-						fc_rel_has_encrypted(RangeVarGetRelid(((CopyStmt *) parsetree)->relation,
-															  NoLock, true)));
+	if (context == PROCESS_UTILITY_TOPLEVEL)
+		utility_depth = 0;		/* an error may have skipped the decrements */
+	if (utility_depth++ == 0)
+		fc_redact_copy_from(IsA(parsetree, CopyStmt) && ((CopyStmt *) parsetree)->is_from &&
+							((CopyStmt *) parsetree)->relation &&
+							fc_rel_has_encrypted(RangeVarGetRelid(((CopyStmt *) parsetree)->relation,
+																  NoLock, true)));
 	if (prev_ProcessUtility)
 		prev_ProcessUtility(pstmt, queryString, readOnlyTree, context,
 							params, queryEnv, dest, qc);
 	else
 		standard_ProcessUtility(pstmt, queryString, readOnlyTree, context,
 								params, queryEnv, dest, qc);
-	fc_redact_copy_from(false);
+	if (--utility_depth == 0)
+		fc_redact_copy_from(false);
 
 	fc_restrict_after(parsetree);
 	if (OidIsValid(dropped))

@@ -68,27 +68,63 @@ fc_redact_copy_from(bool on)
 	copy_into_encrypted = on;
 }
 
-/* Cut the quoted input line out of COPY's error context. */
+/* Is a COPY FROM into a table with encrypted columns running? */
+bool
+fc_redact_copy_from_active(void)
+{
+	return copy_into_encrypted;
+}
+
+/*
+ * Cut the quoted input line out of every "COPY t, line N: \"...\"" line of
+ * an error context (it need not be the first line: a trigger's own context
+ * comes before it).  Returns a new string, zeroing the old one.
+ */
 static char *
 redact_copy_context(char *context)
 {
-	char	   *q;
+	StringInfoData buf;
+	const char *line;
 
-	if (context == NULL || strncmp(context, "COPY ", 5) != 0 ||
-		(q = strstr(context, ": \"")) == NULL)
+	if (context == NULL || strstr(context, "COPY ") == NULL)
 		return context;
-	explicit_bzero(q + 2, strlen(q + 2));
-	strcpy(q + 2, FC_REDACTED);
-	return context;
+	initStringInfo(&buf);
+	line = context;
+	while (*line)
+	{
+		const char *eol = strchr(line, '\n');
+		size_t		len = eol ? (size_t) (eol - line) : strlen(line);
+		const char *q = NULL;
+
+		if (strncmp(line, "COPY ", 5) == 0)
+		{
+			q = strstr(line, ": \"");
+			if (q && q >= line + len)
+				q = NULL;
+		}
+		if (q)
+		{
+			appendBinaryStringInfo(&buf, line, q + 2 - line);
+			appendStringInfoString(&buf, FC_REDACTED);
+		}
+		else
+			appendBinaryStringInfo(&buf, line, len);
+		if (!eol)
+			break;
+		appendStringInfoChar(&buf, '\n');
+		line = eol + 1;
+	}
+	explicit_bzero(context, strlen(context));
+	return buf.data;
 }
 
-/* Hashes of statement texts that write to encrypted columns. */
 /*
  * Hashes of statement texts that are sensitive, kept for the whole session
  * (a prepared statement may be bound long after it was parsed); NULL until
  * the first one, the fast path for sessions that never write a secret.
  */
 static HTAB *sensitive = NULL;
+#define SENSITIVE_MAX 20000
 static emit_log_hook_type prev_emit_log_hook = NULL;
 
 static char *redact_string(char *s);
@@ -277,6 +313,14 @@ fc_mark_sensitive_statement(const char *src)
 		ctl.hcxt = TopMemoryContext;
 		sensitive = hash_create("fieldcrypt sensitive statements", 64, &ctl,
 								HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	}
+	else if (hash_get_num_entries(sensitive) >= SENSITIVE_MAX)
+	{
+		/* bounded: sessions that inline values make every text distinct */
+		hash_destroy(sensitive);
+		sensitive = NULL;
+		fc_mark_sensitive_statement(src);
+		return;
 	}
 	h = text_hash(src);
 	hash_search(sensitive, &h, HASH_ENTER, NULL);

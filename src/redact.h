@@ -20,5 +20,6 @@ extern void fc_mark_sensitive_statement(const char *src);
 extern bool fc_statement_is_sensitive(const char *src);
 extern void fc_redact_init(void);
 extern void fc_redact_copy_from(bool on);
+extern bool fc_redact_copy_from_active(void);
 
 #endif

@@ -29,6 +29,7 @@
 #include "catalog/index.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_class.h"
+#include "catalog/pg_namespace.h"
 #include "catalog/pg_statistic_ext.h"
 #include "catalog/pg_type.h"
 #include "nodes/makefuncs.h"
@@ -113,6 +114,12 @@ refs_walker(Node *node, RefContext *ctx)
 		if (IsA(last, String) && name_in(strVal(last), ctx->names))
 		{
 			ctx->found = strVal(last);
+			return true;
+		}
+		/* t.* is the whole row: it covers every encrypted column */
+		if (IsA(last, A_Star) && ctx->names != NIL)
+		{
+			ctx->found = linitial(ctx->names);
 			return true;
 		}
 		return false;
@@ -411,6 +418,57 @@ check_grant(GrantStmt *stmt)
 	}
 }
 
+static void check_relation(Oid relid);
+
+/*
+ * REINDEX can make an index valid that CREATE INDEX CONCURRENTLY left
+ * invalid: check every table it would touch before it runs.
+ */
+static void
+check_reindex(ReindexStmt *stmt)
+{
+	Relation	pgclass;
+	TableScanDesc scan;
+	HeapTuple	tup;
+	Oid			nsp = InvalidOid;
+
+	switch (stmt->kind)
+	{
+		case REINDEX_OBJECT_INDEX:
+			{
+				Oid			idx = RangeVarGetRelid(stmt->relation, NoLock, true);
+
+				if (OidIsValid(idx))
+					check_relation(IndexGetRelation(idx, true));
+				return;
+			}
+		case REINDEX_OBJECT_TABLE:
+			check_relation(RangeVarGetRelid(stmt->relation, NoLock, true));
+			return;
+		case REINDEX_OBJECT_SCHEMA:
+			nsp = get_namespace_oid(stmt->name, true);
+			if (!OidIsValid(nsp))
+				return;
+			break;
+		default:
+			break;				/* DATABASE, SYSTEM: every table */
+	}
+	pgclass = table_open(RelationRelationId, AccessShareLock);
+	scan = table_beginscan_catalog(pgclass, 0, NULL);
+	while ((tup = heap_getnext(scan, ForwardScanDirection)) != NULL)
+	{
+		Form_pg_class cl = (Form_pg_class) GETSTRUCT(tup);
+
+		if ((cl->relkind == RELKIND_RELATION || cl->relkind == RELKIND_MATVIEW ||
+			 cl->relkind == RELKIND_PARTITIONED_TABLE) &&
+			(!OidIsValid(nsp) || cl->relnamespace == nsp) &&
+			cl->relnamespace != PG_CATALOG_NAMESPACE)
+			check_relation(cl->oid);
+	}
+	table_endscan(scan);
+	table_close(pgclass, AccessShareLock);
+}
+
 /* Checks on the raw statement, before it runs. */
 void
 fc_restrict_before(Node *parsetree)
@@ -420,7 +478,8 @@ fc_restrict_before(Node *parsetree)
 		case T_IndexStmt:
 			{
 				IndexStmt  *stmt = (IndexStmt *) parsetree;
-				List	   *names = encrypted_columns(RangeVarGetRelid(stmt->relation, NoLock, true));
+				Oid			relid = RangeVarGetRelid(stmt->relation, NoLock, true);
+				List	   *names = encrypted_columns(relid);
 				List	   *refs;
 				const char *table = stmt->relation->relname;
 
@@ -436,6 +495,8 @@ fc_restrict_before(Node *parsetree)
 				 * columns; check it here too, since CREATE INDEX CONCURRENTLY
 				 * commits before the check after the statement could run.
 				 */
+				if (get_attnum(relid, table) != InvalidAttrNumber)
+					break;		/* the name is a column, not the whole row */
 				refs = list_make1((char *) table);
 				{
 					ListCell   *lc;
@@ -481,6 +542,23 @@ fc_restrict_before(Node *parsetree)
 		case T_GrantStmt:
 			check_grant((GrantStmt *) parsetree);
 			break;
+		case T_ReindexStmt:
+			check_reindex((ReindexStmt *) parsetree);
+			break;
+		case T_AlterDomainStmt:
+			{
+				AlterDomainStmt *stmt = (AlterDomainStmt *) parsetree;
+				Oid			typid = LookupTypeNameOid(NULL, makeTypeNameFromNameList(stmt->typeName), true);
+
+				if (OidIsValid(typid) && fc_type_holds_encrypted(typid) &&
+					((stmt->subtype == 'T' && stmt->def != NULL) || stmt->subtype == 'C'))
+					ereport(ERROR,
+							(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+							 errmsg("a domain over an encrypted type cannot have a %s",
+									stmt->subtype == 'T' ? "default" : "constraint"),
+							 errdetail(DETAIL_RULE)));
+				break;
+			}
 		case T_CreateDomainStmt:
 			{
 				CreateDomainStmt *stmt = (CreateDomainStmt *) parsetree;
@@ -622,22 +700,6 @@ fc_restrict_after(Node *parsetree)
 
 				foreach(lc, ((CreateStatsStmt *) parsetree)->relations)
 					check_relation(RangeVarGetRelid(lfirst_node(RangeVar, lc), NoLock, true));
-				break;
-			}
-		case T_ReindexStmt:
-			{
-				ReindexStmt *stmt = (ReindexStmt *) parsetree;
-
-				/* REINDEX can make an invalid index valid: check its table */
-				if (stmt->kind == REINDEX_OBJECT_INDEX)
-				{
-					Oid			idx = RangeVarGetRelid(stmt->relation, NoLock, true);
-
-					if (OidIsValid(idx))
-						check_relation(IndexGetRelation(idx, true));
-				}
-				else if (stmt->kind == REINDEX_OBJECT_TABLE)
-					check_relation(RangeVarGetRelid(stmt->relation, NoLock, true));
 				break;
 			}
 		default:

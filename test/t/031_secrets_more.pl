@@ -32,7 +32,9 @@ my %marker = (
 	hex    => 'Mk31AHex-5',
 	uni    => 'Mk31AUni-6',
 	copy   => 'Mk31-Copy-Line-7',
-	upsert => 'Mk31-Upsert-Set-8',);
+	upsert => 'Mk31-Upsert-Set-8',
+	cte    => 'Mk31-Cte-Insert-9',
+	exec   => 'Mk31-Execute-Arg-10',);
 # How the last two are written in the statements: their escaped spellings
 # must not reach the log either.
 my %spelled = (hex => 'Mk31\x41Hex-5', uni => 'Mk31\0041Uni-6');
@@ -123,11 +125,21 @@ my ($uret, $uout, $uerr) = FcNode::psql_tls($node, 's',
 	"INSERT INTO secrets (id, pw) VALUES (2, 'x'::text) ON CONFLICT (id) DO UPDATE SET pw = '$marker{upsert}'::text WHERE 1/0 = 1");
 ok($uret != 0 && $uerr =~ /division by zero/, 'failing upsert');
 
+# a data-modifying CTE, and EXECUTE of a statement with an encrypted parameter
+sql_is($node, 's', "WITH x AS (INSERT INTO secrets (id, pw) VALUES (20, '$marker{cte}') RETURNING id) SELECT count(*) FROM x",
+	'1', 'INSERT in a CTE');
+sql_is($node, 's', "PREPARE pe(int, fieldcrypt.encrypted_text) AS INSERT INTO secrets (id, pw) VALUES (\$1, \$2); EXECUTE pe(21, '$marker{exec}')",
+	"PREPARE\nINSERT 0 1", 'EXECUTE with an encrypted parameter');
+# an empty COPY line: the redacted context is longer than the quoted line
+my ($eret, $eout, $eerr) = ('', '', '');
+$eret = $node->psql('s', "COPY secrets (id, pw) FROM stdin;\n\n\\.\n", stdout => \$eout, stderr => \$eerr);
+ok($eret != 0 && $eerr =~ /invalid input syntax for type integer|missing data/, 'COPY of an empty line fails cleanly');
+
 # Every marker written decrypts (so each did go through the encrypting path);
 # the failed INSERT stored nothing.
 sql_is($node, 's', 'SELECT string_agg(id || \'=\' || fieldcrypt.decrypt(pw), \'|\' ORDER BY id) FROM secrets',
 	"2=$marker{call}|3=$marker{quote}|4=$marker{dquote}|5=$marker{active}|6=$marker{active}|"
-	  . "8=$marker{dqcall}|9=$marker{esc}|10=$marker{hex}|11=$marker{uni}",
+	  . "8=$marker{dqcall}|9=$marker{esc}|10=$marker{hex}|11=$marker{uni}|20=$marker{cte}|21=$marker{exec}",
 	'every marker written decrypts');
 
 # --- Disk and log ---------------------------------------------------------------------------
