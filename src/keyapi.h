@@ -12,7 +12,6 @@
 
 #define FC_ADMIN_ROLE	"fieldcrypt_admin"
 #define FC_READER_ROLE	"fieldcrypt_reader"
-#define FC_CONFIG_TABLE "key_generations"
 
 extern void fc_require_role(const char *role, const char *what);
 extern void fc_require_tls(const char *what);

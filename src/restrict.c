@@ -38,7 +38,6 @@
 #include "parser/parse_type.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
-#include "utils/fmgroids.h"
 #include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
@@ -50,6 +49,7 @@
 #define DETAIL_RULE "Encrypted columns cannot be indexed, audited or customized."
 
 static void refuse(const char *what, const char *col, const char *table) pg_attribute_noreturn();
+static void refuse_domain(const char *what) pg_attribute_noreturn();
 
 /* ERROR: the statement would index or customize an encrypted column. */
 static void
@@ -58,6 +58,16 @@ refuse(const char *what, const char *col, const char *table)
 	ereport(ERROR,
 			(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 			 errmsg("encrypted column \"%s\" of table \"%s\" cannot be %s", col, table, what),
+			 errdetail(DETAIL_RULE)));
+}
+
+/* ERROR: a domain over an encrypted type would get a default or a constraint. */
+static void
+refuse_domain(const char *what)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+			 errmsg("a domain over an encrypted type cannot have a %s", what),
 			 errdetail(DETAIL_RULE)));
 }
 
@@ -310,6 +320,31 @@ check_alter(AlterTableStmt *stmt)
 }
 
 /*
+ * OIDs of the relations of the given relkinds in a schema, or outside
+ * pg_catalog in the whole database if nsp is InvalidOid.
+ */
+static List *
+relations_in(Oid nsp, const char *relkinds)
+{
+	Relation	pgclass = table_open(RelationRelationId, AccessShareLock);
+	TableScanDesc scan = table_beginscan_catalog(pgclass, 0, NULL);
+	HeapTuple	tup;
+	List	   *result = NIL;
+
+	while ((tup = heap_getnext(scan, ForwardScanDirection)) != NULL)
+	{
+		Form_pg_class cl = (Form_pg_class) GETSTRUCT(tup);
+
+		if (strchr(relkinds, cl->relkind) != NULL &&
+			(OidIsValid(nsp) ? cl->relnamespace == nsp : cl->relnamespace != PG_CATALOG_NAMESPACE))
+			result = lappend_oid(result, cl->oid);
+	}
+	table_endscan(scan);
+	table_close(pgclass, AccessShareLock);
+	return result;
+}
+
+/*
  * GRANT: pgaudit's object auditing logs what pgaudit.role has privileges
  * on, so no privilege that covers an encrypted column may reach that role
  * (directly, through a role it belongs to, or through PUBLIC).
@@ -357,28 +392,9 @@ check_grant(GrantStmt *stmt)
 		foreach(sc, stmt->objects)
 		{
 			Oid			nsp = get_namespace_oid(strVal(lfirst(sc)), true);
-			Relation	pgclass;
-			TableScanDesc scan;
-			HeapTuple	tup;
-			ScanKeyData key;
 
-			if (!OidIsValid(nsp))
-				continue;
-			ScanKeyInit(&key, Anum_pg_class_relnamespace, BTEqualStrategyNumber,
-						F_OIDEQ, ObjectIdGetDatum(nsp));
-			pgclass = table_open(RelationRelationId, AccessShareLock);
-			scan = table_beginscan_catalog(pgclass, 1, &key);
-			while ((tup = heap_getnext(scan, ForwardScanDirection)) != NULL)
-			{
-				Form_pg_class cl = (Form_pg_class) GETSTRUCT(tup);
-
-				if (cl->relkind == RELKIND_RELATION || cl->relkind == RELKIND_PARTITIONED_TABLE ||
-					cl->relkind == RELKIND_VIEW || cl->relkind == RELKIND_MATVIEW ||
-					cl->relkind == RELKIND_FOREIGN_TABLE)
-					relids = lappend_oid(relids, cl->oid);
-			}
-			table_endscan(scan);
-			table_close(pgclass, AccessShareLock);
+			if (OidIsValid(nsp))
+				relids = list_concat(relids, relations_in(nsp, "rpvmf"));
 		}
 	}
 
@@ -427,10 +443,8 @@ static void check_relation(Oid relid);
 static void
 check_reindex(ReindexStmt *stmt)
 {
-	Relation	pgclass;
-	TableScanDesc scan;
-	HeapTuple	tup;
 	Oid			nsp = InvalidOid;
+	ListCell   *lc;
 
 	switch (stmt->kind)
 	{
@@ -453,20 +467,8 @@ check_reindex(ReindexStmt *stmt)
 		default:
 			break;				/* DATABASE, SYSTEM: every table */
 	}
-	pgclass = table_open(RelationRelationId, AccessShareLock);
-	scan = table_beginscan_catalog(pgclass, 0, NULL);
-	while ((tup = heap_getnext(scan, ForwardScanDirection)) != NULL)
-	{
-		Form_pg_class cl = (Form_pg_class) GETSTRUCT(tup);
-
-		if ((cl->relkind == RELKIND_RELATION || cl->relkind == RELKIND_MATVIEW ||
-			 cl->relkind == RELKIND_PARTITIONED_TABLE) &&
-			(!OidIsValid(nsp) || cl->relnamespace == nsp) &&
-			cl->relnamespace != PG_CATALOG_NAMESPACE)
-			check_relation(cl->oid);
-	}
-	table_endscan(scan);
-	table_close(pgclass, AccessShareLock);
+	foreach(lc, relations_in(nsp, "rmp"))
+		check_relation(lfirst_oid(lc));
 }
 
 /* Checks on the raw statement, before it runs. */
@@ -552,11 +554,7 @@ fc_restrict_before(Node *parsetree)
 
 				if (OidIsValid(typid) && fc_type_holds_encrypted(typid) &&
 					((stmt->subtype == 'T' && stmt->def != NULL) || stmt->subtype == 'C'))
-					ereport(ERROR,
-							(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-							 errmsg("a domain over an encrypted type cannot have a %s",
-									stmt->subtype == 'T' ? "default" : "constraint"),
-							 errdetail(DETAIL_RULE)));
+					refuse_domain(stmt->subtype == 'T' ? "default" : "constraint");
 				break;
 			}
 		case T_CreateDomainStmt:
@@ -571,11 +569,7 @@ fc_restrict_before(Node *parsetree)
 					Constraint *c = lfirst_node(Constraint, lc);
 
 					if (c->contype == CONSTR_DEFAULT || c->contype == CONSTR_CHECK)
-						ereport(ERROR,
-								(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-								 errmsg("a domain over an encrypted type cannot have a %s",
-										c->contype == CONSTR_DEFAULT ? "default" : "CHECK constraint"),
-								 errdetail(DETAIL_RULE)));
+						refuse_domain(c->contype == CONSTR_DEFAULT ? "default" : "CHECK constraint");
 				}
 				break;
 			}

@@ -325,14 +325,25 @@ static void trace_target(Query *query, AttrNumber resno, int depth);
 static const char *analyzed_text = NULL;
 static size_t analyzed_len = 0;
 
-/* Remember the text of a non-null string constant as a secret. */
+/* Remember the text form of a value as a secret. */
 static void
-register_const(Const *c)
+register_value(Oid type, Datum value)
 {
 	Oid			typoutput;
 	bool		varlena;
 	char	   *str;
 
+	getTypeOutputInfo(type, &typoutput, &varlena);
+	str = OidOutputFunctionCall(typoutput, value);
+	fc_register_secret(str, strlen(str));
+	explicit_bzero(str, strlen(str));
+	pfree(str);
+}
+
+/* Remember the text of a non-null string constant as a secret. */
+static void
+register_const(Const *c)
+{
 	if (c->constisnull)
 		return;
 	if (c->consttype == TEXTOID || c->consttype == VARCHAROID ||
@@ -346,11 +357,7 @@ register_const(Const *c)
 			fc_register_literal_at(analyzed_text, analyzed_len, c->location);
 		return;
 	}
-	getTypeOutputInfo(c->consttype, &typoutput, &varlena);
-	str = OidOutputFunctionCall(typoutput, c->constvalue);
-	fc_register_secret(str, strlen(str));
-	explicit_bzero(str, strlen(str));
-	pfree(str);
+	register_value(c->consttype, c->constvalue);
 }
 
 /*
@@ -573,20 +580,13 @@ fc_ExecutorStart(QueryDesc *qd, int eflags)
 		{
 			ParamExternData *p = &params->params[i];
 			ParamExternData workspace;
-			Oid			typoutput;
-			bool		varlena;
-			char	   *str;
 
 			if (params->paramFetch)
 				p = params->paramFetch(params, i + 1, false, &workspace);
 			if (p == NULL || p->isnull || !OidIsValid(p->ptype) ||
 				fc_is_encrypted_type(p->ptype))
 				continue;
-			getTypeOutputInfo(p->ptype, &typoutput, &varlena);
-			str = OidOutputFunctionCall(typoutput, p->value);
-			fc_register_secret(str, strlen(str));
-			explicit_bzero(str, strlen(str));
-			pfree(str);
+			register_value(p->ptype, p->value);
 		}
 	}
 	if (prev_ExecutorStart)
