@@ -48,15 +48,15 @@ deps:
 
 test: deps
 	$(MAKE) install
-	test/run-tests.sh
+	FC_PGBIN=$(bindir) test/run-tests.sh
 
 demo: deps
 	@$(MAKE) -s --no-print-directory install >/dev/null
-	@test/demo.sh
+	@FC_PGBIN=$(bindir) test/demo.sh
 
 bench: deps
 	$(MAKE) install
-	test/bench/run.sh
+	FC_PGBIN=$(bindir) test/bench/run.sh
 
 installcheck: test
 endif

@@ -10,7 +10,7 @@
 # Every cluster and temp dir is stopped and removed on exit, error, Ctrl-C or kill.
 # FC_PRELOAD overrides the default shared_preload_libraries ('fieldcrypt').
 
-PGBIN=/usr/lib/postgresql/15/bin
+PGBIN=${FC_PGBIN:-/usr/lib/postgresql/15/bin}
 FC_REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 export FC_REPO
 declare -gA FC_CLUSTERS=() FC_PORTS=()   # name -> base dir, name -> port

@@ -11,7 +11,7 @@ set -uo pipefail   # no -e: every suite runs and failures are counted
 cd "$(dirname "$0")/.." || exit 1
 source test/lib.sh
 
-PGXS_TEST=/usr/lib/postgresql/15/lib/pgxs/src/test
+PGXS_TEST=${FC_PGBIN:-/usr/lib/postgresql/15/bin}/../lib/pgxs/src/test
 OUT=$PWD/results
 CLUSTER_CONF=()    # extra postgresql.conf lines for the pg_regress/pgTAP/isolation cluster
 
