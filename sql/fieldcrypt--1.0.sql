@@ -176,4 +176,42 @@ COMMENT ON FUNCTION fieldcrypt.decrypt(fieldcrypt.encrypted_text) IS
 COMMENT ON FUNCTION fieldcrypt.decrypt(fieldcrypt.encrypted_bytea) IS
     'plaintext of an encrypted value; superusers and fieldcrypt_reader members only';
 
+-- Transparent data encryption: the encrypted_heap table access method.
+CREATE FUNCTION fieldcrypt.encrypted_heap_handler(internal) RETURNS table_am_handler
+    LANGUAGE C STRICT AS 'MODULE_PATHNAME', 'fieldcrypt_tam_handler';
+COMMENT ON FUNCTION fieldcrypt.encrypted_heap_handler(internal) IS
+    'handler of the encrypted_heap table access method';
+CREATE ACCESS METHOD encrypted_heap TYPE TABLE HANDLER fieldcrypt.encrypted_heap_handler;
+COMMENT ON ACCESS METHOD encrypted_heap IS
+    'heap storage with every row and out-of-line value encrypted (AES-256-GCM) under the database''s TDE key';
+
+CREATE FUNCTION fieldcrypt.is_encrypted(pg_catalog.regclass) RETURNS boolean
+    LANGUAGE C STABLE STRICT PARALLEL SAFE AS 'MODULE_PATHNAME', 'fieldcrypt_is_encrypted';
+COMMENT ON FUNCTION fieldcrypt.is_encrypted(pg_catalog.regclass) IS
+    'whether the table uses the encrypted_heap access method';
+
+-- rotate checks fieldcrypt_admin and TLS itself, like set_data_encryption_key
+CREATE FUNCTION fieldcrypt.rotate_tde_key() RETURNS integer
+    LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE AS 'MODULE_PATHNAME', 'fieldcrypt_rotate_tde_key';
+COMMENT ON FUNCTION fieldcrypt.rotate_tde_key() IS
+    'new TDE key generation for new writes to encrypted_heap tables; returns its number';
+
+CREATE FUNCTION fieldcrypt.reencrypt_table(pg_catalog.regclass) RETURNS void
+    LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE AS 'MODULE_PATHNAME', 'fieldcrypt_reencrypt_table';
+COMMENT ON FUNCTION fieldcrypt.reencrypt_table(pg_catalog.regclass) IS
+    'rewrites an encrypted_heap table under the current TDE key (as VACUUM FULL; table owner only)';
+
+CREATE FUNCTION fieldcrypt._tde_key_status(OUT generation integer, OUT is_current boolean,
+                                           OUT created_at timestamptz, OUT tables pg_catalog.regclass[])
+    RETURNS SETOF record
+    LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE AS 'MODULE_PATHNAME', 'fieldcrypt_tde_key_status';
+COMMENT ON FUNCTION fieldcrypt._tde_key_status() IS 'internal: rows of fieldcrypt.tde_key_status';
+CREATE VIEW fieldcrypt.tde_key_status AS SELECT * FROM fieldcrypt._tde_key_status();
+COMMENT ON VIEW fieldcrypt.tde_key_status IS
+    'TDE key generations of this database and the encrypted_heap tables still holding rows under each (reads every such table)';
+REVOKE ALL ON FUNCTION fieldcrypt._tde_key_status() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION fieldcrypt._tde_key_status() TO fieldcrypt_admin;
+REVOKE ALL ON fieldcrypt.tde_key_status FROM PUBLIC;
+GRANT SELECT ON fieldcrypt.tde_key_status TO fieldcrypt_admin;
+
 SELECT fieldcrypt._activate_on_create();

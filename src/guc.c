@@ -24,6 +24,7 @@ char	   *fc_key_command = NULL;
 int			fc_key_command_timeout = 30;
 int			fc_max_databases = 64;
 bool		fc_auto_activate = true;
+bool		fc_analyze_values = false;
 int			fc_kdf_iterations = 600000;
 
 static const struct config_enum_entry provider_options[] = {
@@ -79,6 +80,12 @@ fc_define_gucs(void)
 							"At least 600000; existing generations keep the count they were made with.",
 							&fc_kdf_iterations, 600000, 600000, INT_MAX,
 							PGC_SUSET, 0, NULL, NULL, NULL);
+
+	DefineCustomBoolVariable("fieldcrypt.analyze_values",
+							 "ANALYZE of encrypted_heap tables stores column statistics (plaintext samples).",
+							 "Off: pg_statistic gets no values of these tables and the planner uses default selectivities.",
+							 &fc_analyze_values, false,
+							 PGC_SUSET, 0, NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("fieldcrypt");
 }

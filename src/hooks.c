@@ -20,6 +20,7 @@
 #include "tcop/utility.h"
 
 #include "hooks.h"
+#include "tam.h"
 #include "keyapi.h"
 #include "enctypes.h"
 #include "keystore.h"
@@ -133,6 +134,10 @@ fc_ProcessUtility(PlannedStmt *pstmt, const char *queryString,
 		fc_redact_copy_from(false);
 
 	fc_restrict_after(parsetree);
+	if (IsA(parsetree, CreatePublicationStmt) || IsA(parsetree, AlterPublicationStmt) ||
+		IsA(parsetree, CreateStmt) || IsA(parsetree, AlterTableStmt) ||
+		IsA(parsetree, AlterObjectSchemaStmt) || IsA(parsetree, CreateTableAsStmt))
+		fc_tam_check_publications();
 	if (OidIsValid(dropped))
 		forget_dropped_database(dropped);
 }

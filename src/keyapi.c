@@ -474,7 +474,7 @@ xact_callback(XactEvent event, void *arg)
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PARALLEL_ABORT:
 			if (pending_staged)
-				fc_keyring_resync();
+				fc_keyring_resync(MyDatabaseId);
 			clear_pending();
 			break;
 		default:

@@ -38,6 +38,7 @@
 #include "storage/ipc.h"
 #include "storage/fd.h"
 #include "storage/shmem.h"
+#include "utils/timestamp.h"
 
 #include "guc.h"
 #include "keyring.h"
@@ -75,7 +76,7 @@ static Size
 keystore_size(void)
 {
 	Size		sz = add_size(offsetof(FcShared, dbs),
-							  mul_size(sizeof(FcDbKeys), fc_max_databases));
+							  mul_size(sizeof(FcDbKeys), mul_size(2, fc_max_databases)));
 
 	return add_size(TYPEALIGN(getpagesize(), sz), getpagesize());
 }
@@ -237,49 +238,206 @@ fc_check_ring_usable(void)
 				 errhint("Check fieldcrypt.key_provider and the server log, then restart the server.")));
 }
 
-/* Copy the entry of dboid into *out; false if the database has none. */
+#define STAGED(i)	(&fc_shared->dbs[fc_shared->max_dbs + (i)])
+
+/* Index of dboid's published slot, or -1.  Caller holds the lock. */
+static int
+published_slot(Oid dboid)
+{
+	for (int i = 0; i < fc_shared->max_dbs; i++)
+		if (OidIsValid(dboid) && fc_shared->dbs[i].dboid == dboid)
+			return i;
+	return -1;
+}
+
+/* Index of dboid's staged (written, not yet committed) entry, or -1. */
+static int
+staged_slot(Oid dboid)
+{
+	for (int i = 0; i < fc_shared->max_dbs; i++)
+		if (OidIsValid(dboid) && STAGED(i)->dboid == dboid)
+			return i;
+	return -1;
+}
+
+/* Copy everything but the TDE part of src into dst. */
+static void
+copy_field_part(FcDbKeys *dst, const FcDbKeys *src)
+{
+	FcTdeKeys	tde = dst->tde;
+
+	memcpy(dst, src, sizeof(FcDbKeys));
+	dst->tde = tde;
+	explicit_bzero(&tde, sizeof(tde));
+}
+
+/* Whether an entry holds any key. */
+static bool
+entry_in_use(const FcDbKeys *e)
+{
+	return e->ngens > 0 || e->tde.ngens > 0;
+}
+
+/*
+ * Copy the entry of dboid into *out; false if the database has no active
+ * field encryption key (a TDE-only entry counts as absent).
+ */
 bool
 fc_db_lookup(Oid dboid, FcDbKeys *out)
 {
 	bool		found = false;
+	int			i;
 
 	LWLockAcquire(fc_shared->lock, LW_SHARED);
-	for (int i = 0; i < fc_shared->max_dbs; i++)
+	i = published_slot(dboid);
+	if (i >= 0 && fc_shared->dbs[i].ngens > 0)
 	{
-		if (fc_shared->dbs[i].dboid == dboid)
-		{
-			if (out)
-				memcpy(out, &fc_shared->dbs[i], sizeof(FcDbKeys));
-			found = true;
-			break;
-		}
+		if (out)
+			memcpy(out, &fc_shared->dbs[i], sizeof(FcDbKeys));
+		found = true;
+	}
+	LWLockRelease(fc_shared->lock);
+	return found;
+}
+
+/* Copy the TDE keys of dboid into *out; false if it has none yet. */
+bool
+fc_db_lookup_tde(Oid dboid, FcTdeKeys *out)
+{
+	bool		found = false;
+	int			i;
+
+	LWLockAcquire(fc_shared->lock, LW_SHARED);
+	i = published_slot(dboid);
+	if (i >= 0 && fc_shared->dbs[i].tde.ngens > 0)
+	{
+		if (out)
+			memcpy(out, &fc_shared->dbs[i].tde, sizeof(FcTdeKeys));
+		found = true;
 	}
 	LWLockRelease(fc_shared->lock);
 	return found;
 }
 
 /*
- * Write the keyring as shared memory would be with the entry of dboid
- * replaced (entry != NULL) or removed.  Shared memory is not changed.
- * ERRORs, leaving the old keyring, on any failure.
+ * Build in out[] the keyring as it must be on disk: for every database the
+ * field part staged by a committing transaction (or else the published
+ * one) and the published TDE part.  For target, field (may be NULL: none)
+ * replaces the field part when set_field, tde the TDE part when non-NULL;
+ * drop leaves target out.  Caller holds the lock exclusively.
  */
-void
-fc_db_stage(Oid dboid, const FcDbKeys *entry)
+static int
+compose_locked(FcDbKeys *out, Oid target, bool set_field, const FcDbKeys *field,
+			   const FcTdeKeys *tde, bool drop)
 {
-	FcDbKeys   *copy;
 	int			n = 0;
-	int			used = 0;
+	bool		target_seen = false;
 
+	for (int pass = 0; pass < 2; pass++)
+	{
+		for (int i = 0; i < fc_shared->max_dbs; i++)
+		{
+			const FcDbKeys *src = pass == 0 ? &fc_shared->dbs[i] : STAGED(i);
+			FcDbKeys   *e = &out[n];
+			int			st;
+
+			if (!OidIsValid(src->dboid))
+				continue;
+			/* staged entries without a published slot are added in pass 1 */
+			if (pass == 1 && published_slot(src->dboid) >= 0)
+				continue;
+			if (drop && src->dboid == target)
+				continue;
+			memset(e, 0, sizeof(FcDbKeys));
+			if (pass == 0)
+				e->tde = src->tde;
+			st = staged_slot(src->dboid);
+			copy_field_part(e, st >= 0 ? STAGED(st) : src);
+			if (src->dboid == target)
+			{
+				target_seen = true;
+				if (set_field)
+				{
+					memset(e, 0, offsetof(FcDbKeys, tde));
+					if (field)
+						copy_field_part(e, field);
+				}
+				if (tde)
+					e->tde = *tde;
+			}
+			e->dboid = src->dboid;
+			if (entry_in_use(e))
+				n++;
+		}
+	}
+	if (!target_seen && OidIsValid(target) && !drop)
+	{
+		FcDbKeys   *e = &out[n];
+
+		memset(e, 0, sizeof(FcDbKeys));
+		if (set_field && field)
+			copy_field_part(e, field);
+		if (tde)
+			e->tde = *tde;
+		e->dboid = target;
+		if (entry_in_use(e))
+			n++;
+	}
+	return n;
+}
+
+/*
+ * Seal out[0..n) and make it the keyring (file, then WAL).  Caller holds
+ * the lock exclusively; on ERROR the lock is released here (during abort
+ * LWLockReleaseAll may have run already and the caller swallows the error).
+ */
+static void
+write_image_locked(FcDbKeys *out, int n)
+{
+	PG_TRY();
+	{
+		size_t		len;
+		uint8	   *image = fc_keyring_seal(fc_shared->kek, out, n, &len);
+
+		fc_keyring_write_image(FC_KEYRING_FILE, image, len);
+		fc_wal_log_keyring(image, len);
+		pfree(image);
+	}
+	PG_CATCH();
+	{
+		explicit_bzero(out, sizeof(FcDbKeys) * (2 * fc_shared->max_dbs + 1));
+		if (LWLockHeldByMe(fc_shared->lock))
+			LWLockRelease(fc_shared->lock);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	explicit_bzero(out, sizeof(FcDbKeys) * (2 * fc_shared->max_dbs + 1));
+}
+
+/* Take the lock exclusively, ERROR (unlocked) unless the keyring is usable. */
+static void
+lock_usable_ring(void)
+{
 	LWLockAcquire(fc_shared->lock, LW_EXCLUSIVE);
 	if (fc_shared->ring_state != FC_RING_OK)
 	{
 		LWLockRelease(fc_shared->lock);
 		fc_check_ring_usable();
 	}
+}
+
+/* ERROR (unlocked) if a new database entry would not fit. */
+static void
+check_capacity_locked(Oid dboid)
+{
+	int			used = 0;
+
+	if (published_slot(dboid) >= 0)
+		return;
 	for (int i = 0; i < fc_shared->max_dbs; i++)
-		if (OidIsValid(fc_shared->dbs[i].dboid) && fc_shared->dbs[i].dboid != dboid)
+		if (OidIsValid(fc_shared->dbs[i].dboid))
 			used++;
-	if (entry && used >= fc_shared->max_dbs)
+	if (used >= fc_shared->max_dbs)
 	{
 		LWLockRelease(fc_shared->lock);
 		ereport(ERROR,
@@ -288,39 +446,110 @@ fc_db_stage(Oid dboid, const FcDbKeys *entry)
 						fc_shared->max_dbs),
 				 errhint("Raise fieldcrypt.max_databases and restart the server.")));
 	}
+}
 
-	copy = palloc(sizeof(FcDbKeys) * fc_shared->max_dbs);
-	for (int i = 0; i < fc_shared->max_dbs; i++)
-		if (OidIsValid(fc_shared->dbs[i].dboid) && fc_shared->dbs[i].dboid != dboid)
-			memcpy(&copy[n++], &fc_shared->dbs[i], sizeof(FcDbKeys));
+/*
+ * Write the keyring with the field part of dboid replaced by entry (NULL:
+ * removed), and remember it as staged so that keyring writes of other
+ * transactions before our commit keep it.  Shared memory keys are not
+ * changed.  ERRORs, leaving the old keyring, on any failure.
+ */
+void
+fc_db_stage(Oid dboid, const FcDbKeys *entry)
+{
+	FcDbKeys   *copy;
+	int			n;
+	int			st;
+
+	copy = palloc(sizeof(FcDbKeys) * (2 * fc_shared->max_dbs + 1));
+	lock_usable_ring();
 	if (entry)
-		memcpy(&copy[n++], entry, sizeof(FcDbKeys));
+		check_capacity_locked(dboid);
+	n = compose_locked(copy, dboid, true, entry, NULL, false);
+	write_image_locked(copy, n);
 
-	PG_TRY();
+	st = staged_slot(dboid);
+	for (int i = 0; st < 0 && i < fc_shared->max_dbs; i++)
+		if (!OidIsValid(STAGED(i)->dboid))
+			st = i;
+	if (st >= 0)
 	{
-		size_t		len;
-		uint8	   *image = fc_keyring_seal(fc_shared->kek, copy, n, &len);
-
-		fc_keyring_write_image(FC_KEYRING_FILE, image, len);
-		fc_wal_log_keyring(image, len);
-		pfree(image);
+		memset(STAGED(st), 0, sizeof(FcDbKeys));
+		if (entry)
+			copy_field_part(STAGED(st), entry);
+		STAGED(st)->dboid = dboid;
 	}
-	PG_CATCH();
-	{
-		/*
-		 * Release the lock ourselves: during transaction abort (the keyring
-		 * rewrite of fc_keyring_resync) LWLockReleaseAll has already run and
-		 * the caller swallows this error.
-		 */
-		explicit_bzero(copy, sizeof(FcDbKeys) * fc_shared->max_dbs);
-		if (LWLockHeldByMe(fc_shared->lock))
-			LWLockRelease(fc_shared->lock);
-		PG_RE_THROW();
-	}
-	PG_END_TRY();
-	explicit_bzero(copy, sizeof(FcDbKeys) * fc_shared->max_dbs);
-	pfree(copy);
 	LWLockRelease(fc_shared->lock);
+	pfree(copy);
+}
+
+/*
+ * Add a TDE key generation (key) to dboid and make it current, on disk (and
+ * WAL) and in shared memory at once: TDE key changes are not
+ * transactional.  With only_if_none, a database that already has a TDE key
+ * is left alone (two backends racing to create the first key agree on
+ * one).  Returns the current generation afterwards.
+ */
+uint32
+fc_db_tde_add_generation(Oid dboid, const uint8 *key, bool only_if_none)
+{
+	FcDbKeys   *copy;
+	FcTdeKeys	tde;
+	int			n;
+	int			slot;
+	uint32		gen = 0;
+
+	copy = palloc(sizeof(FcDbKeys) * (2 * fc_shared->max_dbs + 1));
+	lock_usable_ring();
+	slot = published_slot(dboid);
+	memset(&tde, 0, sizeof(tde));
+	if (slot >= 0)
+		tde = fc_shared->dbs[slot].tde;
+	if (only_if_none && tde.ngens > 0)
+	{
+		gen = tde.current;
+		LWLockRelease(fc_shared->lock);
+		explicit_bzero(&tde, sizeof(tde));
+		pfree(copy);
+		return gen;
+	}
+	if (tde.ngens >= FC_MAX_TDE_GENERATIONS)
+	{
+		LWLockRelease(fc_shared->lock);
+		explicit_bzero(&tde, sizeof(tde));
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("database already has %d TDE key generations", FC_MAX_TDE_GENERATIONS),
+				 errhint("Re-encrypt tables still using old generations (fieldcrypt.reencrypt_table) "
+						 "so that they can be dropped.")));
+	}
+	for (int i = 0; i < tde.ngens; i++)
+		gen = Max(gen, tde.gens[i].gen);
+	gen++;
+	tde.gens[tde.ngens].gen = gen;
+	tde.gens[tde.ngens].created_at = GetCurrentTimestamp();
+	memcpy(tde.gens[tde.ngens].key, key, FC_KEY_LEN);
+	tde.ngens++;
+	tde.current = gen;
+
+	check_capacity_locked(dboid);
+	n = compose_locked(copy, dboid, false, NULL, &tde, false);
+	write_image_locked(copy, n);
+
+	slot = published_slot(dboid);
+	for (int i = 0; slot < 0 && i < fc_shared->max_dbs; i++)
+		if (!OidIsValid(fc_shared->dbs[i].dboid))
+		{
+			slot = i;
+			memset(&fc_shared->dbs[i], 0, sizeof(FcDbKeys));
+			fc_shared->dbs[i].dboid = dboid;
+		}
+	memcpy(&fc_shared->dbs[slot].tde, &tde, sizeof(FcTdeKeys));
+	pg_atomic_fetch_add_u64(&fc_shared->version, 1);
+	LWLockRelease(fc_shared->lock);
+	explicit_bzero(&tde, sizeof(tde));
+	pfree(copy);
+	return gen;
 }
 
 /*
@@ -400,7 +629,7 @@ fc_keystore_redo_image(const uint8 *image, size_t len)
 	fc_keyring_write_image(FC_KEYRING_FILE, image, len);
 	if (unlink(FC_KEYRING_PENDING) == 0)
 		fsync_fname(FC_KEYRING_DIR, true);
-	memset(fc_shared->dbs, 0, sizeof(FcDbKeys) * fc_shared->max_dbs);
+	memset(fc_shared->dbs, 0, sizeof(FcDbKeys) * 2 * fc_shared->max_dbs);
 	memcpy(fc_shared->dbs, tmp, sizeof(FcDbKeys) * n);
 	pg_atomic_fetch_add_u64(&fc_shared->version, 1);
 	LWLockRelease(fc_shared->lock);
@@ -409,32 +638,38 @@ fc_keystore_redo_image(const uint8 *image, size_t len)
 }
 
 /*
- * Make shared memory hold entry for dboid (or nothing) after the keyring
- * was staged with the same change.  No I/O and no ERROR: runs at commit.
+ * Make shared memory hold entry as the field part of dboid (or none) after
+ * the keyring was staged with the same change.  No I/O and no ERROR: runs
+ * at commit.
  */
 void
 fc_db_publish(Oid dboid, const FcDbKeys *entry)
 {
-	int			slot = -1;
-	int			free_slot = -1;
+	int			slot;
+	int			st;
 
 	LWLockAcquire(fc_shared->lock, LW_EXCLUSIVE);
-	for (int i = 0; i < fc_shared->max_dbs; i++)
-	{
-		if (fc_shared->dbs[i].dboid == dboid && OidIsValid(dboid))
+	slot = published_slot(dboid);
+	for (int i = 0; slot < 0 && entry && i < fc_shared->max_dbs; i++)
+		if (!OidIsValid(fc_shared->dbs[i].dboid))
+		{
 			slot = i;
-		else if (!OidIsValid(fc_shared->dbs[i].dboid) && free_slot < 0)
-			free_slot = i;
-	}
-	if (entry)
+			memset(&fc_shared->dbs[i], 0, sizeof(FcDbKeys));
+		}
+	if (slot >= 0)
 	{
-		if (slot < 0)
-			slot = free_slot;
-		if (slot >= 0)
-			memcpy(&fc_shared->dbs[slot], entry, sizeof(FcDbKeys));
+		FcDbKeys   *e = &fc_shared->dbs[slot];
+
+		memset(e, 0, offsetof(FcDbKeys, tde));
+		if (entry)
+			copy_field_part(e, entry);
+		e->dboid = dboid;
+		if (!entry_in_use(e))
+			explicit_bzero(e, sizeof(FcDbKeys));
 	}
-	else if (slot >= 0)
-		explicit_bzero(&fc_shared->dbs[slot], sizeof(FcDbKeys));
+	st = staged_slot(dboid);
+	if (st >= 0)
+		explicit_bzero(STAGED(st), sizeof(FcDbKeys));
 	pg_atomic_fetch_add_u64(&fc_shared->version, 1);
 	LWLockRelease(fc_shared->lock);
 	if (entry && slot < 0)
@@ -442,17 +677,28 @@ fc_db_publish(Oid dboid, const FcDbKeys *entry)
 }
 
 /*
- * Rewrite the keyring from shared memory, undoing a staged change whose
- * transaction aborted.  Runs during abort: failures become a WARNING.
+ * Forget the staged change of dboid and rewrite the keyring from shared
+ * memory, undoing a change whose transaction aborted after PRE_COMMIT.
+ * Runs during abort: failures become a WARNING.
  */
 void
-fc_keyring_resync(void)
+fc_keyring_resync(Oid dboid)
 {
 	MemoryContext cxt = CurrentMemoryContext;
+	FcDbKeys   *copy = palloc(sizeof(FcDbKeys) * (2 * fc_shared->max_dbs + 1));
 
 	PG_TRY();
 	{
-		fc_db_stage(InvalidOid, NULL);
+		int			st;
+		int			n;
+
+		lock_usable_ring();
+		st = staged_slot(dboid);
+		if (st >= 0)
+			explicit_bzero(STAGED(st), sizeof(FcDbKeys));
+		n = compose_locked(copy, InvalidOid, false, NULL, NULL, false);
+		write_image_locked(copy, n);
+		LWLockRelease(fc_shared->lock);
 	}
 	PG_CATCH();
 	{
@@ -461,16 +707,35 @@ fc_keyring_resync(void)
 						"the next key change rewrites it.");
 	}
 	PG_END_TRY();
+	pfree(copy);
 }
 
-/* Forget the key state of a dropped database, on disk and in memory. */
+/* Forget every key of a dropped database, on disk and in memory. */
 void
 fc_db_remove(Oid dboid)
 {
-	if (!fc_db_lookup(dboid, NULL))
+	FcDbKeys   *copy;
+	int			n;
+	int			slot;
+
+	LWLockAcquire(fc_shared->lock, LW_SHARED);
+	slot = published_slot(dboid);
+	LWLockRelease(fc_shared->lock);
+	if (slot < 0)
 		return;
-	fc_db_stage(dboid, NULL);
-	fc_db_publish(dboid, NULL);
+	copy = palloc(sizeof(FcDbKeys) * (2 * fc_shared->max_dbs + 1));
+	lock_usable_ring();
+	n = compose_locked(copy, dboid, false, NULL, NULL, true);
+	write_image_locked(copy, n);
+	slot = published_slot(dboid);
+	if (slot >= 0)
+		explicit_bzero(&fc_shared->dbs[slot], sizeof(FcDbKeys));
+	slot = staged_slot(dboid);
+	if (slot >= 0)
+		explicit_bzero(STAGED(slot), sizeof(FcDbKeys));
+	pg_atomic_fetch_add_u64(&fc_shared->version, 1);
+	LWLockRelease(fc_shared->lock);
+	pfree(copy);
 }
 
 /* Refresh the backend cache of MyDatabaseId if shared memory changed. */
@@ -485,7 +750,15 @@ refresh_local_cache(void)
 		return;
 	/* read the version before the entry: a concurrent change re-triggers */
 	explicit_bzero(&local_cache->entry, sizeof(FcDbKeys));
-	local_cache->present = fc_db_lookup(MyDatabaseId, &local_cache->entry);
+	LWLockAcquire(fc_shared->lock, LW_SHARED);
+	{
+		int			i = published_slot(MyDatabaseId);
+
+		if (i >= 0)
+			memcpy(&local_cache->entry, &fc_shared->dbs[i], sizeof(FcDbKeys));
+		local_cache->present = (i >= 0 && fc_shared->dbs[i].ngens > 0);
+	}
+	LWLockRelease(fc_shared->lock);
 	local_cache->version = v;
 }
 
@@ -504,6 +777,25 @@ fc_local_generation(uint32 gen, bool current)
 	for (int i = 0; i < local_cache->entry.ngens; i++)
 		if (local_cache->entry.gens[i].gen == gen)
 			return &local_cache->entry.gens[i];
+	return NULL;
+}
+
+/*
+ * The TDE key generation gen of the current database (or its current one),
+ * from the backend cache; NULL if it has none.
+ */
+const FcTdeGeneration *
+fc_local_tde_generation(uint32 gen, bool current)
+{
+	const FcTdeKeys *t;
+
+	refresh_local_cache();
+	t = &local_cache->entry.tde;
+	if (current)
+		gen = t->current;
+	for (int i = 0; i < t->ngens; i++)
+		if (t->gens[i].gen == gen && gen != 0)
+			return &t->gens[i];
 	return NULL;
 }
 

@@ -38,7 +38,29 @@ typedef struct FcGeneration
 	uint8		key[FC_KEY_LEN];
 } FcGeneration;
 
-/* Key state of one database; dboid == InvalidOid marks a free slot. */
+/* One generation of a database's TDE key (encrypted_heap tables). */
+#define FC_MAX_TDE_GENERATIONS	16
+typedef struct FcTdeGeneration
+{
+	uint32		gen;
+	uint32		pad;
+	TimestampTz created_at;
+	uint8		key[FC_KEY_LEN];	/* random AES-256 key */
+} FcTdeGeneration;
+
+/* The TDE keys of one database: current generation and those still kept. */
+typedef struct FcTdeKeys
+{
+	uint32		current;		/* 0: no TDE key yet */
+	int32		ngens;
+	FcTdeGeneration gens[FC_MAX_TDE_GENERATIONS];
+} FcTdeKeys;
+
+/*
+ * Key state of one database; dboid == InvalidOid marks a free slot.  The
+ * "field part" (everything but tde) is active when ngens > 0; the tde part
+ * is owned by the TDE key functions and survives the field part's removal.
+ */
 typedef struct FcDbKeys
 {
 	Oid			dboid;
@@ -49,6 +71,7 @@ typedef struct FcDbKeys
 	int32		ngens;
 	char		passphrase[FC_MAX_PASSPHRASE + 1];	/* of current_gen */
 	FcGeneration gens[FC_MAX_GENERATIONS];
+	FcTdeKeys	tde;
 } FcDbKeys;
 
 /* Whether the keyring could be loaded at server start. */
@@ -69,6 +92,7 @@ typedef struct FcShared
 	pg_atomic_uint64 version;	/* bumped on any key state change */
 	pg_atomic_uint64 nonce_counter; /* next unreserved nonce counter */
 	int32		max_dbs;
+	/* dbs[0..max_dbs): published state; dbs[max_dbs..2*max_dbs): staged */
 	FcDbKeys	dbs[FLEXIBLE_ARRAY_MEMBER];
 } FcShared;
 
@@ -81,7 +105,9 @@ extern void fc_check_ring_usable(void);
 extern bool fc_db_lookup(Oid dboid, FcDbKeys *out);
 extern void fc_db_stage(Oid dboid, const FcDbKeys *entry);
 extern void fc_db_publish(Oid dboid, const FcDbKeys *entry);
-extern void fc_keyring_resync(void);
+extern void fc_keyring_resync(Oid dboid);
+extern bool fc_db_lookup_tde(Oid dboid, FcTdeKeys *out);
+extern uint32 fc_db_tde_add_generation(Oid dboid, const uint8 *key, bool only_if_none);
 extern void fc_keystore_redo_image(const uint8 *image, size_t len);
 extern void fc_demote_error(MemoryContext cxt, const char *what, const char *hint);
 extern void fc_db_remove(Oid dboid);
@@ -90,6 +116,7 @@ extern void fc_secure_region_free(void *ptr, Size size);
 
 /* Per-backend cache of derived keys, invalidated by fc_shared->version. */
 extern const FcGeneration *fc_local_generation(uint32 gen, bool current);
+extern const FcTdeGeneration *fc_local_tde_generation(uint32 gen, bool current);
 extern uint64 fc_next_nonce_counter(void);
 extern const uint8 *fc_instance_id(void);
 
