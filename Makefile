@@ -9,6 +9,8 @@ EXTVERSION := $(shell sed -n "s/^default_version *= *'\([^']*\)'.*/\1/p" fieldcr
 
 MODULE_big = fieldcrypt
 OBJS = $(patsubst %.c,%.o,$(wildcard src/*.c))
+# PGXS tracks no header dependencies: any header change rebuilds every object.
+$(OBJS): $(wildcard src/*.h)
 EXTENSION = fieldcrypt
 DATA = $(wildcard sql/fieldcrypt--*.sql)
 SHLIB_LINK += -lcrypto
@@ -16,7 +18,8 @@ SHLIB_LINK += -lcrypto
 PG_CFLAGS += -Wall -Wextra -Werror -Wno-unused-parameter
 
 # pg_regress tests: sql/NAME.sql + expected/NAME.out, run in this order.
-REGRESS = key_api key_rules key_restore key_admin coltypes writeonly restrict key_guards
+REGRESS = key_api key_rules key_restore key_admin coltypes writeonly restrict key_guards \
+          tam_basic tam_features tam_ddl tam_keys
 REGRESS_OPTS = --inputdir=. --outputdir=results/pg_regress
 # Tests need a preloaded server: `make test` is the entry point, not PGXS installcheck.
 NO_INSTALLCHECK = 1

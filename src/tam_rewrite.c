@@ -53,7 +53,6 @@
 #include "commands/progress.h"
 #include "executor/tuptable.h"
 #include "miscadmin.h"
-#include "pgstat.h"
 #include "storage/bufmgr.h"
 #include "utils/backend_progress.h"
 #include "utils/memutils.h"
