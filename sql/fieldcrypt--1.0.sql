@@ -22,7 +22,7 @@ CREATE TABLE fieldcrypt.key_generations (
     kcv         bytea       NOT NULL,
     key_source  text        NOT NULL CHECK (key_source IN ('generated', 'administrator')),
     set_at      timestamptz NOT NULL
-);
+) USING heap;	-- readable without the key, whatever default_table_access_method says
 COMMENT ON TABLE fieldcrypt.key_generations IS
     'salt, iteration count and key check value of each data encryption key generation';
 REVOKE ALL ON fieldcrypt.key_generations FROM PUBLIC;

@@ -93,15 +93,17 @@ fc_gcm_open(FcCipher *ctx, const uint8_t *nonce,
 			const uint8_t *in, size_t len, uint8_t *out, const uint8_t *tag)
 {
 	int			n;
+	OSSL_PARAM	params[2];
 
-	if (EVP_DecryptInit_ex2(ctx, NULL, NULL, nonce, NULL) != 1)
+	/* the expected tag goes in with the nonce: one parameter pass, not two */
+	params[0] = OSSL_PARAM_construct_octet_string(OSSL_CIPHER_PARAM_AEAD_TAG,
+												  (void *) tag, FC_TAG_LEN);
+	params[1] = OSSL_PARAM_construct_end();
+	if (EVP_DecryptInit_ex2(ctx, NULL, NULL, nonce, params) != 1)
 		return false;
 	if (aadlen > 0 && EVP_DecryptUpdate(ctx, NULL, &n, aad, (int) aadlen) != 1)
 		return false;
 	if (len > 0 && EVP_DecryptUpdate(ctx, out, &n, in, (int) len) != 1)
-		return false;
-	if (EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, FC_TAG_LEN,
-							(void *) tag) != 1)
 		return false;
 	return EVP_DecryptFinal_ex(ctx, out + len, &n) == 1;
 }

@@ -63,6 +63,11 @@ static Size aad_len;
 static uint8 *gather = NULL;
 static Size gather_cap = 0;
 static MemoryContext scratch = NULL;
+static Datum *form_values = NULL;	/* fc_tam_form_values work arrays */
+static bool *form_isnull = NULL;
+static bool *form_tried = NULL;
+static uint8 form_hidden[BITMAPLEN(MaxTupleAttributeNumber)];
+static int	form_cap = 0;
 
 static void aad_add(const void *p, Size n);
 static void range_add(uint32 off, uint32 len);
@@ -71,7 +76,9 @@ static bool walk_layout(TupleDesc desc, HeapTupleHeader td, uint32 data_len);
 static void begin_aad(HeapTupleHeader td, uint32 data_len, const uint8 *trailer,
 					  Size trailer_aad_len);
 static void corrupt(Relation rel, HeapTuple stored, const char *detail) pg_attribute_noreturn();
-static HeapTuple decrypt_raw(Relation rel, HeapTuple stored, uint8 *hidden, bool *anyhidden);
+static HeapTuple decrypt_raw(Relation rel, TupleDesc desc, HeapTuple stored, uint8 *hidden,
+							 bool *anyhidden);
+static HeapTuple decrypt_with(Relation rel, TupleDesc desc, HeapTuple stored);
 static Size stored_size(TupleDesc desc, Datum *values, bool *isnull, bool anyhidden);
 static MemoryContext scratch_context(void);
 
@@ -295,11 +302,26 @@ fc_tam_form_values(Relation rel, Datum *in_values, bool *in_isnull, int options)
 	Size		pos;
 
 	ctx = fc_tde_encrypt_ctx();
+	if (natts > form_cap)
+	{
+		if (form_values)
+		{
+			pfree(form_values);
+			pfree(form_isnull);
+			pfree(form_tried);
+		}
+		form_values = MemoryContextAlloc(TopMemoryContext, natts * sizeof(Datum));
+		form_isnull = MemoryContextAlloc(TopMemoryContext, natts * sizeof(bool));
+		form_tried = MemoryContextAlloc(TopMemoryContext, natts * sizeof(bool));
+		form_cap = natts;
+	}
+	values = form_values;
+	isnull = form_isnull;
+	tried = form_tried;
+	hidden = form_hidden;
+	memset(tried, 0, natts * sizeof(bool));
+	memset(hidden, 0, BITMAPLEN(natts));
 	MemoryContextSwitchTo(tmp);
-	values = palloc(natts * sizeof(Datum));
-	isnull = palloc(natts * sizeof(bool));
-	tried = palloc0(natts * sizeof(bool));
-	hidden = palloc0(BITMAPLEN(natts));
 	for (int i = 0; i < natts; i++)
 	{
 		Form_pg_attribute att = TupleDescAttr(desc, i);
@@ -390,9 +412,8 @@ fc_tam_form_values(Relation rel, Datum *in_values, bool *in_isnull, int options)
 	/* form it, leaving room for the trailer */
 	MemoryContextSwitchTo(caller);
 	hoff = MAXALIGN(SizeofHeapTupleHeader + (hasnull ? BITMAPLEN(natts) : 0));
-	data_len = heap_compute_data_size(desc, values, isnull);
 	trailer_len = FC_TAM_TRAILER_FIXED + (anyhidden ? BITMAPLEN(natts) : 0);
-	Assert(len == hoff + data_len + trailer_len);
+	data_len = len - hoff - trailer_len;
 	tuple = (HeapTuple) palloc0(HEAPTUPLESIZE + len);
 	tuple->t_len = len;
 	ItemPointerSetInvalid(&tuple->t_self);
@@ -466,10 +487,9 @@ fc_tam_form(Relation rel, TupleTableSlot *slot, int options)
  * hidden (BITMAPLEN(natts) bytes) receives the hidden bitmap.
  */
 static HeapTuple
-decrypt_raw(Relation rel, HeapTuple stored, uint8 *hidden, bool *anyhidden)
+decrypt_raw(Relation rel, TupleDesc desc, HeapTuple stored, uint8 *hidden, bool *anyhidden)
 {
 	HeapTupleHeader std = stored->t_data;
-	TupleDesc	desc = RelationGetDescr(rel);
 	uint32		len = stored->t_len;
 	const uint8 *tr;
 	uint32		trailer_len;
@@ -550,7 +570,17 @@ decrypt_raw(Relation rel, HeapTuple stored, uint8 *hidden, bool *anyhidden)
 HeapTuple
 fc_tam_decrypt(Relation rel, HeapTuple stored)
 {
-	TupleDesc	desc = RelationGetDescr(rel);
+	return decrypt_with(rel, RelationGetDescr(rel), stored);
+}
+
+/*
+ * fc_tam_decrypt with the descriptor the tuple was stored under: ALTER
+ * TABLE's rewrite reads the old rows through a slot of the old descriptor
+ * while the relcache already has the new one.
+ */
+static HeapTuple
+decrypt_with(Relation rel, TupleDesc desc, HeapTuple stored)
+{
 	uint8		hidden[BITMAPLEN(MaxTupleAttributeNumber)];
 	bool		anyhidden;
 	HeapTuple	plain;
@@ -560,7 +590,7 @@ fc_tam_decrypt(Relation rel, HeapTuple stored)
 	bool	   *isnull;
 	int			natts;
 
-	plain = decrypt_raw(rel, stored, hidden, &anyhidden);
+	plain = decrypt_raw(rel, desc, stored, hidden, &anyhidden);
 	if (!anyhidden)
 		return plain;
 
@@ -616,7 +646,8 @@ fc_tam_store(Relation rel, HeapTuple stored, TupleTableSlot *slot)
 	HeapTuple	plain;
 	MemoryContext old = MemoryContextSwitchTo(slot->tts_mcxt);
 
-	plain = fc_tam_decrypt(rel, stored);
+	plain = decrypt_with(rel, slot->tts_tupleDescriptor ? slot->tts_tupleDescriptor :
+						 RelationGetDescr(rel), stored);
 	MemoryContextSwitchTo(old);
 	if (TTS_IS_HEAPTUPLE(slot))
 		ExecStoreHeapTuple(plain, slot, true);
@@ -658,7 +689,7 @@ fc_tam_delete_blobs_of(Relation rel, HeapTuple stored)
 	tr = (const uint8 *) stored->t_data + stored->t_len - FC_TAM_TRAILER_FIXED;
 	if (!(tr[0] & FC_TAM_FLAG_HIDDEN))
 		return;
-	plain = decrypt_raw(rel, stored, hidden, &anyhidden);
+	plain = decrypt_raw(rel, desc, stored, hidden, &anyhidden);
 	natts = HeapTupleHeaderGetNatts(plain->t_data);
 	values = palloc(desc->natts * sizeof(Datum));
 	isnull = palloc(desc->natts * sizeof(bool));

@@ -19,6 +19,9 @@
 #      profile of each workload also gives fieldcrypt's own share of the server's CPU, which
 #      unlike the timings does not move with load from other processes.
 #
+#   3. encrypted_heap against heap: COPY, sequential scans, index lookups, pgbench TPC-B,
+#      on-disk size (test/bench/tam.sh).
+#
 # Section 1 steps are interleaved across variants and repeated (FC_BENCH_REPEAT, default
 # 5); the best (lowest) time is reported, because load from other processes only ever adds
 # time; section 2 likewise reports the best TPS of each side, and the median per-round
@@ -29,7 +32,8 @@
 #
 # Output: tables on stdout and in results/bench.txt (git-ignored), with every sample.
 # Knobs: FC_BENCH_ROWS FC_BENCH_REPEAT FC_BENCH_PGP_ROWS FC_BENCH_PGBENCH_SCALE
-#        FC_BENCH_PGBENCH_SECONDS FC_BENCH_PGBENCH_ROUNDS FC_BENCH_LOOP_QUERIES; FC_BENCH_SECTIONS="1 2".
+#        FC_BENCH_PGBENCH_SECONDS FC_BENCH_PGBENCH_ROUNDS FC_BENCH_LOOP_QUERIES FC_BENCH_TAM_SCALE
+#        FC_BENCH_TAM_SECONDS FC_BENCH_TPCB_SECONDS; FC_BENCH_SECTIONS="1 2 3".
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source test/lib.sh
@@ -41,7 +45,7 @@ PGB_SCALE=${FC_BENCH_PGBENCH_SCALE:-10}
 PGB_SECONDS=${FC_BENCH_PGBENCH_SECONDS:-3}
 PGB_ROUNDS=${FC_BENCH_PGBENCH_ROUNDS:-10}
 LOOP_QUERIES=${FC_BENCH_LOOP_QUERIES:-200000}
-SECTIONS=${FC_BENCH_SECTIONS:-1 2}
+SECTIONS=${FC_BENCH_SECTIONS:-1 2 3}
 ((PGP_ROWS <= ROWS)) || PGP_ROWS=$ROWS
 
 # Identical settings for every cluster; only shared_preload_libraries differs in section 2.
@@ -385,6 +389,7 @@ section2() {
   done
 }
 
+source test/bench/tam.sh
 for s in $SECTIONS; do "section$s"; done
 
 say ""

@@ -1,0 +1,106 @@
+# Section 3 of `make bench` (sourced by test/bench/run.sh): encrypted_heap against heap,
+# both databases in one cluster (same shared buffers, same WAL), steps interleaved.
+#   a. COPY FROM a file of FC_BENCH_TAM_SCALE x 100,000 pgbench_accounts rows (default 5,000,000)
+#   b. full sequential scan, table in shared buffers: SELECT sum(abalance), SELECT count(*)
+#      and COPY TO /dev/null (each decrypts every row)
+#   c. index lookups: pgbench -S (select-only, prepared), FC_BENCH_TAM_SECONDS each
+#   d. TPC-B: pgbench -c 2 -j 2 -T FC_BENCH_TPCB_SECONDS (default 60), pgbench_* tables on
+#      encrypted_heap vs heap
+#   e. on-disk size of pgbench_accounts right after pgbench -i
+TAM_SCALE=${FC_BENCH_TAM_SCALE:-50}
+TAM_SECONDS=${FC_BENCH_TAM_SECONDS:-10}
+TPCB_SECONDS=${FC_BENCH_TPCB_SECONDS:-60}
+
+tam_pgbench() {   # DB ARGS...: TPS of one pgbench run
+  local db=$1 out; shift
+  out=$(PGDATABASE=$db "$PGBIN/pgbench" -n "$@" 2>&1) || { log "pgbench failed: $out"; return 1; }
+  sed -n 's/^tps = \([0-9.]*\) .*$/\1/p' <<<"$out" | head -n 1
+}
+
+section3() {
+  local dir rows v r
+  rows=$(commas $((TAM_SCALE * 100000)))
+  log "section 3: encrypted_heap vs heap, pgbench scale $TAM_SCALE"
+  fc_cluster_start tam "shared_buffers = '2GB'" "max_wal_size = '8GB'" "checkpoint_timeout = '30min'"
+  fc_tmpdir dir
+  for v in heap enc; do
+    fc_psql -c "CREATE DATABASE tam_$v"
+    PGDATABASE=tam_$v fc_psql -c 'CREATE EXTENSION fieldcrypt'
+  done
+  PGDATABASE=tam_enc fc_psql -c 'ALTER DATABASE tam_enc SET default_table_access_method = encrypted_heap'
+  for v in heap enc; do
+    log "pgbench -i -s $TAM_SCALE on tam_$v"
+    PGDATABASE=tam_$v "$PGBIN/pgbench" -i -q -s "$TAM_SCALE" >/dev/null 2>&1
+  done
+  PGDATABASE=tam_heap fc_psql -c "COPY pgbench_accounts TO '$dir/accounts.copy'"
+  chmod 644 "$dir/accounts.copy"
+
+  say ""
+  say "== 3. encrypted_heap vs heap (pgbench_accounts, $rows rows; one cluster, shared_buffers 2GB)"
+  local -A size
+  for v in heap enc; do
+    size[$v]=$(PGDATABASE=tam_$v fc_psql -Atc "SELECT pg_relation_size('pgbench_accounts')")
+  done
+  say "  on-disk size of pgbench_accounts after pgbench -i: heap ${size[heap]} B, encrypted_heap ${size[enc]} B"
+
+  # a. COPY into a fresh table (created in an earlier transaction: WAL-logged like any load)
+  for ((r = 1; r <= REPEAT; r++)); do
+    for v in heap enc; do
+      PGDATABASE=tam_$v fc_psql -c 'DROP TABLE IF EXISTS acc' -c 'CREATE TABLE acc (LIKE pgbench_accounts)' -c 'CHECKPOINT'
+      PGDATABASE=tam_$v sample copy "$v" "" "COPY acc FROM '$dir/accounts.copy'"
+    done
+  done
+  # b. sequential scans, table already read once into shared buffers; no index-only scan
+  local noidx="SET max_parallel_workers_per_gather = 0; SET enable_indexscan = off; SET enable_indexonlyscan = off; SET enable_bitmapscan = off;"
+  for v in heap enc; do
+    PGDATABASE=tam_$v fc_psql -c 'SELECT count(*), sum(abalance) FROM pgbench_accounts' >/dev/null
+  done
+  for ((r = 1; r <= REPEAT; r++)); do
+    for v in heap enc; do
+      PGDATABASE=tam_$v sample scan_sum "$v" "$noidx" 'SELECT sum(abalance) FROM pgbench_accounts'
+      PGDATABASE=tam_$v sample scan_count "$v" "$noidx" 'SELECT count(*) FROM pgbench_accounts'
+      PGDATABASE=tam_$v sample scan_copy "$v" "$noidx" "COPY pgbench_accounts TO '/dev/null'"
+    done
+  done
+  say "  COPY FROM, sequential scans (seconds):"
+  header heap
+  row copy heap "COPY FROM, heap" heap
+  row copy enc "COPY FROM, encrypted_heap" heap
+  row scan_sum heap "seq scan sum(abalance), heap" heap
+  row scan_sum enc "seq scan sum(abalance), encrypted" heap
+  row scan_count heap "seq scan count(*), heap" heap
+  row scan_count enc "seq scan count(*), encrypted" heap
+  row scan_copy heap "COPY TO /dev/null, heap" heap
+  row scan_copy enc "COPY TO /dev/null, encrypted" heap
+
+  # c. index lookups, d. TPC-B: alternate the databases, keep the best TPS of each
+  local -A tps
+  for ((r = 1; r <= 3; r++)); do
+    for v in heap enc; do
+      tps[sel_$v]="${tps[sel_$v]:+${tps[sel_$v]} }$(tam_pgbench tam_$v -S -M prepared -c 2 -j 2 -T "$TAM_SECONDS")"
+      log "select-only $v: ${tps[sel_$v]##* }"
+    done
+  done
+  for v in heap enc; do
+    PGDATABASE=tam_$v fc_psql -c 'VACUUM ANALYZE' -c 'CHECKPOINT'
+    tps[tpcb_$v]=$(tam_pgbench tam_$v -c 2 -j 2 -T "$TPCB_SECONDS")
+    log "TPC-B $v: ${tps[tpcb_$v]}"
+  done
+  say "  pgbench (TPS): select-only best of 3 x ${TAM_SECONDS}s: heap $(best_tps "${tps[sel_heap]}") encrypted $(best_tps "${tps[sel_enc]}") (samples ${tps[sel_heap]} / ${tps[sel_enc]}); TPC-B ${TPCB_SECONDS}s: heap ${tps[tpcb_heap]} encrypted ${tps[tpcb_enc]}"
+
+  target "encrypted_heap COPY FROM, $rows rows (time vs heap)" \
+    "$(calc "$(best "${S[copy/enc]}") / $(best "${S[copy/heap]}")" 2)" "x <= 1.3" "<=1.3x"
+  target "encrypted_heap seq scan sum(abalance), in memory (time)" \
+    "$(calc "$(best "${S[scan_sum/enc]}") / $(best "${S[scan_sum/heap]}")" 2)" "x <= 1.5" "<=1.5x"
+  target "encrypted_heap seq scan count(*), in memory (time)" \
+    "$(calc "$(best "${S[scan_count/enc]}") / $(best "${S[scan_count/heap]}")" 2)" "x <= 1.5" "<=1.5x"
+  target "encrypted_heap seq scan COPY TO /dev/null, in memory (time)" \
+    "$(calc "$(best "${S[scan_copy/enc]}") / $(best "${S[scan_copy/heap]}")" 2)" "x <= 1.5" "<=1.5x"
+  target "encrypted_heap index lookups, pgbench -S (TPS vs heap)" \
+    "$(calc "$(best_tps "${tps[sel_enc]}") / $(best_tps "${tps[sel_heap]}")" 2)" "x >= 0.8" ">=0.8x"
+  target "encrypted_heap pgbench TPC-B (TPS vs heap)" \
+    "$(calc "${tps[tpcb_enc]} / ${tps[tpcb_heap]}" 2)" "x >= 0.8" ">=0.8x"
+  target "encrypted_heap size of pgbench_accounts (vs heap)" \
+    "$(calc "${size[enc]} / ${size[heap]}" 3)" "x <= 1.25" "<=1.25x"
+  fc_cluster_stop tam
+}
