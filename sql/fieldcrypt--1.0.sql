@@ -214,4 +214,14 @@ GRANT EXECUTE ON FUNCTION fieldcrypt._tde_key_status() TO fieldcrypt_admin;
 REVOKE ALL ON fieldcrypt.tde_key_status FROM PUBLIC;
 GRANT SELECT ON fieldcrypt.tde_key_status TO fieldcrypt_admin;
 
+CREATE FUNCTION fieldcrypt.drop_unused_tde_keys() RETURNS integer
+    LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE AS 'MODULE_PATHNAME', 'fieldcrypt_drop_unused_tde_keys';
+COMMENT ON FUNCTION fieldcrypt.drop_unused_tde_keys() IS
+    'destroys TDE key generations no row version uses any more; returns how many (fieldcrypt_admin, TLS)';
+CREATE FUNCTION fieldcrypt._tde_tuple_generation(pg_catalog.regclass, pg_catalog.tid) RETURNS integer
+    LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE AS 'MODULE_PATHNAME', 'fieldcrypt_tde_tuple_generation';
+COMMENT ON FUNCTION fieldcrypt._tde_tuple_generation(pg_catalog.regclass, pg_catalog.tid) IS
+    'internal: TDE key generation of a row version, for re-encryption';
+REVOKE ALL ON FUNCTION fieldcrypt._tde_tuple_generation(pg_catalog.regclass, pg_catalog.tid) FROM PUBLIC;
+
 SELECT fieldcrypt._activate_on_create();

@@ -553,6 +553,56 @@ fc_db_tde_add_generation(Oid dboid, const uint8 *key, bool only_if_none)
 }
 
 /*
+ * Destroy the TDE key generations of dboid that are older than keep_from
+ * and not marked in used[] (indexed by generation): on disk, in WAL and in
+ * shared memory.  The current generation always stays.  Returns how many
+ * were destroyed.
+ */
+int
+fc_db_tde_drop_generations(Oid dboid, const bool *used, uint32 keep_from)
+{
+	FcDbKeys   *copy;
+	FcTdeKeys	tde;
+	FcTdeKeys	kept;
+	int			slot;
+	int			n;
+	int			dropped;
+
+	copy = palloc(sizeof(FcDbKeys) * (2 * fc_shared->max_dbs + 1));
+	lock_usable_ring();
+	slot = published_slot(dboid);
+	if (slot < 0 || fc_shared->dbs[slot].tde.ngens == 0)
+	{
+		LWLockRelease(fc_shared->lock);
+		pfree(copy);
+		return 0;
+	}
+	tde = fc_shared->dbs[slot].tde;
+	memset(&kept, 0, sizeof(kept));
+	kept.current = tde.current;
+	for (int i = 0; i < tde.ngens; i++)
+	{
+		uint32		g = tde.gens[i].gen;
+
+		if (g == tde.current || g >= keep_from || used[g])
+			kept.gens[kept.ngens++] = tde.gens[i];
+	}
+	dropped = tde.ngens - kept.ngens;
+	if (dropped > 0)
+	{
+		n = compose_locked(copy, dboid, false, NULL, &kept, false);
+		write_image_locked(copy, n);
+		fc_shared->dbs[slot].tde = kept;
+		pg_atomic_fetch_add_u64(&fc_shared->version, 1);
+	}
+	LWLockRelease(fc_shared->lock);
+	explicit_bzero(&tde, sizeof(tde));
+	explicit_bzero(&kept, sizeof(kept));
+	pfree(copy);
+	return dropped;
+}
+
+/*
  * In a PG_CATCH where the operation must not fail its caller: turn the
  * caught error into a WARNING "<what>: <message>" (with an optional hint).
  */

@@ -403,6 +403,22 @@ fc_tam_form_values(Relation rel, Datum *in_values, bool *in_isnull, int options)
 			}
 		}
 	}
+	/*
+	 * The invariant heap's toaster relies on us for (see the file header):
+	 * checked, not assumed, since a violation would be re-formed by heap
+	 * without our trailer and could never be decrypted again.
+	 */
+	if (len > TOAST_TUPLE_THRESHOLD)
+		for (int i = 0; i < natts; i++)
+		{
+			Form_pg_attribute att = TupleDescAttr(desc, i);
+
+			if (!isnull[i] && att->attlen == -1 && att->attstorage != TYPSTORAGE_PLAIN &&
+				att_isnull(i, hidden) &&
+				VARSIZE_ANY(DatumGetPointer(values[i])) > INLINE_LIMIT)
+				elog(ERROR, "encrypted_heap: a row over the TOAST threshold keeps column \"%s\" inline",
+					 NameStr(att->attname));
+		}
 	if (len > MaxHeapTupleSize)
 		ereport(ERROR,
 				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),

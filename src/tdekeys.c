@@ -40,6 +40,11 @@
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
 #include "utils/syscache.h"
+#include "storage/itemptr.h"
+
+#include "catalog/namespace.h"
+#include "storage/lock.h"
+#include "storage/procarray.h"
 #include "utils/timestamp.h"
 
 #include "keyapi.h"
@@ -58,6 +63,8 @@ PG_FUNCTION_INFO_V1(fieldcrypt_rotate_tde_key);
 PG_FUNCTION_INFO_V1(fieldcrypt_tde_key_status);
 PG_FUNCTION_INFO_V1(fieldcrypt_is_encrypted);
 PG_FUNCTION_INFO_V1(fieldcrypt_reencrypt_table);
+PG_FUNCTION_INFO_V1(fieldcrypt_drop_unused_tde_keys);
+PG_FUNCTION_INFO_V1(fieldcrypt_tde_tuple_generation);
 
 static void refresh(void);
 static void make_ctx(FcTdeCtx *slot, const FcTdeGeneration *g, const uint8 *instance,
@@ -225,6 +232,44 @@ fieldcrypt_rotate_tde_key(PG_FUNCTION_ARGS)
 	PG_RETURN_INT32((int32) gen);
 }
 
+/*
+ * The encrypted_heap tables and materialized views of this database whose
+ * pages we can read; *others_temp is set if another session's temporary
+ * table (in its local buffers) uses encrypted_heap.
+ */
+static List *
+encrypted_tables(bool *others_temp)
+{
+	List	   *tables = NIL;
+	Relation	pgclass;
+	TableScanDesc scan;
+	HeapTuple	tup;
+	Oid			amoid = fc_tam_oid();
+
+	if (others_temp)
+		*others_temp = false;
+	pgclass = table_open(RelationRelationId, AccessShareLock);
+	scan = table_beginscan_catalog(pgclass, 0, NULL);
+	while ((tup = heap_getnext(scan, ForwardScanDirection)) != NULL)
+	{
+		Form_pg_class c = (Form_pg_class) GETSTRUCT(tup);
+
+		if (c->relam != amoid || !(c->relkind == RELKIND_RELATION ||
+								   c->relkind == RELKIND_MATVIEW))
+			continue;
+		if (c->relpersistence == RELPERSISTENCE_TEMP && !isTempOrTempToastNamespace(c->relnamespace))
+		{
+			if (others_temp)
+				*others_temp = true;
+			continue;
+		}
+		tables = lappend_oid(tables, c->oid);
+	}
+	table_endscan(scan);
+	table_close(pgclass, AccessShareLock);
+	return tables;
+}
+
 /* The generations of TDE keys used by the stored tuples of relid. */
 static void
 table_generations(Oid relid, bool *used)
@@ -274,29 +319,14 @@ fieldcrypt_tde_key_status(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	FcTdeKeys	tde;
-	List	   *tables = NIL;
+	List	   *tables;
 	bool	  **used;
-	Relation	pgclass;
-	TableScanDesc scan;
-	HeapTuple	tup;
-	Oid			amoid = fc_tam_oid();
 
 	InitMaterializedSRF(fcinfo, 0);
 	if (!fc_db_lookup_tde(MyDatabaseId, &tde))
 		return (Datum) 0;
 
-	pgclass = table_open(RelationRelationId, AccessShareLock);
-	scan = table_beginscan_catalog(pgclass, 0, NULL);
-	while ((tup = heap_getnext(scan, ForwardScanDirection)) != NULL)
-	{
-		Form_pg_class c = (Form_pg_class) GETSTRUCT(tup);
-
-		if (c->relam == amoid && (c->relkind == RELKIND_RELATION ||
-								  c->relkind == RELKIND_MATVIEW))
-			tables = lappend_oid(tables, c->oid);
-	}
-	table_endscan(scan);
-	table_close(pgclass, AccessShareLock);
+	tables = encrypted_tables(NULL);
 
 	used = palloc(sizeof(bool *) * Max(list_length(tables), 1));
 	for (int i = 0; i < list_length(tables); i++)
@@ -371,4 +401,96 @@ fieldcrypt_reencrypt_table(PG_FUNCTION_ARGS)
 		aclcheck_error(ACLCHECK_NOT_OWNER, get_relkind_objtype(get_rel_relkind(relid)), name);
 	cluster_rel(relid, InvalidOid, &params);
 	PG_RETURN_VOID();
+}
+
+/*
+ * fieldcrypt.drop_unused_tde_keys(): destroy the TDE key generations that no
+ * row version of any encrypted_heap table uses any more (after
+ * reencrypt_table, VACUUM FULL or online re-encryption and VACUUM).  Waits
+ * for transactions that might still be writing under an older generation.
+ * Returns how many generations were destroyed.
+ */
+Datum
+fieldcrypt_drop_unused_tde_keys(PG_FUNCTION_ARGS)
+{
+	FcTdeKeys	tde;
+	bool	   *used;
+	bool		others_temp;
+	List	   *tables;
+	uint32		keep_from;
+	int			dropped;
+	VirtualTransactionId *vxids;
+	int			nvxids;
+
+	fc_require_role(FC_ADMIN_ROLE, "drop TDE keys");
+	fc_require_tls("drop TDE keys");
+	if (!fc_db_lookup_tde(MyDatabaseId, &tde))
+		PG_RETURN_INT32(0);
+	keep_from = tde.current;
+	explicit_bzero(&tde, sizeof(tde));
+
+	/* a write that started before the current generation may still run */
+	vxids = GetCurrentVirtualXIDs(InvalidTransactionId, false, true, 0, &nvxids);
+	for (int i = 0; i < nvxids; i++)
+		(void) VirtualXactLock(vxids[i], true);
+
+	used = palloc0(65536 * sizeof(bool));
+	tables = encrypted_tables(&others_temp);
+	if (others_temp)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_IN_USE),
+				 errmsg("cannot tell which TDE keys are unused while other sessions have encrypted temporary tables"),
+				 errhint("Retry when those sessions have ended.")));
+	for (int i = 0; i < list_length(tables); i++)
+		table_generations(list_nth_oid(tables, i), used);
+	dropped = fc_db_tde_drop_generations(MyDatabaseId, used, keep_from);
+	if (dropped > 0)
+		ereport(LOG,
+				(errmsg("fieldcrypt: destroyed %d unused TDE key generation(s) of database \"%s\"",
+						dropped, get_database_name(MyDatabaseId))));
+	PG_RETURN_INT32(dropped);
+}
+
+/*
+ * fieldcrypt._tde_tuple_generation(regclass, tid): the TDE key generation
+ * of the row version at tid (NULL if there is none); for re-encryption.
+ */
+Datum
+fieldcrypt_tde_tuple_generation(PG_FUNCTION_ARGS)
+{
+	Oid			relid = PG_GETARG_OID(0);
+	ItemPointer tid = (ItemPointer) PG_GETARG_POINTER(1);
+	Relation	rel;
+	Buffer		buf;
+	Page		page;
+	OffsetNumber off = ItemPointerGetOffsetNumberNoCheck(tid);
+	BlockNumber blk = ItemPointerGetBlockNumberNoCheck(tid);
+	int			gen = -1;
+
+	rel = table_open(relid, AccessShareLock);
+	if (!fc_is_encrypted_heap(rel))
+		ereport(ERROR,
+				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
+				 errmsg("table \"%s\" does not use access method encrypted_heap",
+						RelationGetRelationName(rel))));
+	if (blk < RelationGetNumberOfBlocks(rel))
+	{
+		buf = ReadBuffer(rel, blk);
+		LockBuffer(buf, BUFFER_LOCK_SHARE);
+		page = BufferGetPage(buf);
+		if (off >= FirstOffsetNumber && off <= PageGetMaxOffsetNumber(page) &&
+			ItemIdIsNormal(PageGetItemId(page, off)))
+		{
+			HeapTupleData t;
+
+			t.t_data = (HeapTupleHeader) PageGetItem(page, PageGetItemId(page, off));
+			t.t_len = ItemIdGetLength(PageGetItemId(page, off));
+			gen = fc_tam_tuple_generation(&t);
+		}
+		UnlockReleaseBuffer(buf);
+	}
+	table_close(rel, AccessShareLock);
+	if (gen < 0)
+		PG_RETURN_NULL();
+	PG_RETURN_INT32(gen);
 }
