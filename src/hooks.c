@@ -15,6 +15,7 @@
 #include "catalog/objectaccess.h"
 #include "catalog/pg_class.h"
 #include "commands/dbcommands.h"
+#include "commands/extension.h"
 #include "miscadmin.h"
 #include "nodes/parsenodes.h"
 #include "tcop/utility.h"
@@ -35,6 +36,8 @@ static void fc_ProcessUtility(PlannedStmt *pstmt, const char *queryString,
 							  bool readOnlyTree, ProcessUtilityContext context,
 							  ParamListInfo params, QueryEnvironment *queryEnv,
 							  DestReceiver *dest, QueryCompletion *qc);
+static void refuse_drop(void) pg_attribute_noreturn();
+static void check_drop_extension(Node *parsetree);
 static void fc_object_access(ObjectAccessType access, Oid classId, Oid objectId,
 							 int subId, void *arg);
 
@@ -61,12 +64,42 @@ fc_object_access(ObjectAccessType access, Oid classId, Oid objectId,
 
 	if (access == OAT_DROP && classId == RelationRelationId && subId == 0 &&
 		objectId == fc_config_table_oid() && fc_db_is_active())
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("cannot drop extension fieldcrypt: data encryption is active in database \"%s\"",
-						get_database_name(MyDatabaseId)),
-				 errdetail("Once active, data encryption cannot be turned off."),
-				 errhint("Drop the database if its encrypted data is no longer needed.")));
+		refuse_drop();
+}
+
+/* The error of every attempt to drop the extension while it is active. */
+static void
+refuse_drop(void)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+			 errmsg("cannot drop extension fieldcrypt: data encryption is active in database \"%s\"",
+					get_database_name(MyDatabaseId)),
+			 errdetail("Once active, data encryption cannot be turned off."),
+			 errhint("Drop the database if its encrypted data is no longer needed.")));
+}
+
+/*
+ * DROP EXTENSION fieldcrypt, checked before PostgreSQL's dependency check:
+ * otherwise encrypted_heap tables (which depend on the access method)
+ * would turn the refusal into "other objects depend on it".
+ */
+static void
+check_drop_extension(Node *parsetree)
+{
+	DropStmt   *stmt = (DropStmt *) parsetree;
+	ListCell   *lc;
+
+	if (!IsA(parsetree, DropStmt) || stmt->removeType != OBJECT_EXTENSION)
+		return;
+	foreach(lc, stmt->objects)
+	{
+		Node	   *name = lfirst(lc);
+
+		if (IsA(name, String) && strcmp(strVal(name), "fieldcrypt") == 0 &&
+			OidIsValid(get_extension_oid("fieldcrypt", true)) && fc_db_is_active())
+			refuse_drop();
+	}
 }
 
 /*
@@ -80,7 +113,8 @@ forget_dropped_database(Oid dboid)
 {
 	MemoryContext cxt = CurrentMemoryContext;
 
-	if (fc_shared->ring_state != FC_RING_OK || !fc_db_lookup(dboid, NULL))
+	if (fc_shared->ring_state != FC_RING_OK ||
+		(!fc_db_lookup(dboid, NULL) && !fc_db_lookup_tde(dboid, NULL)))
 		return;
 	PG_TRY();
 	{
@@ -110,6 +144,7 @@ fc_ProcessUtility(PlannedStmt *pstmt, const char *queryString,
 
 	if (IsA(parsetree, DropdbStmt))
 		dropped = get_database_oid(((DropdbStmt *) parsetree)->dbname, true);
+	check_drop_extension(parsetree);
 	fc_restrict_before(parsetree);
 
 	/*

@@ -540,6 +540,9 @@ decrypt_raw(Relation rel, TupleDesc desc, HeapTuple stored, uint8 *hidden, bool 
 	data_len = len - hoff - trailer_len;
 	gen = ((uint32) tr[1] << 8) | tr[2];
 	ctx = fc_tde_decrypt_ctx(gen, tr + 3, rel);
+	if (ctx == NULL)
+		corrupt(rel, stored, psprintf("It names TDE key generation %u, which this database does not have: "
+									  "it was modified on disk, or the keyring is older than the data.", gen));
 	memcpy(nonce, tr + 11, 8);
 
 	plain = (HeapTuple) palloc(HEAPTUPLESIZE + hoff + data_len);

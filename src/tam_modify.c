@@ -25,9 +25,14 @@
 
 #include "access/heapam.h"
 #include "access/htup_details.h"
+#include "access/sysattr.h"
 #include "access/tableam.h"
 #include "executor/tuptable.h"
+#include "storage/bufmgr.h"
+#include "utils/datum.h"
 #include "utils/memutils.h"
+#include "utils/relcache.h"
+#include "utils/snapmgr.h"
 #include "utils/rel.h"
 
 #include "tam.h"
@@ -137,6 +142,136 @@ fc_tuple_delete(Relation rel, ItemPointer tid, CommandId cid, Snapshot snapshot,
 	return r;
 }
 
+/*
+ * The indexed columns (in RelationGetIndexAttrBitmap's encoding) whose
+ * plaintext the update leaves unchanged: old version at otid, new values in
+ * slot (already deformed).  Binary image equality, as heap compares.
+ */
+static Bitmapset *
+unchanged_columns(Relation rel, ItemPointer otid, TupleTableSlot *slot, Bitmapset *cols)
+{
+	TupleDesc	desc = RelationGetDescr(rel);
+	HeapTupleData oldtup;
+	Buffer		buf;
+	HeapTuple	stored;
+	HeapTuple	plain;
+	Datum	   *values;
+	bool	   *isnull;
+	Bitmapset  *equal = NULL;
+	int			x = -1;
+
+	oldtup.t_self = *otid;
+	if (!heap_fetch(rel, SnapshotAny, &oldtup, &buf, false))
+	{
+		if (BufferIsValid(buf))
+			ReleaseBuffer(buf);
+		return NULL;
+	}
+	stored = heap_copytuple(&oldtup);
+	ReleaseBuffer(buf);
+	plain = fc_tam_decrypt(rel, stored);
+	values = palloc(desc->natts * sizeof(Datum));
+	isnull = palloc(desc->natts * sizeof(bool));
+	heap_deform_tuple(plain, desc, values, isnull);
+	while ((x = bms_next_member(cols, x)) >= 0)
+	{
+		AttrNumber	attnum = x + FirstLowInvalidHeapAttributeNumber;
+		Form_pg_attribute att;
+
+		if (attnum <= 0 || attnum > desc->natts)
+			continue;
+		att = TupleDescAttr(desc, attnum - 1);
+		if (isnull[attnum - 1] != slot->tts_isnull[attnum - 1])
+			continue;
+		if (isnull[attnum - 1] ||
+			datum_image_eq(values[attnum - 1], slot->tts_values[attnum - 1],
+						   att->attbyval, att->attlen))
+			equal = bms_add_member(equal, x);
+	}
+	pfree(values);
+	pfree(isnull);
+	heap_freetuple(plain);
+	heap_freetuple(stored);
+	return equal;
+}
+
+/*
+ * heap_update, with heap told which indexed columns really changed.  Every
+ * version has fresh ciphertext, so heap's own byte comparison would see all
+ * indexed columns as modified: no HOT update, and the key-exclusive row
+ * lock even when no key changed (which blocks foreign-key checks).  We
+ * compare the plaintexts ourselves and, for the duration of heap_update,
+ * let the relcache's index attribute bitmaps leave out the columns that did
+ * not change.  heap_update copies those bitmaps before it takes any lock;
+ * if the relcache entry is rebuilt meanwhile, the rebuild frees our
+ * substitutes and we keep its fresh state.
+ */
+static TM_Result
+update_with_plain_bitmaps(Relation rel, ItemPointer otid, HeapTuple tup,
+						  TupleTableSlot *slot, CommandId cid, Snapshot crosscheck,
+						  bool wait, TM_FailureData *tmfd, LockTupleMode *lockmode)
+{
+	Bitmapset  *all = RelationGetIndexAttrBitmap(rel, INDEX_ATTR_BITMAP_ALL);
+	Bitmapset  *key;
+	Bitmapset  *id;
+	Bitmapset  *equal;
+	Bitmapset  *saved_all;
+	Bitmapset  *saved_key;
+	Bitmapset  *saved_id;
+	Bitmapset  *fake_all;
+	Bitmapset  *fake_key;
+	Bitmapset  *fake_id;
+	MemoryContext old;
+	volatile TM_Result r = TM_Ok;
+
+	if (all == NULL || rel->rd_indexattr == NULL)
+		return heap_update(rel, otid, tup, cid, crosscheck, wait, tmfd, lockmode);
+	key = RelationGetIndexAttrBitmap(rel, INDEX_ATTR_BITMAP_KEY);
+	id = RelationGetIndexAttrBitmap(rel, INDEX_ATTR_BITMAP_IDENTITY_KEY);
+	equal = unchanged_columns(rel, otid, slot, bms_union(all, bms_union(key, id)));
+	if (equal == NULL || rel->rd_indexattr == NULL)
+		return heap_update(rel, otid, tup, cid, crosscheck, wait, tmfd, lockmode);
+
+	old = MemoryContextSwitchTo(CacheMemoryContext);
+	fake_all = bms_add_member(bms_difference(all, equal),
+							  TableOidAttributeNumber - FirstLowInvalidHeapAttributeNumber);
+	fake_key = bms_difference(key, equal);
+	fake_id = bms_difference(id, equal);
+	MemoryContextSwitchTo(old);
+
+	saved_all = rel->rd_indexattr;
+	saved_key = rel->rd_keyattr;
+	saved_id = rel->rd_idattr;
+	rel->rd_indexattr = fake_all;
+	rel->rd_keyattr = fake_key;
+	rel->rd_idattr = fake_id;
+	PG_TRY();
+	{
+		r = heap_update(rel, otid, tup, cid, crosscheck, wait, tmfd, lockmode);
+	}
+	PG_FINALLY();
+	{
+		if (rel->rd_indexattr == fake_all)
+		{
+			rel->rd_indexattr = saved_all;
+			rel->rd_keyattr = saved_key;
+			rel->rd_idattr = saved_id;
+			bms_free(fake_all);
+			bms_free(fake_key);
+			bms_free(fake_id);
+		}
+		else
+		{
+			/* rebuilt meanwhile: it freed our substitutes, ours are orphans */
+			bms_free(saved_all);
+			bms_free(saved_key);
+			bms_free(saved_id);
+		}
+	}
+	PG_END_TRY();
+	return r;
+}
+
 static TM_Result
 fc_tuple_update(Relation rel, ItemPointer otid, TupleTableSlot *slot, CommandId cid,
 				Snapshot snapshot, Snapshot crosscheck, bool wait,
@@ -147,7 +282,7 @@ fc_tuple_update(Relation rel, ItemPointer otid, TupleTableSlot *slot, CommandId 
 
 	slot->tts_tableOid = RelationGetRelid(rel);
 	tup->t_tableOid = slot->tts_tableOid;
-	r = heap_update(rel, otid, tup, cid, crosscheck, wait, tmfd, lockmode);
+	r = update_with_plain_bitmaps(rel, otid, tup, slot, cid, crosscheck, wait, tmfd, lockmode);
 	slot->tts_tid = tup->t_self;
 	*update_indexes = (r == TM_Ok && !HeapTupleIsHeapOnly(tup));
 	if (r == TM_Ok)

@@ -303,6 +303,13 @@ fc_tam_fetch_toast_slice(Relation rel, Oid valueid, int32 attrsize,
 				 errdetail("The value has an unknown format version.")));
 	gen = ((uint32) hdr[1] << 8) | hdr[2];
 	ctx = fc_tde_decrypt_ctx(gen, hdr + 3, rel);
+	if (ctx == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("encrypted value %u in table \"%s\" failed authentication",
+						valueid, RelationGetRelationName(rel)),
+				 errdetail("It names TDE key generation %u, which this database does not have: "
+						   "it was modified on disk, or the keyring is older than the data.", gen)));
 
 	seg = (uint8 *) VARDATA(buf);
 	for (uint32 s = first; s <= last; s++)

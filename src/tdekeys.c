@@ -175,7 +175,10 @@ fc_tde_encrypt_ctx(void)
 	return &enc_slot;
 }
 
-/* A context to open data sealed under (gen, instance) of rel. */
+/*
+ * A context to open data sealed under (gen, instance) of rel; NULL if this
+ * database has no such generation.
+ */
 FcTdeCtx *
 fc_tde_decrypt_ctx(uint32 gen, const uint8 *instance, Relation rel)
 {
@@ -190,12 +193,13 @@ fc_tde_decrypt_ctx(uint32 gen, const uint8 *instance, Relation rel)
 	g = fc_local_tde_generation(gen, false);
 	if (g == NULL)
 	{
+		/*
+		 * Without a keyring nothing is readable (58000).  Otherwise the
+		 * generation comes from bytes not authenticated yet: the caller
+		 * reports the row or value as failing authentication.
+		 */
 		fc_check_ring_usable();
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("table \"%s\" holds data under TDE key generation %u, which this database does not have",
-						RelationGetRelationName(rel), gen),
-				 errhint("Restore the keyring that holds this generation (same cluster key).")));
+		return NULL;
 	}
 	slot = &dec_slots[dec_next];
 	dec_next = (dec_next + 1) % DEC_SLOTS;
