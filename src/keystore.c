@@ -42,6 +42,7 @@
 #include "guc.h"
 #include "keyring.h"
 #include "keystore.h"
+#include "tenant.h"
 #include "wal.h"
 
 #define NONCE_BLOCK		1024
@@ -68,7 +69,6 @@ static uint64 nonce_next = 0;
 static uint64 nonce_end = 0;
 
 static Size keystore_size(void);
-static void protect_region(void *ptr, Size size, const char *what);
 
 /* Bytes of shared memory we need, with slack for page alignment. */
 static Size
@@ -86,11 +86,12 @@ fc_keystore_request(void)
 {
 	RequestAddinShmemSpace(keystore_size());
 	RequestNamedLWLockTranche("fieldcrypt", 1);
+	fc_tenant_request();
 }
 
 /* Keep key memory out of core dumps and swap; degrade with a log line. */
-static void
-protect_region(void *ptr, Size size, const char *what)
+void
+fc_protect_region(void *ptr, Size size, const char *what)
 {
 #ifdef MADV_DONTDUMP
 	if (madvise(ptr, size, MADV_DONTDUMP) != 0)
@@ -115,7 +116,7 @@ fc_secure_region_alloc(void **ptr, Size size)
 		ereport(FATAL,
 				(errcode(ERRCODE_OUT_OF_MEMORY),
 				 errmsg("could not map memory for fieldcrypt keys: %m")));
-	protect_region(p, size, "the backend key cache");
+	fc_protect_region(p, size, "the backend key cache");
 	*ptr = p;
 }
 
@@ -144,6 +145,7 @@ fc_keystore_startup(void)
 	raw = ShmemInitStruct("fieldcrypt keystore", keystore_size(), &found);
 	fc_shared = (FcShared *) TYPEALIGN(getpagesize(), raw);
 	usable = keystore_size() - getpagesize();
+	fc_tenant_shmem_init();
 	if (found)
 	{
 		LWLockRelease(AddinShmemInitLock);
@@ -155,7 +157,7 @@ fc_keystore_startup(void)
 	fc_shared->max_dbs = fc_max_databases;
 	pg_atomic_init_u64(&fc_shared->version, 1);
 	pg_atomic_init_u64(&fc_shared->nonce_counter, 0);
-	protect_region(fc_shared, usable, "the shared key store");
+	fc_protect_region(fc_shared, usable, "the shared key store");
 
 	if (!fc_random_bytes(fc_shared->instance_id, FC_INSTANCE_ID_LEN))
 		ereport(FATAL,
@@ -188,9 +190,13 @@ fc_keystore_startup(void)
 		}
 		if (have_kek)
 		{
+			/* the cluster key; fc_tenant_adopt_opened sets the data KEK */
+			fc_tenant_startup(fc_shared->kek);
 			fc_keyring_adopt_pending(fc_shared->kek, fc_shared->max_dbs);
 			fc_shared->ring_state = fc_keyring_read(fc_shared->kek, fc_shared->dbs,
 													fc_shared->max_dbs, why, sizeof(why));
+			if (fc_shared->ring_state == FC_RING_OK)
+				fc_tenant_adopt_opened();
 		}
 	}
 
@@ -299,7 +305,7 @@ fc_db_stage(Oid dboid, const FcDbKeys *entry)
 	PG_TRY();
 	{
 		size_t		len;
-		uint8	   *image = fc_keyring_seal(fc_shared->kek, copy, n, &len);
+		uint8	   *image = fc_tenant_seal_image(copy, n, &len);
 
 		fc_keyring_write_image(FC_KEYRING_FILE, image, len);
 		fc_wal_log_keyring(image, len);
@@ -384,7 +390,7 @@ fc_keystore_redo_image(const uint8 *image, size_t len)
 		return;
 	}
 	tmp = palloc(sizeof(FcDbKeys) * fc_shared->max_dbs);
-	if (fc_keyring_unseal(fc_shared->kek, image, len, tmp, fc_shared->max_dbs, &n,
+	if (fc_keyring_unseal(fc_tenant_managed_kek(), image, len, tmp, fc_shared->max_dbs, &n,
 						  "a key change record in WAL", why, sizeof(why)) != FC_RING_OK)
 	{
 		LWLockRelease(fc_shared->lock);
@@ -402,6 +408,7 @@ fc_keystore_redo_image(const uint8 *image, size_t len)
 		fsync_fname(FC_KEYRING_DIR, true);
 	memset(fc_shared->dbs, 0, sizeof(FcDbKeys) * fc_shared->max_dbs);
 	memcpy(fc_shared->dbs, tmp, sizeof(FcDbKeys) * n);
+	fc_tenant_adopt_opened();
 	pg_atomic_fetch_add_u64(&fc_shared->version, 1);
 	LWLockRelease(fc_shared->lock);
 	explicit_bzero(tmp, sizeof(FcDbKeys) * fc_shared->max_dbs);

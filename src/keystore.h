@@ -87,6 +87,7 @@ extern void fc_demote_error(MemoryContext cxt, const char *what, const char *hin
 extern void fc_db_remove(Oid dboid);
 extern void fc_secure_region_alloc(void **ptr, Size size);
 extern void fc_secure_region_free(void *ptr, Size size);
+extern void fc_protect_region(void *ptr, Size size, const char *what);
 
 /* Per-backend cache of derived keys, invalidated by fc_shared->version. */
 extern const FcGeneration *fc_local_generation(uint32 gen, bool current);
