@@ -545,7 +545,8 @@ fc_keyring_adopt_pending(const uint8 *kek, int max_dbs)
 		ereport(WARNING,
 				(errmsg("fieldcrypt: a key change received through WAL still waits for the right cluster key"),
 				 errdetail("%s", why),
-				 errhint("A standby needs the same cluster key as its primary (fieldcrypt.key_provider).")));
+				 errhint("A standby needs the same cluster key as its primary (fieldcrypt.key_provider), "
+						 "and access to its tenant key if that is in an HSM.")));
 	explicit_bzero(tmp, sizeof(FcDbKeys) * max_dbs);
 	pfree(tmp);
 	pfree(data);

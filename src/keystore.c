@@ -208,7 +208,8 @@ fc_keystore_startup(void)
 		ereport(WARNING,
 				(errmsg("fieldcrypt: keyring not loaded, encrypted data is inaccessible"),
 				 errdetail("%s", why),
-				 errhint("Fix the key provider (fieldcrypt.key_provider) or restore "
+				 errhint("Fix the key provider (fieldcrypt.key_provider), or the HSM and "
+						 "fieldcrypt.hsm_pin_command for a tenant key in an HSM, or restore "
 						 "the keyring, then restart the server. Nothing was changed on disk.")));
 	}
 	else
@@ -400,7 +401,8 @@ fc_keystore_redo_image(const uint8 *image, size_t len)
 				(errmsg("fieldcrypt: could not apply a key change from WAL, keeping the previous keys"),
 				 errdetail("%s. The change is kept in \"%s\" and installed at the next start "
 						   "that has the right cluster key.", why, FC_KEYRING_PENDING),
-				 errhint("A standby needs the same cluster key as its primary (fieldcrypt.key_provider).")));
+				 errhint("A standby needs the same cluster key as its primary (fieldcrypt.key_provider), "
+						 "and access to its tenant key if that is in an HSM.")));
 		return;
 	}
 	fc_keyring_write_image(FC_KEYRING_FILE, image, len);

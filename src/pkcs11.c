@@ -6,7 +6,8 @@
  *
  *	  The RSA private key never leaves the token: the key-encryption key
  *	  that seals the keyring is unwrapped by C_Decrypt with CKM_RSA_PKCS_OAEP
- *	  (SHA-256, MGF1-SHA256).  Only the public key (CKA_MODULUS,
+ *	  (SHA-256, MGF1-SHA256; or SHA-1 where the module supports nothing
+ *	  else, as SoftHSM 2.6 does: tenant.c records which).  Only the public key (CKA_MODULUS,
  *	  CKA_PUBLIC_EXPONENT) is read out, to wrap with OpenSSL and to compute
  *	  the key's fingerprint.  Objects are found by CKA_LABEL in the token
  *	  whose label is given.
@@ -273,11 +274,14 @@ fc_hsm_public_key(const char *module, const char *token, const char *label,
 	return ok;
 }
 
-/* Unwrap an RSA-OAEP-SHA256 wrapped secret with the private key labelled label. */
+/*
+ * Unwrap an RSA-OAEP wrapped secret with the private key labelled label.
+ * *unsupported tells whether the module refused OAEP with this hash.
+ */
 bool
 fc_hsm_unwrap(const char *module, const char *token, const char *label,
-			  const uint8 *in, size_t inlen, uint8 *out, size_t outsize,
-			  size_t *outlen, char *why, size_t whylen)
+			  int hash, const uint8 *in, size_t inlen, uint8 *out, size_t outsize,
+			  size_t *outlen, bool *unsupported, char *why, size_t whylen)
 {
 	HsmSession	h;
 	CK_OBJECT_HANDLE priv;
@@ -289,8 +293,9 @@ fc_hsm_unwrap(const char *module, const char *token, const char *label,
 	bool		ok = false;
 
 	*outlen = 0;
-	oaep.hashAlg = CKM_SHA256;
-	oaep.mgf = CKG_MGF1_SHA256;
+	*unsupported = false;
+	oaep.hashAlg = hash == FC_OAEP_SHA1 ? CKM_SHA_1 : CKM_SHA256;
+	oaep.mgf = hash == FC_OAEP_SHA1 ? CKG_MGF1_SHA1 : CKG_MGF1_SHA256;
 	oaep.source = CKZ_DATA_SPECIFIED;
 	oaep.pSourceData = NULL;
 	oaep.ulSourceDataLen = 0;
@@ -302,11 +307,14 @@ fc_hsm_unwrap(const char *module, const char *token, const char *label,
 		hsm_find(&h, CKO_PRIVATE_KEY, label, &priv, why, whylen))
 	{
 		rv = h.fl->C_DecryptInit(h.sess, &mech, priv);
+		*unsupported = (rv == CKR_ARGUMENTS_BAD || rv == CKR_MECHANISM_PARAM_INVALID ||
+						rv == CKR_MECHANISM_INVALID);
 		if (rv == CKR_OK)
 			rv = h.fl->C_Decrypt(h.sess, (CK_BYTE_PTR) in, inlen, buf, &n);
 		if (rv != CKR_OK || n > outsize)
-			snprintf(why, whylen, "HSM key \"%s\" could not unwrap the key-encryption key (CKR 0x%lx)",
-					 label, (unsigned long) rv);
+			snprintf(why, whylen, "HSM key \"%s\" could not unwrap the key-encryption key "
+					 "with RSA-OAEP-%s (CKR 0x%lx)",
+					 label, hash == FC_OAEP_SHA1 ? "SHA1" : "SHA256", (unsigned long) rv);
 		else
 		{
 			memcpy(out, buf, n);

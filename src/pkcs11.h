@@ -15,7 +15,7 @@
 extern bool fc_hsm_public_key(const char *module, const char *token, const char *label,
 							  FcPkey **pub, char *why, size_t whylen);
 extern bool fc_hsm_unwrap(const char *module, const char *token, const char *label,
-						  const uint8 *in, size_t inlen, uint8 *out, size_t outsize,
-						  size_t *outlen, char *why, size_t whylen);
+						  int hash, const uint8 *in, size_t inlen, uint8 *out, size_t outsize,
+						  size_t *outlen, bool *unsupported, char *why, size_t whylen);
 
 #endif

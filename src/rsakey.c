@@ -2,8 +2,8 @@
  *
  * rsakey.c
  *	  OpenSSL operations on tenant keys (see tenant.c): reading a PKCS#12
- *	  file and checking what it holds, RSA-OAEP-SHA256 (MGF1-SHA256) key
- *	  wrapping, DER import and export of private keys, public keys from
+ *	  file and checking what it holds, RSA-OAEP key wrapping (SHA-256 and
+ *	  MGF1-SHA256; SHA-1 only for HSMs that support nothing else), DER import and export of private keys, public keys from
  *	  their modulus and exponent, SHA-256 fingerprints of public keys.
  *
  *	  OpenSSL 3 high-level APIs only (EVP, OSSL_PARAM); no fmgr, no ereport.
@@ -195,17 +195,18 @@ fc_pkey_fingerprint(FcPkey *key, uint8_t *out)
 	return ok;
 }
 
-/* An EVP_PKEY_CTX set up for RSA-OAEP with SHA-256 and MGF1-SHA256. */
+/* An EVP_PKEY_CTX set up for RSA-OAEP with hash and MGF1 with the same hash. */
 static EVP_PKEY_CTX *
-oaep_ctx(FcPkey *key, bool encrypt)
+oaep_ctx(FcPkey *key, int hash, bool encrypt)
 {
 	EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new_from_pkey(NULL, key, NULL);
+	const EVP_MD *md = hash == FC_OAEP_SHA1 ? EVP_sha1() : EVP_sha256();
 
 	if (ctx == NULL ||
 		(encrypt ? EVP_PKEY_encrypt_init(ctx) : EVP_PKEY_decrypt_init(ctx)) != 1 ||
 		EVP_PKEY_CTX_set_rsa_padding(ctx, RSA_PKCS1_OAEP_PADDING) != 1 ||
-		EVP_PKEY_CTX_set_rsa_oaep_md(ctx, EVP_sha256()) != 1 ||
-		EVP_PKEY_CTX_set_rsa_mgf1_md(ctx, EVP_sha256()) != 1)
+		EVP_PKEY_CTX_set_rsa_oaep_md(ctx, md) != 1 ||
+		EVP_PKEY_CTX_set_rsa_mgf1_md(ctx, md) != 1)
 	{
 		EVP_PKEY_CTX_free(ctx);
 		return NULL;
@@ -213,12 +214,12 @@ oaep_ctx(FcPkey *key, bool encrypt)
 	return ctx;
 }
 
-/* RSA-OAEP-SHA256 encryption of a short secret under a public key. */
+/* RSA-OAEP encryption of a short secret under a public key. */
 bool
-fc_rsa_oaep_wrap(FcPkey *key, const uint8_t *in, size_t inlen,
+fc_rsa_oaep_wrap(FcPkey *key, int hash, const uint8_t *in, size_t inlen,
 				 uint8_t *out, size_t outsize, size_t *outlen)
 {
-	EVP_PKEY_CTX *ctx = oaep_ctx(key, true);
+	EVP_PKEY_CTX *ctx = oaep_ctx(key, hash, true);
 	size_t		n = outsize;
 	bool		ok;
 
@@ -228,12 +229,12 @@ fc_rsa_oaep_wrap(FcPkey *key, const uint8_t *in, size_t inlen,
 	return ok;
 }
 
-/* RSA-OAEP-SHA256 decryption with a private key. */
+/* RSA-OAEP decryption with a private key. */
 bool
-fc_rsa_oaep_unwrap(FcPkey *key, const uint8_t *in, size_t inlen,
+fc_rsa_oaep_unwrap(FcPkey *key, int hash, const uint8_t *in, size_t inlen,
 				   uint8_t *out, size_t outsize, size_t *outlen)
 {
-	EVP_PKEY_CTX *ctx = oaep_ctx(key, false);
+	EVP_PKEY_CTX *ctx = oaep_ctx(key, hash, false);
 	size_t		n = 0;
 	size_t		bufsize;
 	uint8_t    *buf;

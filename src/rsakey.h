@@ -20,6 +20,10 @@
 #define FC_RSA_MAX_BITS		8192
 #define FC_FINGERPRINT_LEN	32	/* SHA-256 */
 
+/* hash of RSA-OAEP (and of its MGF1) */
+#define FC_OAEP_SHA256		256
+#define FC_OAEP_SHA1		1
+
 typedef struct evp_pkey_st FcPkey;	/* opaque EVP_PKEY */
 
 /* Outcome of reading a PKCS#12 file, in the order the checks run. */
@@ -47,9 +51,9 @@ extern FcPkey *fc_rsa_public_from_parts(const uint8_t *n, size_t nlen,
 										const uint8_t *e, size_t elen);
 extern int	fc_pkey_bits(FcPkey *key);
 extern bool fc_pkey_fingerprint(FcPkey *key, uint8_t *out);
-extern bool fc_rsa_oaep_wrap(FcPkey *key, const uint8_t *in, size_t inlen,
+extern bool fc_rsa_oaep_wrap(FcPkey *key, int hash, const uint8_t *in, size_t inlen,
 							 uint8_t *out, size_t outsize, size_t *outlen);
-extern bool fc_rsa_oaep_unwrap(FcPkey *key, const uint8_t *in, size_t inlen,
+extern bool fc_rsa_oaep_unwrap(FcPkey *key, int hash, const uint8_t *in, size_t inlen,
 							   uint8_t *out, size_t outsize, size_t *outlen);
 extern void fc_pkey_free(FcPkey *key);
 

@@ -11,7 +11,8 @@
  *
  *		"FCKT" | format u32 | body length u32 | body | HMAC-SHA256 | FCKR image
  *
- *		body: mode u32 | key bits u32 | created_at i64 | installed_at i64 |
+ *		body: mode u32 | key bits u32 | OAEP hash u32 | created_at i64 |
+ *			  installed_at i64 |
  *			  key id[32] | wrapped KEK | sealed private key |
  *			  module path | token label | key label	(each u32 length + bytes)
  *
@@ -77,6 +78,7 @@ typedef struct TenantInfo
 {
 	uint32		mode;
 	uint32		key_bits;
+	uint32		oaep_hash;		/* FC_OAEP_SHA256 or FC_OAEP_SHA1 */
 	int64		created_at;
 	int64		installed_at;
 	uint8		key_id[FC_FINGERPRINT_LEN];
@@ -245,6 +247,7 @@ parse_header(const uint8 *p, size_t len, TenantInfo *ti)
 	r.p = p + TENANT_PREFIX;
 	r.left = bodylen;
 	if (!read_bytes(&r, &ti->mode, 4) || !read_bytes(&r, &ti->key_bits, 4) ||
+		!read_bytes(&r, &ti->oaep_hash, 4) ||
 		!read_bytes(&r, &ti->created_at, 8) || !read_bytes(&r, &ti->installed_at, 8) ||
 		!read_bytes(&r, ti->key_id, FC_FINGERPRINT_LEN) ||
 		!read_blob(&r, &ti->wrapped, &ti->wrapped_len) ||
@@ -283,6 +286,7 @@ build_header(const TenantInfo *ti, const uint8 *kek, size_t *len)
 	appendBinaryStringInfo(&buf, "\0\0\0\0", 4);
 	appendBinaryStringInfo(&buf, (const char *) &ti->mode, 4);
 	appendBinaryStringInfo(&buf, (const char *) &ti->key_bits, 4);
+	appendBinaryStringInfo(&buf, (const char *) &ti->oaep_hash, 4);
 	appendBinaryStringInfo(&buf, (const char *) &ti->created_at, 8);
 	appendBinaryStringInfo(&buf, (const char *) &ti->installed_at, 8);
 	appendBinaryStringInfo(&buf, (const char *) ti->key_id, FC_FINGERPRINT_LEN);
@@ -400,7 +404,7 @@ unwrap_kek(const TenantInfo *ti, const uint8 *cluster_kek, uint8 *kek,
 							 "be unsealed with this server's cluster key");
 					return false;
 				}
-				ok = fc_rsa_oaep_unwrap(key, ti->wrapped, ti->wrapped_len, kek, FC_KEY_LEN, &n) &&
+				ok = fc_rsa_oaep_unwrap(key, ti->oaep_hash, ti->wrapped, ti->wrapped_len, kek, FC_KEY_LEN, &n) &&
 					n == FC_KEY_LEN;
 				fc_pkey_free(key);
 				if (!ok)
@@ -411,9 +415,11 @@ unwrap_kek(const TenantInfo *ti, const uint8 *cluster_kek, uint8 *kek,
 		case FC_TENANT_HSM:
 			{
 				char		reason[256];
+				bool		unsupported;
 
-				if (fc_hsm_unwrap(ti->module, ti->token, ti->label, ti->wrapped,
-								  ti->wrapped_len, kek, FC_KEY_LEN, &n, reason, sizeof(reason)) &&
+				if (fc_hsm_unwrap(ti->module, ti->token, ti->label, ti->oaep_hash, ti->wrapped,
+								  ti->wrapped_len, kek, FC_KEY_LEN, &n, &unsupported,
+								  reason, sizeof(reason)) &&
 					n == FC_KEY_LEN)
 					return true;
 				if (n != 0 && n != FC_KEY_LEN)
@@ -663,7 +669,7 @@ wrap_rsa(TenantInfo *ti, FcPkey *pub, uint8 *kek)
 				(errcode(ERRCODE_INTERNAL_ERROR),
 				 errmsg("could not compute the fingerprint of the tenant key")));
 	new_kek(kek);
-	if (!fc_rsa_oaep_wrap(pub, kek, FC_KEY_LEN, wrapped, FC_RSA_MAX_BITS / 8, &wlen))
+	if (!fc_rsa_oaep_wrap(pub, ti->oaep_hash, kek, FC_KEY_LEN, wrapped, FC_RSA_MAX_BITS / 8, &wlen))
 		ereport(ERROR,
 				(errcode(ERRCODE_INTERNAL_ERROR),
 				 errmsg("could not wrap the key-encryption key with RSA-OAEP: %s",
@@ -687,10 +693,11 @@ fc_tenant_install_pfx(FcPkey *key, time_t not_before)
 	char	   *id;
 
 	ti.mode = FC_TENANT_PFX;
+	ti.oaep_hash = FC_OAEP_SHA256;
 	ti.created_at = time_t_to_timestamptz(not_before);
 	ti.installed_at = GetCurrentTimestamp();
 	wrap_rsa(&ti, key, kek);
-	if (!fc_rsa_oaep_unwrap(key, ti.wrapped, ti.wrapped_len, check, sizeof(check), &n) ||
+	if (!fc_rsa_oaep_unwrap(key, ti.oaep_hash, ti.wrapped, ti.wrapped_len, check, sizeof(check), &n) ||
 		n != FC_KEY_LEN || memcmp(check, kek, FC_KEY_LEN) != 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -715,16 +722,55 @@ fc_tenant_install_pfx(FcPkey *key, time_t not_before)
 	return id;
 }
 
+/*
+ * Wrap a fresh data KEK under the HSM's public key and have the HSM unwrap
+ * it, with OAEP-SHA256, or OAEP-SHA1 if the module refuses SHA-256 (SoftHSM
+ * 2.6).  ERRORs unless the HSM gives the same key back.
+ */
+static void
+hsm_wrap_checked(TenantInfo *ti, FcPkey *pub, uint8 *kek)
+{
+	uint8		check[FC_KEY_LEN];
+	char		why[512];
+	size_t		n = 0;
+	bool		unsupported = false;
+	bool		ok;
+
+	ti->oaep_hash = FC_OAEP_SHA256;
+	wrap_rsa(ti, pub, kek);
+	ok = fc_hsm_unwrap(ti->module, ti->token, ti->label, ti->oaep_hash, ti->wrapped,
+					   ti->wrapped_len, check, sizeof(check), &n, &unsupported,
+					   why, sizeof(why));
+	if (!ok && unsupported)
+	{
+		ereport(NOTICE,
+				(errmsg("the HSM does not support RSA-OAEP with SHA-256, using SHA-1")));
+		ti->oaep_hash = FC_OAEP_SHA1;
+		wrap_rsa(ti, pub, kek);
+		ok = fc_hsm_unwrap(ti->module, ti->token, ti->label, ti->oaep_hash, ti->wrapped,
+						   ti->wrapped_len, check, sizeof(check), &n, &unsupported,
+						   why, sizeof(why));
+	}
+	if (!ok || n != FC_KEY_LEN || memcmp(check, kek, FC_KEY_LEN) != 0)
+	{
+		explicit_bzero(kek, FC_KEY_LEN);
+		explicit_bzero(check, sizeof(check));
+		ereport(ERROR,
+				(errcode(ERRCODE_SYSTEM_ERROR),
+				 errmsg("the HSM key could not unwrap a test key-encryption key"),
+				 errdetail("%s.", ok ? "It unwrapped to a different key" : why)));
+	}
+	explicit_bzero(check, sizeof(check));
+}
+
 /* Switch to an RSA key pair held in an HSM; it must unwrap what we wrap. */
 char *
 fc_tenant_install_hsm(const char *module, const char *token, const char *label)
 {
 	TenantInfo	ti = {0};
 	uint8		kek[FC_KEY_LEN];
-	uint8		check[FC_KEY_LEN];
 	FcPkey	   *pub;
 	char		why[512];
-	size_t		n = 0;
 	char	   *id;
 
 	if (strlen(module) >= sizeof(ti.module) || strlen(token) > 32 ||
@@ -755,24 +801,13 @@ fc_tenant_install_hsm(const char *module, const char *token, const char *label)
 	ti.installed_at = GetCurrentTimestamp();
 	PG_TRY();
 	{
-		wrap_rsa(&ti, pub, kek);
+		hsm_wrap_checked(&ti, pub, kek);
 	}
 	PG_FINALLY();
 	{
 		fc_pkey_free(pub);
 	}
 	PG_END_TRY();
-	if (!fc_hsm_unwrap(module, token, label, ti.wrapped, ti.wrapped_len, check,
-					   sizeof(check), &n, why, sizeof(why)) ||
-		n != FC_KEY_LEN || memcmp(check, kek, FC_KEY_LEN) != 0)
-	{
-		explicit_bzero(kek, sizeof(kek));
-		ereport(ERROR,
-				(errcode(ERRCODE_SYSTEM_ERROR),
-				 errmsg("the HSM key could not unwrap a test key-encryption key"),
-				 errdetail("%s.", n == FC_KEY_LEN ? "It unwrapped to a different key" : why)));
-	}
-	explicit_bzero(check, sizeof(check));
 	id = install(&ti, kek);
 	explicit_bzero(kek, sizeof(kek));
 	return id;
@@ -860,6 +895,7 @@ fc_tenant_status(FcTenantStatus *st)
 	}
 	st->mode = ti.mode;
 	st->key_bits = ti.key_bits;
+	st->oaep_hash = ti.oaep_hash;
 	st->created_at = ti.created_at;
 	st->installed_at = ti.installed_at;
 	hex_encode(ti.key_id, ti.mode == FC_TENANT_GENERATED ? 16 : FC_FINGERPRINT_LEN, st->key_id);

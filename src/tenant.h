@@ -30,6 +30,7 @@ typedef struct FcTenantStatus
 	int			mode;			/* FcTenantMode */
 	char		key_id[2 * FC_FINGERPRINT_LEN + 1];
 	int			key_bits;		/* RSA modulus size, 0 otherwise */
+	int			oaep_hash;		/* FC_OAEP_SHA256 or FC_OAEP_SHA1 */
 	TimestampTz created_at;		/* 0 = unknown */
 	TimestampTz installed_at;	/* 0 = unknown */
 	char		module[MAXPGPATH];

@@ -304,7 +304,8 @@ fieldcrypt_tenant_key_status(PG_FUNCTION_ARGS)
 		nulls[1] = true;
 	if (st.mode == FC_TENANT_PFX || st.mode == FC_TENANT_HSM)
 	{
-		values[2] = CStringGetTextDatum(psprintf("RSA-%d OAEP-SHA256", st.key_bits));
+		values[2] = CStringGetTextDatum(psprintf("RSA-%d OAEP-%s", st.key_bits,
+												 st.oaep_hash == FC_OAEP_SHA1 ? "SHA1" : "SHA256"));
 		values[3] = Int32GetDatum(st.key_bits);
 	}
 	else
