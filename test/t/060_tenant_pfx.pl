@@ -34,6 +34,25 @@ my $UPLOAD_FN = 'fieldcrypt.upload_tenant_key()';
 my $dir = PostgreSQL::Test::Utils::tempdir;
 
 # Run openssl (or any command); die with its output on failure.
+# Kill a backend with SIGKILL: the postmaster reinitializes shared memory and reads
+# the keyring again, unwrapping a tenant key changed since it started.
+sub crash_reinit
+{
+	my ($node, $db, $what) = @_;
+	my $bg = $node->background_psql($db, on_error_stop => 0);
+	my $victim = $bg->query_safe('SELECT pg_backend_pid()');
+	my $offset = -s $node->logfile;
+	kill('KILL', $victim) or die "kill: $!";
+	$node->wait_for_log(qr/database system is ready to accept connections/, $offset);
+	$node->poll_query_until($db, 'SELECT true');
+	$bg->quit;
+	my $log = log_since($node, $offset);
+	ok($log =~ /all server processes terminated; reinitializing/
+		  && $log =~ /fieldcrypt: keyring loaded with keys of 1 database\(s\)/,
+		"$what: a crash reinitialization loads the keyring");
+	return;
+}
+
 sub run_ok
 {
 	my (@cmd) = @_;
@@ -122,7 +141,8 @@ my $node = FcNode::new_node('primary', allows_streaming => 1);
 # log_statement writes statement texts before any extension sees them (see
 # src/redact.c): literals are only covered with it off, bind parameters always
 $node->append_conf('postgresql.conf',
-	"log_statement = none\nlog_min_duration_statement = 0\nlog_min_error_statement = error");
+	"log_statement = none\nlog_min_duration_statement = 0\nlog_min_error_statement = error\n"
+	  . "restart_after_crash = on");
 $node->start;
 my $pgdata = $node->data_dir;
 my $ringfile = "$pgdata/pg_fieldcrypt/keyring";
@@ -205,6 +225,9 @@ my $der = read_bytes("$dir/rsa3072.der");
 ok(index($ring, $der) < 0 && index($ring, substr($der, 100, 64)) < 0, 'the private key is not on disk in clear');
 unlike($ring, qr/\Q$PW\E/, 'nor is the password');
 sql_is($node, 'app', $VALUES_SQL, '1=v1-secret', 'data decrypts under the uploaded key');
+crash_reinit($node, 'app', 'pfx uploaded after the postmaster started');
+sql_is($node, 'app', $STATUS, 'pfx|RSA-3072 OAEP-SHA256|3072|loaded', 'after the crash reinitialization: pfx');
+sql_is($node, 'app', $VALUES_SQL, '1=v1-secret', 'after the crash reinitialization: data decrypts');
 sql_is($node, 'app', "SELECT fieldcrypt.set_data_encryption_key('$K2')", '', 'a database key change under the pfx key');
 $node->safe_psql('app', "INSERT INTO t VALUES (2, 'v2-secret')");
 is(substr(read_bytes($ringfile), 0, 4), 'FCKT', 'the keyring keeps its tenant header across key changes');

@@ -45,6 +45,25 @@ write_bytes("$dir/pin", "$PIN\n");
 write_bytes("$dir/wrong-pin", "Not-The-Pin-99\n");
 chmod 0600, "$dir/pin", "$dir/wrong-pin";
 
+# Kill a backend with SIGKILL: the postmaster reinitializes shared memory and reads
+# the keyring again, unwrapping a tenant key changed since it started.
+sub crash_reinit
+{
+	my ($node, $db, $what) = @_;
+	my $bg = $node->background_psql($db, on_error_stop => 0);
+	my $victim = $bg->query_safe('SELECT pg_backend_pid()');
+	my $offset = -s $node->logfile;
+	kill('KILL', $victim) or die "kill: $!";
+	$node->wait_for_log(qr/database system is ready to accept connections/, $offset);
+	$node->poll_query_until($db, 'SELECT true');
+	$bg->quit;
+	my $log = log_since($node, $offset);
+	ok($log =~ /all server processes terminated; reinitializing/
+		  && $log =~ /fieldcrypt: keyring loaded with keys of 1 database\(s\)/,
+		"$what: a crash reinitialization loads the keyring");
+	return;
+}
+
 sub run_ok
 {
 	my (@cmd) = @_;
@@ -74,7 +93,7 @@ sub use_sql
 
 # --- Primary, two standbys, data ------------------------------------------------------
 my $node = FcNode::new_node('primary', allows_streaming => 1);
-$node->append_conf('postgresql.conf', "fieldcrypt.hsm_pin_command = 'cat $dir/pin'");
+$node->append_conf('postgresql.conf', "fieldcrypt.hsm_pin_command = 'cat $dir/pin'\nrestart_after_crash = on");
 $node->start;
 my $pgdata = $node->data_dir;
 my $ringfile = "$pgdata/pg_fieldcrypt/keyring";
@@ -139,13 +158,27 @@ is(read_bytes($ringfile), $before, 'no refusal changed the keyring file');
 sql_is($node, 'app', 'SELECT mode FROM fieldcrypt.tenant_key_status', 'managed', 'still managed');
 
 # --- Switch to the HSM key ------------------------------------------------------------
-sql_is($node, 'app', use_sql($MODULE, 'fctenant', 'tenantkey'), $fp,
-	'use_hsm_tenant_key returns the fingerprint of the public key in the token');
+# a fieldcrypt_admin member may name a module listed in fieldcrypt.hsm_modules
+$node->append_conf('postgresql.conf', "fieldcrypt.hsm_modules = '/usr/lib/other.so, $MODULE'");
+$node->reload;
+{
+	my ($ret, $out, $err) = FcNode::psql_connstr(
+		FcNode::tls_connstr($node, 'app') =~ s/user=\S+/user=keyadmin/r,
+		use_sql($MODULE, 'fctenant', 'tenantkey'));
+	is("$ret:$out", "0:$fp",
+		'a fieldcrypt_admin member switches to the HSM key; it returns the fingerprint of the public key in the token')
+	  or diag($err);
+	like($err, qr/NOTICE:  the HSM does not support RSA-OAEP with SHA-256, using SHA-1/,
+		'SoftHSM refuses OAEP-SHA256: a notice says SHA-1 is used');
+}
 sql_is($node, 'app', $STATUS, $HSM_STATUS, 'status: hsm, RSA-3072, token and key label');
 sql_is($node, 'app', 'SELECT key_id, key_bits, installed_at IS NOT NULL FROM fieldcrypt.tenant_key_status',
 	"$fp|3072|t", 'status: key id and size');
 is(substr(read_bytes($ringfile), 0, 4), 'FCKT', 'the keyring has a tenant key header');
 sql_is($node, 'app', $VALUES_SQL, '1=v1-secret', 'data decrypts');
+crash_reinit($node, 'app', 'HSM key switched after the postmaster started');
+sql_is($node, 'app', $STATUS, $HSM_STATUS, 'after the crash reinitialization: hsm');
+sql_is($node, 'app', $VALUES_SQL, '1=v1-secret', 'after the crash reinitialization: data decrypts');
 sql_is($node, 'app', "SELECT fieldcrypt.set_data_encryption_key('$K2')", '', 'a key change under the HSM key');
 $node->safe_psql('app', "INSERT INTO t VALUES (2, 'v2-secret')");
 
