@@ -11,6 +11,9 @@
  *	  The first 12 bytes are authenticated as associated data.  The file is
  *	  only ever replaced whole: written to keyring.tmp, fsynced and renamed
  *	  with durable_rename(), so a crash leaves the old or the new keyring.
+ *	  Behind a tenant key header ("FCKT", tenant.c) the same image is sealed
+ *	  under the tenant's data KEK instead; fc_keyring_unseal hands such
+ *	  images to tenant.c.
  *
  *	  The KEK comes from fieldcrypt.key_provider: "file" (a random key made
  *	  at the first start, never over an existing keyring) or "command" (the

@@ -64,7 +64,8 @@ typedef struct FcShared
 	LWLock	   *lock;			/* protects everything below but atomics */
 	int32		ring_state;		/* FcRingState */
 	char		ring_detail[256];	/* log-safe reason when not OK */
-	uint8		kek[FC_KEY_LEN];	/* cluster key-encryption key */
+	uint8		kek[FC_KEY_LEN];	/* seals the keyring: the cluster key, or
+									 * the data KEK of a tenant key (tenant.c) */
 	uint8		instance_id[FC_INSTANCE_ID_LEN];	/* random per start */
 	pg_atomic_uint64 version;	/* bumped on any key state change */
 	pg_atomic_uint64 nonce_counter; /* next unreserved nonce counter */

@@ -47,6 +47,9 @@ typedef struct HsmSession
 	bool		logged_in;
 } HsmSession;
 
+static bool label_matches(const unsigned char *padded, const char *label);
+static uint8 *get_attribute(HsmSession *h, CK_OBJECT_HANDLE obj, CK_ATTRIBUTE_TYPE type,
+							size_t *len);
 static bool hsm_open(const char *module, const char *token, HsmSession *h,
 					 char *why, size_t whylen);
 static void hsm_close(HsmSession *h);

@@ -26,6 +26,7 @@
 #include "rsakey.h"
 
 static bool asn1_to_time(const ASN1_TIME *t, time_t *out);
+static EVP_PKEY_CTX *oaep_ctx(FcPkey *key, int hash, bool encrypt);
 
 /* Seconds since the epoch of an ASN.1 time. */
 static bool

@@ -109,10 +109,27 @@ typedef struct TenantMemo
 	uint8		kek[FC_KEY_LEN];
 } TenantMemo;
 
+/* Bounded reader over a header body. */
+typedef struct Reader
+{
+	const uint8 *p;
+	size_t		left;
+} Reader;
+
 static TenantShared *tenant = NULL;
 static TenantMemo *memo = NULL;
 
 static Size tenant_size(void);
+static bool read_bytes(Reader *r, void *out, size_t n);
+static bool read_blob(Reader *r, const uint8 **out, uint32 *len);
+static bool read_string(Reader *r, char *out, size_t outsize);
+static void append_blob(StringInfo buf, const void *data, uint32 len);
+static void write_locked(const uint8 *hdr, size_t hdrlen, const uint8 *kek,
+						 FcDbKeys *copy, int n);
+static void copy_cluster_kek(uint8 *out);
+static void new_kek(uint8 *kek);
+static void wrap_rsa(TenantInfo *ti, FcPkey *pub, uint8 *kek);
+static void hsm_wrap_checked(TenantInfo *ti, FcPkey *pub, uint8 *kek);
 static bool parse_header(const uint8 *p, size_t len, TenantInfo *ti);
 static uint8 *build_header(const TenantInfo *ti, const uint8 *kek, size_t *len);
 static uint8 *seal_under(const uint8 *cluster_kek, const char *info, const uint8 *aad,
@@ -185,13 +202,7 @@ hex_encode(const uint8 *in, size_t len, char *out)
 	out[2 * len] = '\0';
 }
 
-/* Bounded reader over a header body. */
-typedef struct Reader
-{
-	const uint8 *p;
-	size_t		left;
-} Reader;
-
+/* Read n bytes; false past the end. */
 static bool
 read_bytes(Reader *r, void *out, size_t n)
 {
@@ -203,6 +214,7 @@ read_bytes(Reader *r, void *out, size_t n)
 	return true;
 }
 
+/* A u32-length-prefixed blob, pointing into the body. */
 static bool
 read_blob(Reader *r, const uint8 **out, uint32 *len)
 {
@@ -214,6 +226,7 @@ read_blob(Reader *r, const uint8 **out, uint32 *len)
 	return true;
 }
 
+/* A u32-length-prefixed string without NUL, copied into out. */
 static bool
 read_string(Reader *r, char *out, size_t outsize)
 {
@@ -263,6 +276,7 @@ parse_header(const uint8 *p, size_t len, TenantInfo *ti)
 	return true;
 }
 
+/* Append a u32-length-prefixed blob. */
 static void
 append_blob(StringInfo buf, const void *data, uint32 len)
 {

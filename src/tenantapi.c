@@ -47,6 +47,11 @@ PG_FUNCTION_INFO_V1(fieldcrypt_generate_tenant_key);
 PG_FUNCTION_INFO_V1(fieldcrypt_revert_tenant_key);
 PG_FUNCTION_INFO_V1(fieldcrypt_tenant_key_status);
 
+static void check_change_allowed(const char *fname);
+static Datum report_change(const char *mode, char *id);
+static void refuse_pfx(FcPfxResult res, const char *keytype);
+static bool module_allowed(const char *module);
+
 /* Checks shared by every tenant key change, in the order they apply. */
 static void
 check_change_allowed(const char *fname)
