@@ -57,6 +57,7 @@ fc_pfx_read(const uint8_t *der, size_t len, const char *password,
 	STACK_OF(X509) *ca = NULL;
 	FcPfxResult res = FC_PFX_OK;
 	int			bits;
+	bool		mac_ok;
 
 	*key = NULL;
 	keytype[0] = '\0';
@@ -67,7 +68,8 @@ fc_pfx_read(const uint8_t *der, size_t len, const char *password,
 		ERR_clear_error();
 		return FC_PFX_CORRUPT;
 	}
-	if (PKCS12_mac_present(p12) &&
+	mac_ok = PKCS12_mac_present(p12);
+	if (mac_ok &&
 		!PKCS12_verify_mac(p12, password, -1) &&
 		!(password[0] == '\0' && PKCS12_verify_mac(p12, NULL, 0)))
 	{
@@ -77,9 +79,10 @@ fc_pfx_read(const uint8_t *der, size_t len, const char *password,
 	}
 	if (!PKCS12_parse(p12, password, &pkey, &cert, &ca))
 	{
+		/* an intact file (MAC verified) that cannot be decrypted: RC2-40 etc. */
 		PKCS12_free(p12);
 		ERR_clear_error();
-		return FC_PFX_CORRUPT;
+		return mac_ok ? FC_PFX_UNSUPPORTED : FC_PFX_CORRUPT;
 	}
 	PKCS12_free(p12);
 

@@ -32,6 +32,7 @@ typedef enum FcPfxResult
 	FC_PFX_OK = 0,
 	FC_PFX_CORRUPT,				/* not DER PKCS#12, or undecryptable content */
 	FC_PFX_BAD_PASSWORD,		/* integrity MAC does not verify */
+	FC_PFX_UNSUPPORTED,			/* intact, but its encryption is unavailable */
 	FC_PFX_NO_PRIVATE_KEY,
 	FC_PFX_NO_CERT,
 	FC_PFX_NOT_RSA,

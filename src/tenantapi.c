@@ -102,6 +102,13 @@ refuse_pfx(FcPfxResult res, const char *keytype)
 					 errmsg("wrong password for the PKCS#12 file"),
 					 errdetail("The integrity check of the file fails with the password given: the password is wrong or the file is corrupted.")));
 			break;
+		case FC_PFX_UNSUPPORTED:
+			ereport(ERROR,
+					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+					 errmsg("the PKCS#12 file is encrypted with an algorithm this server does not support"),
+					 errdetail("Legacy algorithms such as RC2 and single DES are not available."),
+					 errhint("Export the key pair again with AES-256 (the default of openssl pkcs12 -export in OpenSSL 3).")));
+			break;
 		case FC_PFX_NO_PRIVATE_KEY:
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),

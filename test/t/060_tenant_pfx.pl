@@ -132,6 +132,11 @@ run_ok('openssl', 'pkcs12', '-export', '-in', "$dir/expired.crt", '-inkey', "$di
 	'-out', "$dir/expired.pfx", '-passout', "pass:$PW");
 my $expired = read_bytes("$dir/expired.pfx");
 
+# RC2-40, as older tools export: the openssl command loads its legacy provider
+run_ok('openssl', 'pkcs12', '-export', '-legacy', '-in', "$dir/rsa3072.crt", '-inkey', "$dir/rsa3072.key",
+	'-out', "$dir/legacy.pfx", '-passout', "pass:$PW");
+my $legacy = read_bytes("$dir/legacy.pfx");
+
 my $fp_good = fingerprint('rsa3072');
 my $fp_second = fingerprint('rsa2048');
 like($fp_good, qr/^[0-9a-f]{64}$/, 'openssl computes the fingerprint of the RSA-3072 key');
@@ -177,6 +182,7 @@ my @refusals = (
 	[ $ecpfx, $PW, '22023', 'the tenant key must be an RSA key', 'an EC key' ],
 	[ $short, $PW, '22023', 'the RSA key is too short', 'an RSA-1024 key' ],
 	[ $expired, $PW, '22023', 'the certificate of the tenant key has expired', 'an expired certificate' ],
+	[ $legacy, $PW, '0A000', 'the PKCS#12 file is encrypted with an algorithm this server does not support', 'a legacy RC2 PFX' ],
 	[ $good, 'Not-The-Password-1', '28P01', 'wrong password for the PKCS#12 file', 'a wrong password' ],
 	[ substr($good, 0, length($good) / 2), $PW, '22P03', 'the tenant key file is not a valid PKCS#12 file', 'a truncated file' ],
 	[ 'not a pfx at all, just text', $PW, '22P03', 'the tenant key file is not a valid PKCS#12 file', 'a file that is not PKCS#12' ],
@@ -202,6 +208,16 @@ sql_fails($node, 'app', upload_sql($good, $PW), '28000', "$UPLOAD_FN requires an
 }
 sql_fails($node, 'app', "BEGIN;\n" . upload_sql($good, $PW), '25001',
 	"$UPLOAD_FN cannot run inside a transaction block", 'refused inside a transaction block');
+# a database key change in progress holds the cluster-wide key change lock
+{
+	my $bg = $node->background_psql('app', on_error_stop => 0,
+		extra_params => [ '-d', FcNode::tls_connstr($node, 'app') ]);
+	$bg->query_safe("BEGIN; SELECT fieldcrypt.set_data_encryption_key('Tenant-Pending-Key-9z!')");
+	sql_fails($node, 'app', upload_sql($good, $PW), '55P03',
+		'a data encryption key change is already in progress', 'refused while a database key change is in progress');
+	$bg->query_safe('ROLLBACK');
+	$bg->quit;
+}
 is(read_bytes($ringfile), $before, 'no refusal changed the keyring file');
 sql_is($node, 'app', $STATUS, 'managed|AES-256-GCM|256|loaded', 'status unchanged after the refusals');
 
