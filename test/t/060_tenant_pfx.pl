@@ -16,6 +16,7 @@
 use strict;
 use warnings;
 use IPC::Run;
+use POSIX ();
 use PostgreSQL::Test::Utils;
 use Test::More;
 use DBI;
@@ -310,6 +311,50 @@ $node->start;
 sql_is($node, 'app', 'SELECT mode, key_id, key_bits FROM fieldcrypt.tenant_key_status', "pfx|$fp_second|2048",
 	'crash recovery replays the tenant key change over an old keyring file');
 sql_is($node, 'app', $VALUES_SQL, '1=v1-secret,2=v2-secret', 'second PFX: data decrypts');
+
+# A real kill -9 in the middle of a change: keyring.tmp is a FIFO, so the backend
+# blocks in open(2) holding the keystore lock, after its checks and before any
+# write. $while_blocked runs then, with the backend's pid.
+sub kill_in_the_middle
+{
+	my ($sql, $what, $while_blocked) = @_;
+	my $tmp = "$pgdata/pg_fieldcrypt/keyring.tmp";
+	my $image = read_bytes($ringfile);
+	POSIX::mkfifo($tmp, 0600) or die "mkfifo: $!";
+	my $bg = $node->background_psql('app', on_error_stop => 0,
+		extra_params => [ '-d', FcNode::tls_connstr($node, 'app') ]);
+	my $pid = $bg->query_safe('SELECT pg_backend_pid()');
+	$bg->query_until(qr//, "$sql;\n");
+	my $blocked = 0;
+	for (1 .. 100)
+	{
+		my $sc = -r "/proc/$pid/syscall" ? read_bytes("/proc/$pid/syscall") : '';
+		if ($sc =~ /^257 /) { $blocked = 1; last; }    # openat
+		select(undef, undef, undef, 0.1);
+	}
+	ok($blocked, "$what: the backend is in the middle of the change, opening keyring.tmp");
+	$while_blocked->($pid) if $while_blocked;
+	my $offset = -s $node->logfile;
+	kill('KILL', $pid) or die "kill: $!";
+	$node->wait_for_log(qr/database system is ready to accept connections/, $offset);
+	unlink $tmp;
+	$node->poll_query_until('app', 'SELECT true');
+	eval { $bg->quit };
+	ok(log_since($node, $offset) =~ /fieldcrypt: keyring loaded with keys of 1 database\(s\)/,
+		"$what, killed in the middle: the keyring loads");
+	is(read_bytes($ringfile), $image, "$what, killed in the middle: the keyring file is the one before");
+	sql_is($node, 'app', 'SELECT mode, key_id FROM fieldcrypt.tenant_key_status', "pfx|$fp_second",
+		"$what, killed in the middle: the previous tenant key is in use");
+	sql_is($node, 'app', $VALUES_SQL, '1=v1-secret,2=v2-secret', "$what, killed in the middle: data decrypts");
+	return;
+}
+kill_in_the_middle('SELECT fieldcrypt.generate_tenant_key()', 'generate');
+kill_in_the_middle(upload_sql($good, $PW), 'upload', sub {
+	my ($pid) = @_;
+	my $q = $node->safe_psql('postgres', "SELECT query FROM pg_stat_activity WHERE pid = $pid");
+	ok($q =~ /upload_tenant_key/ && $q !~ /\Q$PW\E/,
+		'upload: pg_stat_activity shows the running statement without the password');
+});
 
 # --- Revert ---------------------------------------------------------------------------
 sql_fails($node, 'app', 'SELECT fieldcrypt.revert_tenant_key()', '28000',
