@@ -464,7 +464,8 @@ fc_tenant_unseal(const uint8 *p, size_t len, FcDbKeys *dbs, int max_dbs, int *nd
 
 	*ndbs = 0;
 	memo->current = false;
-	if (!parse_header(p, len, &ti))
+	if (!parse_header(p, len, &ti) ||
+		(len - ti.hdrlen >= 4 && memcmp(p + ti.hdrlen, FC_TENANT_MAGIC, 4) == 0))
 	{
 		snprintf(why, whylen, "%s has a malformed tenant key header", what);
 		return FC_RING_UNREADABLE;

@@ -356,6 +356,29 @@ kill_in_the_middle(upload_sql($good, $PW), 'upload', sub {
 		'upload: pg_stat_activity shows the running statement without the password');
 });
 
+# A tampered tenant header (one bit of installed_at): the server starts, refuses
+# key operations, rewrites nothing; the intact file works again
+{
+	$node->stop;
+	my $img = read_bytes($ringfile);
+	my $bad = $img;
+	substr($bad, 36, 1) = chr(ord(substr($bad, 36, 1)) ^ 1);
+	write_bytes($ringfile, $bad);
+	my $offset = -s $node->logfile;
+	$node->start;
+	ok(log_since($node, $offset) =~ /fieldcrypt: keyring not loaded, encrypted data is inaccessible\n[^\n]*DETAIL:  the tenant key header of "pg_fieldcrypt\/keyring" could not be authenticated/,
+		'a tampered tenant header: not loaded, and the log says why');
+	sql_fails($node, 'app', 'SELECT fieldcrypt.retrieve_data_encryption_key()', '58000',
+		'fieldcrypt keyring is not available', 'a tampered tenant header: key operations fail with 58000');
+	sql_is($node, 'app', 'SELECT mode, keyring FROM fieldcrypt.tenant_key_status', 'pfx|unavailable',
+		'a tampered tenant header: the view says unavailable');
+	is(read_bytes($ringfile), $bad, 'a tampered tenant header: nothing was rewritten');
+	$node->stop;
+	write_bytes($ringfile, $img);
+	$node->start;
+	sql_is($node, 'app', $VALUES_SQL, '1=v1-secret,2=v2-secret', 'the intact file: data decrypts again');
+}
+
 # --- Revert ---------------------------------------------------------------------------
 sql_fails($node, 'app', 'SELECT fieldcrypt.revert_tenant_key()', '28000',
 	'fieldcrypt.revert_tenant_key() requires an SSL connection', 'revert needs TLS', via => 'plain');
