@@ -140,6 +140,7 @@ static bool unwrap_kek(const TenantInfo *ti, const uint8 *cluster_kek, uint8 *ke
 					   char *why, size_t whylen);
 static char *install(const TenantInfo *ti, const uint8 *kek);
 static void hex_encode(const uint8 *in, size_t len, char *out);
+static char *sentence(char *why);
 
 /* Bytes of shared memory, with slack for page alignment. */
 static Size
@@ -200,6 +201,14 @@ hex_encode(const uint8 *in, size_t len, char *out)
 		out[2 * i + 1] = digits[in[i] & 15];
 	}
 	out[2 * len] = '\0';
+}
+
+/* A reason (lower case, for log lines) as the start of a sentence. */
+static char *
+sentence(char *why)
+{
+	why[0] = pg_toupper((unsigned char) why[0]);
+	return why;
 }
 
 /* Read n bytes; false past the end. */
@@ -773,7 +782,7 @@ hsm_wrap_checked(TenantInfo *ti, FcPkey *pub, uint8 *kek)
 		ereport(ERROR,
 				(errcode(ERRCODE_SYSTEM_ERROR),
 				 errmsg("the HSM key could not unwrap a test key-encryption key"),
-				 errdetail("%s.", ok ? "It unwrapped to a different key" : why)));
+				 errdetail("%s.", ok ? "It unwrapped to a different key" : sentence(why))));
 	}
 	explicit_bzero(check, sizeof(check));
 }
@@ -800,7 +809,7 @@ fc_tenant_install_hsm(const char *module, const char *token, const char *label)
 		ereport(ERROR,
 				(errcode(ERRCODE_SYSTEM_ERROR),
 				 errmsg("could not use the HSM key"),
-				 errdetail("%s.", why)));
+				 errdetail("%s.", sentence(why))));
 	if (fc_pkey_bits(pub) < FC_RSA_MIN_BITS || fc_pkey_bits(pub) > FC_RSA_MAX_BITS)
 	{
 		int			bits = fc_pkey_bits(pub);

@@ -149,7 +149,7 @@ $node->append_conf('postgresql.conf', "fieldcrypt.hsm_pin_command = 'cat $dir/wr
 $node->reload;
 {
 	my ($ret, $out, $err) = FcNode::psql_tls($node, 'app', "\\set VERBOSITY verbose\n" . use_sql($MODULE, 'fctenant', 'tenantkey'));
-	like($err, qr/ERROR:  58000: could not use the HSM key\nDETAIL:  could not log in to HSM token "\[redacted\]": the PIN from fieldcrypt.hsm_pin_command is wrong/,
+	like($err, qr/ERROR:  58000: could not use the HSM key\nDETAIL:  Could not log in to HSM token "\[redacted\]": the PIN from fieldcrypt.hsm_pin_command is wrong/,
 		'refused: a wrong PIN, and the detail says so');
 }
 $node->append_conf('postgresql.conf', "fieldcrypt.hsm_pin_command = 'cat $dir/pin'");
