@@ -3,8 +3,9 @@
  * rsakey.c
  *	  OpenSSL operations on tenant keys (see tenant.c): reading a PKCS#12
  *	  file and checking what it holds, RSA-OAEP key wrapping (SHA-256 and
- *	  MGF1-SHA256; SHA-1 only for HSMs that support nothing else), DER import and export of private keys, public keys from
- *	  their modulus and exponent, SHA-256 fingerprints of public keys.
+ *	  MGF1-SHA256; SHA-1 only for HSMs that support nothing else), DER
+ *	  import and export of private keys, public keys from their modulus and
+ *	  exponent, SHA-256 fingerprints of public keys.
  *
  *	  OpenSSL 3 high-level APIs only (EVP, OSSL_PARAM); no fmgr, no ereport.
  *	  Buffers holding private key material are freed with

@@ -427,7 +427,8 @@ unwrap_kek(const TenantInfo *ti, const uint8 *cluster_kek, uint8 *kek,
 							 "be unsealed with this server's cluster key");
 					return false;
 				}
-				ok = fc_rsa_oaep_unwrap(key, ti->oaep_hash, ti->wrapped, ti->wrapped_len, kek, FC_KEY_LEN, &n) &&
+				ok = fc_rsa_oaep_unwrap(key, ti->oaep_hash, ti->wrapped, ti->wrapped_len,
+										kek, FC_KEY_LEN, &n) &&
 					n == FC_KEY_LEN;
 				fc_pkey_free(key);
 				if (!ok)

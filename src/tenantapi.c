@@ -100,7 +100,8 @@ refuse_pfx(FcPfxResult res, const char *keytype)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PASSWORD),
 					 errmsg("wrong password for the PKCS#12 file"),
-					 errdetail("The integrity check of the file fails with the password given: the password is wrong or the file is corrupted.")));
+					 errdetail("The integrity check of the file fails with the password given: "
+							   "the password is wrong or the file is corrupted.")));
 			break;
 		case FC_PFX_UNSUPPORTED:
 			ereport(ERROR,
