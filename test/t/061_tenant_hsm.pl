@@ -232,6 +232,9 @@ sql_fails($node, 'app', 'SELECT fieldcrypt.retrieve_data_encryption_key()', '580
 	'HSM absent: key operations fail with 58000');
 sql_fails($node, 'app', 'SELECT fieldcrypt.generate_tenant_key()', '58000', $UNAVAILABLE,
 	'HSM absent: tenant key changes fail with 58000');
+sql_fails($node, 'app', $VALUES_SQL, '58000', $UNAVAILABLE, 'HSM absent: encrypted data cannot be decrypted');
+sql_fails($node, 'app', "INSERT INTO t VALUES (3, 'v3')", '58000', $UNAVAILABLE,
+	'HSM absent: nothing can be encrypted either');
 sql_is($node, 'app', 'SELECT mode, hsm_token, keyring, detail LIKE \'%HSM%\' FROM fieldcrypt.tenant_key_status',
 	'hsm|fctenant|unavailable|t', 'HSM absent: the status view says which HSM is missing');
 is(read_bytes($ringfile), $hsm_image, 'HSM absent: the keyring file is untouched');
