@@ -14,6 +14,8 @@ $(OBJS): $(wildcard src/*.h)
 EXTENSION = fieldcrypt
 DATA = $(wildcard sql/fieldcrypt--*.sql)
 SHLIB_LINK += -lcrypto
+# PKCS#11 types for the HSM tenant key (Debian package libp11-kit-dev)
+PG_CPPFLAGS += -I/usr/include/p11-kit-1
 # PG15 headers only need -Wno-unused-parameter (static inline helpers) under -Wextra.
 PG_CFLAGS += -Wall -Wextra -Werror -Wno-unused-parameter
 

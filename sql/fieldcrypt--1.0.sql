@@ -225,3 +225,60 @@ COMMENT ON FUNCTION fieldcrypt._tde_tuple_generation(pg_catalog.regclass, pg_cat
 REVOKE ALL ON FUNCTION fieldcrypt._tde_tuple_generation(pg_catalog.regclass, pg_catalog.tid) FROM PUBLIC;
 
 SELECT fieldcrypt._activate_on_create();
+
+-- Self-managed tenant keys --------------------------------------------------
+-- The tenant key seals the keyring (the keys of every database). By default
+-- it is the managed cluster key of fieldcrypt.key_provider; an administrator
+-- may bring a PKCS#12 key pair or an RSA key in an HSM, generate a new managed
+-- key or go back to the default. Every change re-seals the keyring only.
+-- Superusers and fieldcrypt_admin members, over TLS, outside transaction blocks.
+
+CREATE FUNCTION fieldcrypt.upload_tenant_key(pfx bytea, password text) RETURNS text
+    LANGUAGE C VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE
+    AS 'MODULE_PATHNAME', 'fieldcrypt_upload_tenant_key';
+COMMENT ON FUNCTION fieldcrypt.upload_tenant_key(bytea, text) IS
+    'seal the keyring under an uploaded RSA key pair (PKCS#12 file and its password); returns the key fingerprint; admins, TLS only';
+
+CREATE FUNCTION fieldcrypt.use_hsm_tenant_key(module_path text, token_label text, key_label text) RETURNS text
+    LANGUAGE C VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE
+    AS 'MODULE_PATHNAME', 'fieldcrypt_use_hsm_tenant_key';
+COMMENT ON FUNCTION fieldcrypt.use_hsm_tenant_key(text, text, text) IS
+    'seal the keyring under an RSA key that stays in an HSM (PKCS#11; PIN from fieldcrypt.hsm_pin_command); returns the key fingerprint; admins, TLS only';
+
+CREATE FUNCTION fieldcrypt.generate_tenant_key() RETURNS text
+    LANGUAGE C VOLATILE PARALLEL UNSAFE
+    AS 'MODULE_PATHNAME', 'fieldcrypt_generate_tenant_key';
+COMMENT ON FUNCTION fieldcrypt.generate_tenant_key() IS
+    'seal the keyring under a new random managed key; returns its key id; admins, TLS only';
+
+CREATE FUNCTION fieldcrypt.revert_tenant_key() RETURNS text
+    LANGUAGE C VOLATILE PARALLEL UNSAFE
+    AS 'MODULE_PATHNAME', 'fieldcrypt_revert_tenant_key';
+COMMENT ON FUNCTION fieldcrypt.revert_tenant_key() IS
+    'seal the keyring under the managed cluster key again (the default); returns its key id; admins, TLS only';
+
+CREATE FUNCTION fieldcrypt._tenant_key_status(
+    OUT mode text, OUT key_id text, OUT algorithm text, OUT key_bits integer,
+    OUT created_at timestamptz, OUT installed_at timestamptz,
+    OUT keyring_resealed_at timestamptz, OUT hsm_token text, OUT hsm_key_label text,
+    OUT keyring text, OUT detail text)
+    RETURNS record LANGUAGE C VOLATILE PARALLEL RESTRICTED
+    AS 'MODULE_PATHNAME', 'fieldcrypt_tenant_key_status';
+COMMENT ON FUNCTION fieldcrypt._tenant_key_status() IS 'internal: backs the view fieldcrypt.tenant_key_status';
+
+CREATE VIEW fieldcrypt.tenant_key_status AS SELECT * FROM fieldcrypt._tenant_key_status();
+COMMENT ON VIEW fieldcrypt.tenant_key_status IS
+    'which key seals the keyring: mode (managed, command, pfx, hsm), key id or SHA-256 fingerprint, algorithm, times';
+
+REVOKE ALL ON FUNCTION fieldcrypt.upload_tenant_key(bytea, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION fieldcrypt.use_hsm_tenant_key(text, text, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION fieldcrypt.generate_tenant_key() FROM PUBLIC;
+REVOKE ALL ON FUNCTION fieldcrypt.revert_tenant_key() FROM PUBLIC;
+REVOKE ALL ON FUNCTION fieldcrypt._tenant_key_status() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION fieldcrypt.upload_tenant_key(bytea, text) TO fieldcrypt_admin;
+GRANT EXECUTE ON FUNCTION fieldcrypt.use_hsm_tenant_key(text, text, text) TO fieldcrypt_admin;
+GRANT EXECUTE ON FUNCTION fieldcrypt.generate_tenant_key() TO fieldcrypt_admin;
+GRANT EXECUTE ON FUNCTION fieldcrypt.revert_tenant_key() TO fieldcrypt_admin;
+GRANT EXECUTE ON FUNCTION fieldcrypt._tenant_key_status() TO fieldcrypt_admin;
+REVOKE ALL ON fieldcrypt.tenant_key_status FROM PUBLIC;
+GRANT SELECT ON fieldcrypt.tenant_key_status TO fieldcrypt_admin;

@@ -26,6 +26,8 @@ int			fc_max_databases = 64;
 bool		fc_auto_activate = true;
 bool		fc_analyze_values = false;
 int			fc_kdf_iterations = 600000;
+char	   *fc_hsm_pin_command = NULL;
+char	   *fc_hsm_modules = NULL;
 
 static const struct config_enum_entry provider_options[] = {
 	{"file", FC_PROVIDER_FILE, false},
@@ -86,6 +88,19 @@ fc_define_gucs(void)
 							 "Off: pg_statistic gets no values of these tables and the planner uses default selectivities.",
 							 &fc_analyze_values, false,
 							 PGC_SUSET, 0, NULL, NULL, NULL);
+
+	DefineCustomStringVariable("fieldcrypt.hsm_pin_command",
+							   "Shell command printing the user PIN of the HSM that holds the tenant key.",
+							   "Its standard output, without the final newline, is the PIN.",
+							   &fc_hsm_pin_command, "",
+							   PGC_SIGHUP, GUC_SUPERUSER_ONLY | GUC_NOT_IN_SAMPLE,
+							   NULL, NULL, NULL);
+
+	DefineCustomStringVariable("fieldcrypt.hsm_modules",
+							   "PKCS#11 modules that fieldcrypt_admin members may name in use_hsm_tenant_key.",
+							   "Comma-separated absolute paths; superusers may name any module.",
+							   &fc_hsm_modules, "",
+							   PGC_SIGHUP, GUC_SUPERUSER_ONLY, NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("fieldcrypt");
 }

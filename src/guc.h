@@ -23,6 +23,8 @@ extern int	fc_key_command_timeout;
 extern int	fc_max_databases;
 extern bool fc_auto_activate;
 extern int	fc_kdf_iterations;
+extern char *fc_hsm_pin_command;
+extern char *fc_hsm_modules;
 
 extern void fc_define_gucs(void);
 

@@ -11,6 +11,9 @@
  *	  The first 12 bytes are authenticated as associated data.  The file is
  *	  only ever replaced whole: written to keyring.tmp, fsynced and renamed
  *	  with durable_rename(), so a crash leaves the old or the new keyring.
+ *	  Behind a tenant key header ("FCKT", tenant.c) the same image is sealed
+ *	  under the tenant's data KEK instead; fc_keyring_unseal hands such
+ *	  images to tenant.c.
  *
  *	  The KEK comes from fieldcrypt.key_provider: "file" (a random key made
  *	  at the first start, never over an existing keyring) or "command" (the
@@ -38,6 +41,7 @@
 
 #include "guc.h"
 #include "keyring.h"
+#include "tenant.h"
 
 #define KEYRING_MAGIC		"FCKR"
 #define KEYRING_FORMAT		1
@@ -191,24 +195,27 @@ file_provider(uint8 *kek, char *why, size_t whylen)
 }
 
 /*
- * Provider "command": run it with /bin/sh, read at most a few hundred bytes
- * of standard output, kill it after fieldcrypt.key_command_timeout.
+ * Run a shell command (/bin/sh -c) and collect at most outsize - 1 bytes of
+ * its standard output into out (NUL-terminated, *outlen bytes), killing it
+ * after fieldcrypt.key_command_timeout.  name (the parameter holding the
+ * command) is used in the reason written to why on failure.  The caller
+ * zeroes out.
  */
-static bool
-run_key_command(uint8 *kek, char *why, size_t whylen)
+bool
+fc_run_command(const char *command, const char *name, char *out, size_t outsize,
+			   size_t *outlen, char *why, size_t whylen)
 {
 	int			pipefd[2];
 	pid_t		pid;
-	char		buf[512];
 	size_t		got = 0;
 	int			status;
 	bool		timed_out = false;
 	TimestampTz deadline;
-	bool		ok;
 
-	if (fc_key_command == NULL || fc_key_command[0] == '\0')
+	*outlen = 0;
+	if (command == NULL || command[0] == '\0')
 	{
-		snprintf(why, whylen, "fieldcrypt.key_command is empty");
+		snprintf(why, whylen, "%s is empty", name);
 		return false;
 	}
 	if (pipe(pipefd) != 0)
@@ -222,7 +229,7 @@ run_key_command(uint8 *kek, char *why, size_t whylen)
 	{
 		close(pipefd[0]);
 		close(pipefd[1]);
-		snprintf(why, whylen, "could not fork key command: %m");
+		snprintf(why, whylen, "could not fork %s: %m", name);
 		return false;
 	}
 	if (pid == 0)
@@ -243,7 +250,7 @@ run_key_command(uint8 *kek, char *why, size_t whylen)
 			_exit(126);
 		for (int fd = 3; fd < 1024; fd++)
 			close(fd);
-		execl("/bin/sh", "sh", "-c", fc_key_command, (char *) NULL);
+		execl("/bin/sh", "sh", "-c", command, (char *) NULL);
 		_exit(127);
 	}
 	close(pipefd[1]);
@@ -265,13 +272,13 @@ run_key_command(uint8 *kek, char *why, size_t whylen)
 			continue;
 		if (rc <= 0)
 			continue;
-		n = read(pipefd[0], buf + got, sizeof(buf) - 1 - got);
+		n = read(pipefd[0], out + got, outsize - 1 - got);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n <= 0)
 			break;
 		got += n;
-		if (got >= sizeof(buf) - 1)
+		if (got >= outsize - 1)
 			break;
 	}
 	close(pipefd[0]);
@@ -294,16 +301,29 @@ run_key_command(uint8 *kek, char *why, size_t whylen)
 		}
 		pg_usleep(10000L);
 	}
-	buf[got] = '\0';
+	out[got] = '\0';
+	*outlen = got;
 
 	if (timed_out)
-		snprintf(why, whylen, "fieldcrypt.key_command did not finish within %d s",
+		snprintf(why, whylen, "%s did not finish within %d s", name,
 				 fc_key_command_timeout);
 	else if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
-		snprintf(why, whylen, "fieldcrypt.key_command failed (%s %d)",
+		snprintf(why, whylen, "%s failed (%s %d)", name,
 				 WIFEXITED(status) ? "exit code" : "signal",
 				 WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
-	ok = !timed_out && WIFEXITED(status) && WEXITSTATUS(status) == 0;
+	return !timed_out && WIFEXITED(status) && WEXITSTATUS(status) == 0;
+}
+
+/* Provider "command": the hex output of fieldcrypt.key_command. */
+static bool
+run_key_command(uint8 *kek, char *why, size_t whylen)
+{
+	char		buf[512];
+	size_t		got;
+	bool		ok;
+
+	ok = fc_run_command(fc_key_command, "fieldcrypt.key_command", buf, sizeof(buf),
+						&got, why, whylen);
 	if (ok && !parse_hex_key(buf, got, kek))
 	{
 		snprintf(why, whylen,
@@ -341,6 +361,10 @@ fc_keyring_unseal(const uint8 *kek, const uint8 *p, size_t len,
 	bool		ok;
 
 	*ndbs = 0;
+	/* a keyring behind a tenant key header (tenant.c) */
+	if (len >= 4 && memcmp(p, FC_TENANT_MAGIC, 4) == 0)
+		return fc_tenant_unseal(p, len, dbs, max_dbs, ndbs, what, why, whylen);
+	fc_tenant_forget_opened();
 	if (len < KEYRING_HDR_LEN || memcmp(p, KEYRING_MAGIC, 4) != 0)
 	{
 		snprintf(why, whylen, "%s is not a fieldcrypt keyring or is truncated", what);
@@ -524,7 +548,8 @@ fc_keyring_adopt_pending(const uint8 *kek, int max_dbs)
 		ereport(WARNING,
 				(errmsg("fieldcrypt: a key change received through WAL still waits for the right cluster key"),
 				 errdetail("%s", why),
-				 errhint("A standby needs the same cluster key as its primary (fieldcrypt.key_provider).")));
+				 errhint("A standby needs the same cluster key as its primary (fieldcrypt.key_provider), "
+						 "and access to its tenant key if that is in an HSM.")));
 	explicit_bzero(tmp, sizeof(FcDbKeys) * max_dbs);
 	pfree(tmp);
 	pfree(data);

@@ -43,6 +43,7 @@
 #include "guc.h"
 #include "keyring.h"
 #include "keystore.h"
+#include "tenant.h"
 #include "wal.h"
 
 #define NONCE_BLOCK		1024
@@ -69,7 +70,6 @@ static uint64 nonce_next = 0;
 static uint64 nonce_end = 0;
 
 static Size keystore_size(void);
-static void protect_region(void *ptr, Size size, const char *what);
 
 /* Bytes of shared memory we need, with slack for page alignment. */
 static Size
@@ -87,11 +87,12 @@ fc_keystore_request(void)
 {
 	RequestAddinShmemSpace(keystore_size());
 	RequestNamedLWLockTranche("fieldcrypt", 1);
+	fc_tenant_request();
 }
 
 /* Keep key memory out of core dumps and swap; degrade with a log line. */
-static void
-protect_region(void *ptr, Size size, const char *what)
+void
+fc_protect_region(void *ptr, Size size, const char *what)
 {
 #ifdef MADV_DONTDUMP
 	if (madvise(ptr, size, MADV_DONTDUMP) != 0)
@@ -116,7 +117,7 @@ fc_secure_region_alloc(void **ptr, Size size)
 		ereport(FATAL,
 				(errcode(ERRCODE_OUT_OF_MEMORY),
 				 errmsg("could not map memory for fieldcrypt keys: %m")));
-	protect_region(p, size, "the backend key cache");
+	fc_protect_region(p, size, "the backend key cache");
 	*ptr = p;
 }
 
@@ -145,6 +146,7 @@ fc_keystore_startup(void)
 	raw = ShmemInitStruct("fieldcrypt keystore", keystore_size(), &found);
 	fc_shared = (FcShared *) TYPEALIGN(getpagesize(), raw);
 	usable = keystore_size() - getpagesize();
+	fc_tenant_shmem_init();
 	if (found)
 	{
 		LWLockRelease(AddinShmemInitLock);
@@ -156,7 +158,7 @@ fc_keystore_startup(void)
 	fc_shared->max_dbs = fc_max_databases;
 	pg_atomic_init_u64(&fc_shared->version, 1);
 	pg_atomic_init_u64(&fc_shared->nonce_counter, 0);
-	protect_region(fc_shared, usable, "the shared key store");
+	fc_protect_region(fc_shared, usable, "the shared key store");
 
 	if (!fc_random_bytes(fc_shared->instance_id, FC_INSTANCE_ID_LEN))
 		ereport(FATAL,
@@ -189,9 +191,13 @@ fc_keystore_startup(void)
 		}
 		if (have_kek)
 		{
+			/* the cluster key; fc_tenant_adopt_opened sets the data KEK */
+			fc_tenant_startup(fc_shared->kek);
 			fc_keyring_adopt_pending(fc_shared->kek, fc_shared->max_dbs);
 			fc_shared->ring_state = fc_keyring_read(fc_shared->kek, fc_shared->dbs,
 													fc_shared->max_dbs, why, sizeof(why));
+			if (fc_shared->ring_state == FC_RING_OK)
+				fc_tenant_adopt_opened();
 		}
 	}
 
@@ -203,7 +209,8 @@ fc_keystore_startup(void)
 		ereport(WARNING,
 				(errmsg("fieldcrypt: keyring not loaded, encrypted data is inaccessible"),
 				 errdetail("%s", why),
-				 errhint("Fix the key provider (fieldcrypt.key_provider) or restore "
+				 errhint("Fix the key provider (fieldcrypt.key_provider), or the HSM and "
+						 "fieldcrypt.hsm_pin_command for a tenant key in an HSM, or restore "
 						 "the keyring, then restart the server. Nothing was changed on disk.")));
 	}
 	else
@@ -397,7 +404,7 @@ write_image_locked(FcDbKeys *out, int n)
 	PG_TRY();
 	{
 		size_t		len;
-		uint8	   *image = fc_keyring_seal(fc_shared->kek, out, n, &len);
+		uint8	   *image = fc_tenant_seal_image(out, n, &len);
 
 		fc_keyring_write_image(FC_KEYRING_FILE, image, len);
 		fc_wal_log_keyring(image, len);
@@ -663,7 +670,7 @@ fc_keystore_redo_image(const uint8 *image, size_t len)
 		return;
 	}
 	tmp = palloc(sizeof(FcDbKeys) * fc_shared->max_dbs);
-	if (fc_keyring_unseal(fc_shared->kek, image, len, tmp, fc_shared->max_dbs, &n,
+	if (fc_keyring_unseal(fc_tenant_managed_kek(), image, len, tmp, fc_shared->max_dbs, &n,
 						  "a key change record in WAL", why, sizeof(why)) != FC_RING_OK)
 	{
 		LWLockRelease(fc_shared->lock);
@@ -673,7 +680,8 @@ fc_keystore_redo_image(const uint8 *image, size_t len)
 				(errmsg("fieldcrypt: could not apply a key change from WAL, keeping the previous keys"),
 				 errdetail("%s. The change is kept in \"%s\" and installed at the next start "
 						   "that has the right cluster key.", why, FC_KEYRING_PENDING),
-				 errhint("A standby needs the same cluster key as its primary (fieldcrypt.key_provider).")));
+				 errhint("A standby needs the same cluster key as its primary (fieldcrypt.key_provider), "
+						 "and access to its tenant key if that is in an HSM.")));
 		return;
 	}
 	fc_keyring_write_image(FC_KEYRING_FILE, image, len);
@@ -681,6 +689,7 @@ fc_keystore_redo_image(const uint8 *image, size_t len)
 		fsync_fname(FC_KEYRING_DIR, true);
 	memset(fc_shared->dbs, 0, sizeof(FcDbKeys) * 2 * fc_shared->max_dbs);
 	memcpy(fc_shared->dbs, tmp, sizeof(FcDbKeys) * n);
+	fc_tenant_adopt_opened();
 	pg_atomic_fetch_add_u64(&fc_shared->version, 1);
 	LWLockRelease(fc_shared->lock);
 	explicit_bzero(tmp, sizeof(FcDbKeys) * fc_shared->max_dbs);

@@ -87,7 +87,8 @@ typedef struct FcShared
 	LWLock	   *lock;			/* protects everything below but atomics */
 	int32		ring_state;		/* FcRingState */
 	char		ring_detail[256];	/* log-safe reason when not OK */
-	uint8		kek[FC_KEY_LEN];	/* cluster key-encryption key */
+	uint8		kek[FC_KEY_LEN];	/* seals the keyring: the cluster key, or
+									 * the data KEK of a tenant key (tenant.c) */
 	uint8		instance_id[FC_INSTANCE_ID_LEN];	/* random per start */
 	pg_atomic_uint64 version;	/* bumped on any key state change */
 	pg_atomic_uint64 nonce_counter; /* next unreserved nonce counter */
@@ -114,6 +115,7 @@ extern void fc_demote_error(MemoryContext cxt, const char *what, const char *hin
 extern void fc_db_remove(Oid dboid);
 extern void fc_secure_region_alloc(void **ptr, Size size);
 extern void fc_secure_region_free(void *ptr, Size size);
+extern void fc_protect_region(void *ptr, Size size, const char *what);
 
 /* Per-backend cache of derived keys, invalidated by fc_shared->version. */
 extern const FcGeneration *fc_local_generation(uint32 gen, bool current);

@@ -8,7 +8,10 @@
  *	  $PGDATA/pg_fieldcrypt/keyring: sealed under the cluster key, which is
  *	  never in WAL.  Replaying it unseals the image with this server's own
  *	  cluster key (from its own key provider), replaces the keyring file and
- *	  the keys in shared memory.  Records are whole images, so replay is
+ *	  the keys in shared memory.  In a tenant key mode (tenant.c) the image
+ *	  starts with the tenant key header, so a change of tenant key travels
+ *	  the same way; a server that cannot use the new tenant key keeps the
+ *	  record in keyring.pending.  Records are whole images, so replay is
  *	  idempotent and the last record replayed wins.  A server whose cluster
  *	  key differs keeps its previous keys and says so in the log.
  *
