@@ -15,7 +15,9 @@
 #include "catalog/objectaccess.h"
 #include "catalog/pg_class.h"
 #include "commands/dbcommands.h"
+#include "commands/defrem.h"
 #include "commands/extension.h"
+#include "utils/lsyscache.h"
 #include "miscadmin.h"
 #include "nodes/parsenodes.h"
 #include "tcop/utility.h"
@@ -37,6 +39,7 @@ static void fc_ProcessUtility(PlannedStmt *pstmt, const char *queryString,
 							  ParamListInfo params, QueryEnvironment *queryEnv,
 							  DestReceiver *dest, QueryCompletion *qc);
 static void refuse_drop(void) pg_attribute_noreturn();
+static void copy_template_tde_keys(CreatedbStmt *stmt);
 static void check_drop_extension(Node *parsetree);
 static void fc_object_access(ObjectAccessType access, Oid classId, Oid objectId,
 							 int subId, void *arg);
@@ -80,9 +83,10 @@ refuse_drop(void)
 }
 
 /*
- * DROP EXTENSION fieldcrypt, checked before PostgreSQL's dependency check:
- * otherwise encrypted_heap tables (which depend on the access method)
- * would turn the refusal into "other objects depend on it".
+ * DROP EXTENSION fieldcrypt and DROP SCHEMA <its schema> CASCADE, checked
+ * before PostgreSQL's dependency check: otherwise encrypted_heap tables
+ * (which depend on the access method) would turn the refusal into "other
+ * objects depend on it", or list themselves in the cascade notice.
  */
 static void
 check_drop_extension(Node *parsetree)
@@ -90,16 +94,68 @@ check_drop_extension(Node *parsetree)
 	DropStmt   *stmt = (DropStmt *) parsetree;
 	ListCell   *lc;
 
-	if (!IsA(parsetree, DropStmt) || stmt->removeType != OBJECT_EXTENSION)
+	Oid			extoid;
+
+	if (!IsA(parsetree, DropStmt) ||
+		(stmt->removeType != OBJECT_EXTENSION &&
+		 !(stmt->removeType == OBJECT_SCHEMA && stmt->behavior == DROP_CASCADE)))
+		return;
+	extoid = get_extension_oid("fieldcrypt", true);
+	if (!OidIsValid(extoid))
 		return;
 	foreach(lc, stmt->objects)
 	{
 		Node	   *name = lfirst(lc);
+		const char *target;
 
-		if (IsA(name, String) && strcmp(strVal(name), "fieldcrypt") == 0 &&
-			OidIsValid(get_extension_oid("fieldcrypt", true)) && fc_db_is_active())
+		if (!IsA(name, String))
+			continue;
+		/* the extension's schema is where its configuration table lives */
+		target = stmt->removeType == OBJECT_EXTENSION ? "fieldcrypt" :
+			OidIsValid(fc_config_table_oid()) ?
+			get_namespace_name(get_rel_namespace(fc_config_table_oid())) : NULL;
+		if (target && strcmp(strVal(name), target) == 0 && fc_db_is_active())
 			refuse_drop();
 	}
+}
+
+/*
+ * After CREATE DATABASE: the copy of the template holds its encrypted_heap
+ * files, so it gets the template's TDE keys.  The database exists by now;
+ * a failure only warns (its encrypted tables stay unreadable).
+ */
+static void
+copy_template_tde_keys(CreatedbStmt *stmt)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	const char *template = "template1";
+	ListCell   *lc;
+	Oid			src;
+	Oid			dst;
+
+	foreach(lc, stmt->options)
+	{
+		DefElem    *opt = lfirst(lc);
+
+		if (strcmp(opt->defname, "template") == 0 && opt->arg != NULL)
+			template = defGetString(opt);
+	}
+	src = get_database_oid(template, true);
+	dst = get_database_oid(stmt->dbname, true);
+	if (!OidIsValid(src) || !OidIsValid(dst) || fc_shared->ring_state != FC_RING_OK ||
+		!fc_db_lookup_tde(src, NULL))
+		return;
+	PG_TRY();
+	{
+		fc_db_tde_copy(src, dst);
+	}
+	PG_CATCH();
+	{
+		fc_demote_error(cxt, "fieldcrypt: the new database did not get the TDE keys of its template",
+						"Its encrypted_heap tables cannot be read; drop it and create it again "
+						"once the keyring is writable.");
+	}
+	PG_END_TRY();
 }
 
 /*
@@ -175,4 +231,6 @@ fc_ProcessUtility(PlannedStmt *pstmt, const char *queryString,
 		fc_tam_check_publications();
 	if (OidIsValid(dropped))
 		forget_dropped_database(dropped);
+	if (IsA(parsetree, CreatedbStmt))
+		copy_template_tde_keys((CreatedbStmt *) parsetree);
 }

@@ -560,6 +560,46 @@ fc_db_tde_add_generation(Oid dboid, const uint8 *key, bool only_if_none)
 }
 
 /*
+ * Give database dst the TDE keys of src (CREATE DATABASE ... TEMPLATE src
+ * copied src's encrypted_heap files).  No-op if src has none.
+ */
+void
+fc_db_tde_copy(Oid src, Oid dst)
+{
+	FcDbKeys   *copy;
+	FcTdeKeys	tde;
+	int			slot;
+	int			n;
+
+	copy = palloc(sizeof(FcDbKeys) * (2 * fc_shared->max_dbs + 1));
+	lock_usable_ring();
+	slot = published_slot(src);
+	if (slot < 0 || fc_shared->dbs[slot].tde.ngens == 0)
+	{
+		LWLockRelease(fc_shared->lock);
+		pfree(copy);
+		return;
+	}
+	tde = fc_shared->dbs[slot].tde;
+	check_capacity_locked(dst);
+	n = compose_locked(copy, dst, false, NULL, &tde, false);
+	write_image_locked(copy, n);
+	slot = published_slot(dst);
+	for (int i = 0; slot < 0 && i < fc_shared->max_dbs; i++)
+		if (!OidIsValid(fc_shared->dbs[i].dboid))
+		{
+			slot = i;
+			memset(&fc_shared->dbs[i], 0, sizeof(FcDbKeys));
+			fc_shared->dbs[i].dboid = dst;
+		}
+	fc_shared->dbs[slot].tde = tde;
+	pg_atomic_fetch_add_u64(&fc_shared->version, 1);
+	LWLockRelease(fc_shared->lock);
+	explicit_bzero(&tde, sizeof(tde));
+	pfree(copy);
+}
+
+/*
  * Destroy the TDE key generations of dboid that are older than keep_from
  * and not marked in used[] (indexed by generation): on disk, in WAL and in
  * shared memory.  The current generation always stays.  Returns how many

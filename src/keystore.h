@@ -109,6 +109,7 @@ extern void fc_db_publish(Oid dboid, const FcDbKeys *entry);
 extern void fc_keyring_resync(Oid dboid);
 extern bool fc_db_lookup_tde(Oid dboid, FcTdeKeys *out);
 extern uint32 fc_db_tde_add_generation(Oid dboid, const uint8 *key, bool only_if_none);
+extern void fc_db_tde_copy(Oid src, Oid dst);
 extern int	fc_db_tde_drop_generations(Oid dboid, const bool *used, uint32 keep_from);
 extern void fc_keystore_redo_image(const uint8 *image, size_t len);
 extern void fc_demote_error(MemoryContext cxt, const char *what, const char *hint);
