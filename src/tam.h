@@ -43,12 +43,12 @@ extern HeapTuple fc_tam_form(Relation rel, TupleTableSlot *slot, int options);
 extern HeapTuple fc_tam_form_values(Relation rel, Datum *values, bool *isnull,
 									int options);
 extern int	fc_tam_tuple_generation(HeapTuple stored);
-extern void fc_tam_delete_blobs(Relation rel, ItemPointer tid);
-extern void fc_tam_delete_blobs_of(Relation rel, HeapTuple stored);
+extern void fc_tam_delete_blobs(Relation rel, ItemPointer tid, bool own_new);
+extern void fc_tam_delete_blobs_of(Relation rel, HeapTuple stored, bool own_new);
 
 /* tam_toast.c */
 extern Datum fc_toast_save(Relation rel, struct varlena *value, int options);
-extern void fc_toast_delete(Relation rel, Oid valueid);
+extern void fc_toast_delete(Relation rel, Oid valueid, bool own_new);
 extern void fc_tam_fetch_toast_slice(Relation rel, Oid valueid, int32 attrsize,
 									 int32 sliceoffset, int32 slicelength,
 									 struct varlena *result);

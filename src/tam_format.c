@@ -690,9 +690,12 @@ fc_tam_tuple_generation(HeapTuple stored)
 	return ((int) tr[1] << 8) | tr[2];
 }
 
-/* Delete the out-of-line values of a stored tuple (decrypting it). */
+/*
+ * Delete the out-of-line values of a stored tuple (decrypting it).  own_new:
+ * they were written by the current command (see fc_toast_delete).
+ */
 void
-fc_tam_delete_blobs_of(Relation rel, HeapTuple stored)
+fc_tam_delete_blobs_of(Relation rel, HeapTuple stored, bool own_new)
 {
 	uint8		hidden[BITMAPLEN(MaxTupleAttributeNumber)];
 	bool		anyhidden;
@@ -720,7 +723,7 @@ fc_tam_delete_blobs_of(Relation rel, HeapTuple stored)
 		if (isnull[i] || att_isnull(i, hidden))
 			continue;
 		memcpy(&valueid, (char *) DatumGetPointer(values[i]) + 1, 4);
-		fc_toast_delete(rel, valueid);
+		fc_toast_delete(rel, valueid, own_new);
 	}
 	pfree(values);
 	pfree(isnull);
@@ -730,7 +733,7 @@ fc_tam_delete_blobs_of(Relation rel, HeapTuple stored)
 
 /* Delete the out-of-line values of the stored tuple at tid. */
 void
-fc_tam_delete_blobs(Relation rel, ItemPointer tid)
+fc_tam_delete_blobs(Relation rel, ItemPointer tid, bool own_new)
 {
 	HeapTupleData tuple;
 	Buffer		buffer;
@@ -745,6 +748,6 @@ fc_tam_delete_blobs(Relation rel, ItemPointer tid)
 	}
 	copy = heap_copytuple(&tuple);
 	ReleaseBuffer(buffer);
-	fc_tam_delete_blobs_of(rel, copy);
+	fc_tam_delete_blobs_of(rel, copy, own_new);
 	heap_freetuple(copy);
 }

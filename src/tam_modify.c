@@ -72,7 +72,7 @@ fc_tuple_complete_speculative(Relation rel, TupleTableSlot *slot, uint32 specTok
 		heap_finish_speculative(rel, &slot->tts_tid);
 	else
 	{
-		fc_tam_delete_blobs(rel, &slot->tts_tid);
+		fc_tam_delete_blobs(rel, &slot->tts_tid, true);
 		heap_abort_speculative(rel, &slot->tts_tid);
 	}
 }
@@ -138,7 +138,7 @@ fc_tuple_delete(Relation rel, ItemPointer tid, CommandId cid, Snapshot snapshot,
 	TM_Result	r = heap_delete(rel, tid, cid, crosscheck, wait, tmfd, changingPart);
 
 	if (r == TM_Ok)
-		fc_tam_delete_blobs(rel, tid);
+		fc_tam_delete_blobs(rel, tid, false);
 	return r;
 }
 
@@ -286,9 +286,9 @@ fc_tuple_update(Relation rel, ItemPointer otid, TupleTableSlot *slot, CommandId 
 	slot->tts_tid = tup->t_self;
 	*update_indexes = (r == TM_Ok && !HeapTupleIsHeapOnly(tup));
 	if (r == TM_Ok)
-		fc_tam_delete_blobs(rel, otid);
+		fc_tam_delete_blobs(rel, otid, false);
 	else
-		fc_tam_delete_blobs_of(rel, tup);
+		fc_tam_delete_blobs_of(rel, tup, true);
 	pfree(tup);
 	return r;
 }

@@ -222,9 +222,15 @@ fc_toast_save(Relation rel, struct varlena *value, int options)
 	return PointerGetDatum(hidden);
 }
 
-/* Delete the blob valueid of rel (its chunks, in this transaction). */
+/*
+ * Delete the blob valueid of rel (its chunks, in this transaction).  own_new:
+ * the chunks were inserted by the current command (an aborted speculative
+ * insertion or a failed update), which cannot delete them the normal way
+ * (they are invisible to it); they are killed as heap kills a speculative
+ * insertion's TOAST chunks.
+ */
 void
-fc_toast_delete(Relation rel, Oid valueid)
+fc_toast_delete(Relation rel, Oid valueid, bool own_new)
 {
 	struct varatt_external ext;
 	char		ptr[TOAST_POINTER_SIZE];
@@ -234,7 +240,7 @@ fc_toast_delete(Relation rel, Oid valueid)
 	ext.va_toastrelid = rel->rd_rel->reltoastrelid;
 	SET_VARTAG_EXTERNAL(ptr, VARTAG_ONDISK);
 	memcpy(VARDATA_EXTERNAL(ptr), &ext, sizeof(ext));
-	toast_delete_datum(rel, PointerGetDatum(ptr), false);
+	toast_delete_datum(rel, PointerGetDatum(ptr), own_new);
 }
 
 /*
