@@ -29,6 +29,26 @@
 #include "tam.h"
 
 static void store_raw(Relation rel, TupleTableSlot *raw, TupleTableSlot *slot);
+static inline TableScanDesc hscan_of(TableScanDesc sscan);
+
+/*
+ * Heap's descriptor of our scan, after passing down what core may have
+ * changed in ours: table_scan_update_snapshot (parallel bitmap heap scan
+ * workers) sets rs_snapshot and SO_TEMP_SNAPSHOT in the descriptor it was
+ * given, and heap_endscan must unregister that snapshot.
+ */
+static inline TableScanDesc
+hscan_of(TableScanDesc sscan)
+{
+	TableScanDesc h = ((FcScanDesc) sscan)->hscan;
+
+	if (unlikely(h->rs_snapshot != sscan->rs_snapshot))
+	{
+		h->rs_snapshot = sscan->rs_snapshot;
+		h->rs_flags |= (sscan->rs_flags & SO_TEMP_SNAPSHOT);
+	}
+	return h;
+}
 
 /* Decrypt the stored tuple held by a raw buffer slot into slot. */
 static void
@@ -73,7 +93,7 @@ fc_scan_end(TableScanDesc sscan)
 	FcScanDesc	s = (FcScanDesc) sscan;
 
 	ExecDropSingleTupleTableSlot(s->raw);
-	heap_endscan(s->hscan);
+	heap_endscan(hscan_of(sscan));
 	pfree(s);
 }
 
@@ -84,7 +104,7 @@ fc_scan_rescan(TableScanDesc sscan, struct ScanKeyData *key, bool set_params,
 	FcScanDesc	s = (FcScanDesc) sscan;
 
 	ExecClearTuple(s->raw);
-	heap_rescan(s->hscan, NULL, set_params, allow_strat, allow_sync, allow_pagemode);
+	heap_rescan(hscan_of(sscan), NULL, set_params, allow_strat, allow_sync, allow_pagemode);
 	s->rs_base.rs_flags = s->hscan->rs_flags;
 }
 
@@ -93,7 +113,7 @@ fc_scan_getnextslot(TableScanDesc sscan, ScanDirection direction, TupleTableSlot
 {
 	FcScanDesc	s = (FcScanDesc) sscan;
 
-	if (!heap_getnextslot(s->hscan, direction, s->raw))
+	if (!heap_getnextslot(hscan_of(sscan), direction, s->raw))
 	{
 		ExecClearTuple(slot);
 		return false;
@@ -107,7 +127,7 @@ fc_scan_set_tidrange(TableScanDesc sscan, ItemPointer mintid, ItemPointer maxtid
 {
 	FcScanDesc	s = (FcScanDesc) sscan;
 
-	heap_set_tidrange(s->hscan, mintid, maxtid);
+	heap_set_tidrange(hscan_of(sscan), mintid, maxtid);
 	s->rs_base.rs_mintid = s->hscan->rs_mintid;
 	s->rs_base.rs_maxtid = s->hscan->rs_maxtid;
 }
@@ -118,7 +138,7 @@ fc_scan_getnextslot_tidrange(TableScanDesc sscan, ScanDirection direction,
 {
 	FcScanDesc	s = (FcScanDesc) sscan;
 
-	if (!heap_getnextslot_tidrange(s->hscan, direction, s->raw))
+	if (!heap_getnextslot_tidrange(hscan_of(sscan), direction, s->raw))
 	{
 		ExecClearTuple(slot);
 		return false;
@@ -242,7 +262,7 @@ static bool
 fc_scan_analyze_next_block(TableScanDesc sscan, BlockNumber blockno,
 						   BufferAccessStrategy bstrategy)
 {
-	return fc_heap_routine->scan_analyze_next_block(((FcScanDesc) sscan)->hscan,
+	return fc_heap_routine->scan_analyze_next_block(hscan_of(sscan),
 													blockno, bstrategy);
 }
 
@@ -279,7 +299,7 @@ fc_scan_analyze_next_tuple(TableScanDesc sscan, TransactionId OldestXmin,
 static bool
 fc_scan_bitmap_next_block(TableScanDesc sscan, struct TBMIterateResult *tbmres)
 {
-	return fc_heap_routine->scan_bitmap_next_block(((FcScanDesc) sscan)->hscan, tbmres);
+	return fc_heap_routine->scan_bitmap_next_block(hscan_of(sscan), tbmres);
 }
 
 static bool
@@ -300,7 +320,7 @@ fc_scan_bitmap_next_tuple(TableScanDesc sscan, struct TBMIterateResult *tbmres,
 static bool
 fc_scan_sample_next_block(TableScanDesc sscan, struct SampleScanState *scanstate)
 {
-	return fc_heap_routine->scan_sample_next_block(((FcScanDesc) sscan)->hscan, scanstate);
+	return fc_heap_routine->scan_sample_next_block(hscan_of(sscan), scanstate);
 }
 
 static bool
