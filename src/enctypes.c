@@ -684,3 +684,59 @@ fieldcrypt_refuse_cast(PG_FUNCTION_ARGS)
 			 errhint("Members of fieldcrypt_reader can read the plaintext with fieldcrypt.decrypt().")));
 	PG_RETURN_NULL();
 }
+
+/*
+ * Re-encryption helpers (used by reencrypt.c) -------------------------------
+ */
+
+/* The generation recorded in an envelope's header, or 0 if malformed. */
+uint32
+fc_envelope_generation(Datum value)
+{
+	bytea	   *head = DatumGetByteaPSlice(value, 0, 6);
+	const uint8 *env = (const uint8 *) VARDATA_ANY(head);
+
+	if (VARSIZE_ANY_EXHDR(head) < 6 || env[0] != ENV_VERSION)
+		return 0;
+	return ((uint32) env[2] << 24) | ((uint32) env[3] << 16) | ((uint32) env[4] << 8) | env[5];
+}
+
+/*
+ * A new envelope holding the plaintext of val under the current generation,
+ * or NULL when val cannot be decrypted here (its generation is gone, or it
+ * is not authentic): such a value is left as it is, it was unreadable
+ * before and stays so.  The plaintext is zeroed before returning.
+ */
+bytea *
+fc_reencrypt_envelope(bytea *val, char kind)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	char	   *plain = NULL;
+	Size		len = 0;
+	bytea	   *result;
+
+	PG_TRY();
+	{
+		plain = decrypt_value(val, kind, &len);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		if (edata->sqlerrcode != ERRCODE_DATA_CORRUPTED &&
+			edata->sqlerrcode != ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE)
+			PG_RE_THROW();
+		FlushErrorState();
+		FreeErrorData(edata);
+		plain = NULL;
+	}
+	PG_END_TRY();
+	if (plain == NULL)
+		return NULL;
+	result = encrypt_value(plain, len, kind);
+	explicit_bzero(plain, len);
+	pfree(plain);
+	return result;
+}

@@ -23,6 +23,10 @@ extern int	fc_key_command_timeout;
 extern int	fc_max_databases;
 extern bool fc_auto_activate;
 extern int	fc_kdf_iterations;
+extern int	fc_reencrypt_rows_per_second;
+extern int	fc_reencrypt_batch_pages;
+extern int	fc_test_reencrypt_pause_after_batches;
+extern bool fc_test_reencrypt_pause_before_destroy;
 
 extern void fc_define_gucs(void);
 
