@@ -26,6 +26,7 @@ int			fc_key_command_timeout = 30;
 int			fc_max_databases = 64;
 bool		fc_auto_activate = true;
 int			fc_kdf_iterations = 600000;
+bool		fc_reencrypt_enabled = true;
 int			fc_reencrypt_rows_per_second = FC_REENCRYPT_DEFAULT_RATE;
 int			fc_reencrypt_batch_pages = 64;
 int			fc_test_reencrypt_pause_after_batches = -1;
@@ -86,6 +87,13 @@ fc_define_gucs(void)
 							PGC_SUSET, 0, NULL, NULL, NULL);
 
 	/* re-encryption after a key change (reencrypt.c) */
+	DefineCustomBoolVariable("fieldcrypt.reencrypt",
+							 "Re-encrypt existing values in the background after a key change.",
+							 "off postpones it: no worker starts, running ones stop after their "
+							 "current batch, and old generations are kept.",
+							 &fc_reencrypt_enabled, true,
+							 PGC_SIGHUP, 0, NULL, NULL, NULL);
+
 	DefineCustomIntVariable("fieldcrypt.reencrypt_rows_per_second",
 							"Rows per second the re-encryption worker rewrites at most after a key change.",
 							"0 means no limit.",

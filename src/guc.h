@@ -23,6 +23,7 @@ extern int	fc_key_command_timeout;
 extern int	fc_max_databases;
 extern bool fc_auto_activate;
 extern int	fc_kdf_iterations;
+extern bool fc_reencrypt_enabled;
 extern int	fc_reencrypt_rows_per_second;
 extern int	fc_reencrypt_batch_pages;
 extern int	fc_test_reencrypt_pause_after_batches;

@@ -352,6 +352,8 @@ fc_reencrypt_check_idle(const FcDbKeys *cur)
 	LWLockRelease(rs->lock);
 	if (copy.state == SLOT_BLOCKED && copy.blocked_gen == cur->current_gen)
 		return;
+	if (copy.state != SLOT_RUNNING && !fc_reencrypt_enabled)
+		return;					/* postponed: old generations are kept */
 	if (copy.state == SLOT_RUNNING && copy.to_gen == cur->current_gen)
 		ereport(ERROR,
 				(errcode(ERRCODE_LOCK_NOT_AVAILABLE),
@@ -457,7 +459,7 @@ launch_pending(void)
 	TimestampTz now = GetCurrentTimestamp();
 
 	LWLockAcquire(fc_shared->lock, LW_SHARED);
-	if (fc_shared->ring_state == FC_RING_OK)
+	if (fc_shared->ring_state == FC_RING_OK && fc_reencrypt_enabled)
 		for (int i = 0; i < fc_shared->max_dbs; i++)
 			if (OidIsValid(fc_shared->dbs[i].dboid) && fc_shared->dbs[i].ngens > 1)
 			{
@@ -681,6 +683,11 @@ fieldcrypt_rotation_progress(PG_FUNCTION_ARGS)
 			phase = phase_names[s.phase];
 		else if (s.state == SLOT_BLOCKED && s.blocked_gen == cur[i])
 			phase = "blocked";
+		else if (!fc_reencrypt_enabled)
+		{
+			memset(&s, 0, sizeof(s));
+			phase = "postponed";
+		}
 		else
 		{
 			memset(&s, 0, sizeof(s));
@@ -788,6 +795,27 @@ worker_sleep(long ms)
 		ConfigReloadPending = false;
 		ProcessConfigFile(PGC_SIGHUP);
 	}
+}
+
+/*
+ * Between batches: reload the configuration if asked, and stop (cleanly,
+ * to be started again later) if fieldcrypt.reencrypt was turned off.
+ */
+static void
+check_postponed(void)
+{
+	CHECK_FOR_INTERRUPTS();
+	if (ConfigReloadPending)
+	{
+		ConfigReloadPending = false;
+		ProcessConfigFile(PGC_SIGHUP);
+	}
+	if (fc_reencrypt_enabled)
+		return;
+	ereport(LOG,
+			(errmsg("fieldcrypt: re-encryption postponed (fieldcrypt.reencrypt = off)")));
+	worker_clean_exit = true;
+	proc_exit(0);
 }
 
 /* Test only: stay here while the pause GUCs ask for it. */
@@ -1169,6 +1197,7 @@ run_pass(Run *r)
 		for (;;)
 		{
 			test_pause(r, false);
+			check_postponed();
 			if (!run_batch(r, relid))
 				break;
 		}
@@ -1265,6 +1294,7 @@ reencrypt_database(void)
 	bool		resumed;
 
 	memset(&r, 0, sizeof(r));
+	check_postponed();
 	ngens = db_generations(MyDatabaseId, &r.to_gen, &r.from_gen, &ring_ok);
 	if (ngens <= 1 || !ring_ok)
 		return;
@@ -1365,6 +1395,7 @@ reencrypt_database(void)
 	}
 
 	test_pause(&r, true);
+	check_postponed();
 	destroy_old_generations(&r);
 }
 

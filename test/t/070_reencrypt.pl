@@ -31,7 +31,7 @@ my $MISC = q{SELECT string_agg(id || ':' || coalesce(encode(fieldcrypt.decrypt(b
   || coalesce(fieldcrypt.decrypt(d), '-') || ':' || coalesce(md5(fieldcrypt.decrypt(big)), '-'), ',' ORDER BY id)
   FROM misc};
 
-my $node = FcNode::new_node('main');
+my $node = FcNode::new_node('main', reencrypt => 'on');
 $node->append_conf('postgresql.conf', <<'EOC');
 fieldcrypt.reencrypt_rows_per_second = 50000
 fieldcrypt.reencrypt_batch_pages = 32

@@ -10,7 +10,9 @@
 #   D.  after the re-encryption finished.
 # After each restart the worker finishes, every plaintext is unchanged, the old generation
 # is destroyed and retrieve_data_encryption_key returns the new key.
-# Also: DROP DATABASE of a database whose worker runs stops the worker and succeeds.
+# Also: DROP DATABASE of a database whose worker runs stops the worker and succeeds;
+# fieldcrypt.reencrypt = off stops a running worker after its batch, keeps the old
+# generations and allows further key changes; on again finishes the job.
 use strict;
 use warnings;
 use PostgreSQL::Test::Utils;
@@ -24,7 +26,7 @@ my $SUM = q{SELECT md5(string_agg(id || ':' || fieldcrypt.decrypt(pw), ',' ORDER
   || md5(string_agg(id || ':' || encode(fieldcrypt.decrypt(b), 'hex'), ',' ORDER BY id)) FROM t};
 my $PHASE = q{SELECT phase FROM fieldcrypt.rotation_progress WHERE database = 'app'};
 
-my $node = FcNode::new_node('crash');
+my $node = FcNode::new_node('crash', reencrypt => 'on');
 $node->append_conf('postgresql.conf', <<'EOC');
 fieldcrypt.reencrypt_rows_per_second = 0
 fieldcrypt.reencrypt_batch_pages = 4
@@ -157,6 +159,24 @@ is($dret, 0, 'DROP DATABASE stops the worker of that database and succeeds') or 
 is($node->safe_psql('app', q{SELECT count(*) FROM fieldcrypt.rotation_progress WHERE database = 'dropme'}),
 	'0', 'no re-encryption is left for the dropped database');
 set_conf('fieldcrypt.test_reencrypt_pause_after_batches = -1');
+
+# --- fieldcrypt.reencrypt = off postpones ----------------------------------------------------
+# turned off while a worker runs: it stops after its current batch
+set_conf('fieldcrypt.test_reencrypt_pause_after_batches = 2');
+change_key($K[5], 'E: key change');
+$node->poll_query_until('app', $PHASE, 'paused for testing') or die 'E: the worker did not pause';
+$offset = -s $node->logfile;
+set_conf('fieldcrypt.reencrypt = off');
+set_conf('fieldcrypt.test_reencrypt_pause_after_batches = -1');
+$node->poll_query_until('app', $PHASE, 'postponed') or die 'E: the re-encryption was not postponed';
+like(log_since($node, $offset), qr/LOG:  fieldcrypt: re-encryption postponed \(fieldcrypt.reencrypt = off\)/,
+	'E: the running worker stopped when fieldcrypt.reencrypt was turned off');
+sql_is($node, 'app', 'SELECT generations_kept FROM fieldcrypt.key_status', '2', 'E: the old generation is kept');
+change_key($K[6], 'E: while postponed, another key change is allowed');
+sql_is($node, 'app', 'SELECT generation, generations_kept FROM fieldcrypt.key_status', "$gen|3",
+	'E: three generations kept');
+set_conf('fieldcrypt.reencrypt = on');
+check_finished($K[6], 'E: turned on again');
 
 $node->stop;
 done_testing();
