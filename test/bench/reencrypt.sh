@@ -1,0 +1,113 @@
+# Section 3 of `make bench` (sourced by test/bench/run.sh, which provides the helpers):
+# re-encryption after a key change (src/reencrypt.c).
+#
+#   a. Throughput: FC_BENCH_REENC_ROWS (default FC_BENCH_ROWS) encrypted_text values of 32
+#      bytes. Baseline: a plain `UPDATE t SET secret = secret` of the same freshly loaded,
+#      vacuumed table. Re-encryption: set_data_encryption_key, then the time until
+#      fieldcrypt.rotation_progress has no row (worker start, both passes, destruction of
+#      the old generation), with fieldcrypt.reencrypt_rows_per_second = 0 (no throttle).
+#      Best of FC_BENCH_REENC_REPEAT (default 3). Target: time ratio <= 2 (at least half
+#      the speed of the plain rewrite).
+#   b. Foreground impact with the default throttle: pgbench (TPC-B-like, 2 clients, scale
+#      FC_BENCH_PGBENCH_SCALE) in the same database while the worker re-encrypts the table,
+#      against pgbench while the re-encryption is postponed (fieldcrypt.reencrypt = off),
+#      alternating FC_BENCH_REENC_ROUNDS times (default 5) for FC_BENCH_REENC_SECONDS each
+#      (default 5). Target: TPS ratio >= 0.8.
+
+REENC_ROWS=${FC_BENCH_REENC_ROWS:-$ROWS}
+REENC_REPEAT=${FC_BENCH_REENC_REPEAT:-3}
+REENC_SECONDS=${FC_BENCH_REENC_SECONDS:-5}
+REENC_ROUNDS=${FC_BENCH_REENC_ROUNDS:-5}
+
+# SQL that waits until this database has no re-encryption under way.
+REENC_WAIT="DO \$\$ BEGIN
+  WHILE EXISTS (SELECT 1 FROM fieldcrypt.rotation_progress WHERE database = current_database()) LOOP
+    PERFORM pg_sleep(0.02);
+  END LOOP;
+END \$\$;"
+
+reenc_load() {   # SQL that recreates and loads t_re, untimed
+  echo "SET client_min_messages = warning; DROP TABLE IF EXISTS t_re;
+    CREATE TABLE t_re (id int, secret fieldcrypt.encrypted_text);
+    INSERT INTO t_re SELECT i, md5(i::text) FROM generate_series(1, $REENC_ROWS) i;
+    VACUUM ANALYZE t_re; CHECKPOINT;"
+}
+
+reenc_set() {   # postgresql.conf setting via ALTER SYSTEM, reloaded
+  fc_psql -q -c "ALTER SYSTEM SET $1" -c 'SELECT pg_reload_conf()' >/dev/null
+}
+
+section3() {
+  local n r k=0 t tps_on tps_off ratios=() on off running
+  n=$(commas "$REENC_ROWS")
+  log "section 3: starting a cluster for re-encryption"
+  fc_cluster_start reenc "${CONF[@]}" "fieldcrypt.reencrypt_rows_per_second = 0"
+  fc_psql -c 'CREATE EXTENSION fieldcrypt'
+
+  for ((r = 1; r <= REENC_REPEAT; r++)); do
+    t=$(timed "$(reenc_load)" "UPDATE t_re SET secret = secret;") || return 1
+    S[reenc/update]+=" $t"
+    k=$((k + 1))
+    t=$(timed "$(reenc_load)
+      SELECT fieldcrypt.set_data_encryption_key('Bench-Rotation-$k-Key!');" "$REENC_WAIT") || return 1
+    S[reenc/rotate]+=" $t"
+    log "3a round $r: update $(best "${S[reenc/update]}") s, re-encryption $t s"
+  done
+  # sanity, untimed: every value decrypts and only one generation is left
+  [[ $(fc_psql -At -c "SELECT count(*) = $REENC_ROWS FROM t_re WHERE fieldcrypt.decrypt(secret) = md5(id::text)") == t &&
+     $(fc_psql -At -c 'SELECT generations_kept FROM fieldcrypt.key_status') == 1 ]] ||
+    { log "sanity check failed after re-encryption"; return 1; }
+
+  # b: default throttle, pgbench alongside
+  reenc_set "fieldcrypt.reencrypt_rows_per_second TO DEFAULT"
+  "$PGBIN/pgbench" -i -q -s "$PGB_SCALE" >/dev/null 2>&1 || { log "pgbench -i failed"; return 1; }
+  fc_psql -c "$(reenc_load)" >/dev/null
+  reenc_set "fieldcrypt.reencrypt = off"
+  k=$((k + 1))
+  fc_psql -c "SELECT fieldcrypt.set_data_encryption_key('Bench-Rotation-$k-Key!')" >/dev/null
+  for ((r = 1; r <= REENC_ROUNDS; r++)); do
+    reenc_set "fieldcrypt.reencrypt = off"
+    sleep 1
+    off=$(pgbench_tpcb "$REENC_SECONDS") || return 1
+    reenc_set "fieldcrypt.reencrypt = on"
+    sleep 1
+    on=$(pgbench_tpcb "$REENC_SECONDS") || return 1
+    running=$(fc_psql -At -c "SELECT phase FROM fieldcrypt.rotation_progress WHERE database = current_database()")
+    [[ $running == re-encrypting ]] ||
+      log "3b round $r: the re-encryption was not running at the end of the round ($running)"
+    S[reenc/off]+=" $off" S[reenc/on]+=" $on"
+    ratios+=("$(calc "$on / $off" 3)")
+    log "3b round $r: TPS without $off, during re-encryption $on"
+  done
+  reenc_set "fieldcrypt.reencrypt = on"
+  local rate
+  rate=$(fc_psql -At -c "SELECT round(rows_per_second) FROM fieldcrypt.rotation_progress WHERE database = current_database()")
+  fc_cluster_stop reenc
+
+  local tu tr
+  tu=$(best "${S[reenc/update]}") tr=$(best "${S[reenc/rotate]}")
+  say ""
+  say "== 3a. re-encryption of $n encrypted_text values after a key change (no throttle)"
+  say "  UPDATE t SET secret = secret (baseline): best $tu s   samples:${S[reenc/update]}"
+  say "  key change -> rotation_progress empty:   best $tr s   samples:${S[reenc/rotate]}"
+  say "  re-encryption rate: $(commas "$(calc "$REENC_ROWS / $tr" 0)") values/s"
+  say ""
+  say "== 3b. pgbench TPC-B (2 clients, scale $PGB_SCALE) during re-encryption, default throttle"
+  say "  ($(calc "$REENC_SECONDS" 0) s rounds; worker rate at the end: ${rate:-?} rows/s)"
+  say "  TPS without re-encryption:  best $(best_tps "${S[reenc/off]}")   samples:${S[reenc/off]}"
+  say "  TPS during re-encryption:   best $(best_tps "${S[reenc/on]}")   samples:${S[reenc/on]}"
+  say ""
+  say "== 3. targets"
+  target "re-encryption time / plain UPDATE time" "$(calc "$tr / $tu" 2)" "x <= 2.0" "<=2.0x"
+  target "TPS during / without re-encryption (median of rounds)" "$(median "${ratios[*]}")" "x >= 0.8" ">=0.8x"
+}
+
+# pgbench TPC-B-like against the current cluster; prints TPS.
+pgbench_tpcb() {   # SECONDS
+  local out tps
+  out=$("$PGBIN/pgbench" -n -c 2 -j 2 -T "$1" 2>&1) ||
+    { log "pgbench failed:"; printf '%s\n' "$out" >&2; return 1; }
+  tps=$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time)$/\1/p' <<<"$out")
+  [[ -n $tps ]] || { log "no TPS in pgbench output:"; printf '%s\n' "$out" >&2; return 1; }
+  calc "$tps" 0
+}
