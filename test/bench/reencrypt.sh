@@ -45,7 +45,7 @@ reenc_set() {   # postgresql.conf setting via ALTER SYSTEM, reloaded
 }
 
 section3() {
-  local n r k=0 t tps_on tps_off ratios=() on off running
+  local n r k=0 t ratios=() on off running rate
   n=$(commas "$REENC_ROWS")
   log "section 3: starting a cluster for re-encryption"
   fc_cluster_start reenc "${CONF[@]}" "fieldcrypt.reencrypt_rows_per_second = 0"
@@ -66,7 +66,9 @@ section3() {
     { log "sanity check failed after re-encryption"; return 1; }
 
   # b: default throttle, pgbench alongside
-  reenc_set "fieldcrypt.reencrypt_rows_per_second TO DEFAULT"
+  local dflt
+  dflt=$(fc_psql -At -c "SELECT boot_val FROM pg_settings WHERE name = 'fieldcrypt.reencrypt_rows_per_second'")
+  reenc_set "fieldcrypt.reencrypt_rows_per_second = $dflt"
   "$PGBIN/pgbench" -i -q -s "$PGB_SCALE" >/dev/null 2>&1 || { log "pgbench -i failed"; return 1; }
   fc_psql <<<"$(reenc_load)" >/dev/null || return 1
   reenc_set "fieldcrypt.reencrypt = off"
@@ -79,7 +81,8 @@ section3() {
     reenc_set "fieldcrypt.reencrypt = on"
     sleep 1
     on=$(pgbench_tpcb "$REENC_SECONDS") || return 1
-    running=$(fc_psql -At -c "SELECT phase FROM fieldcrypt.rotation_progress WHERE database = current_database()")
+    IFS='|' read -r running rate < <(fc_psql -At -c "SELECT phase, round(rows_per_second)
+      FROM fieldcrypt.rotation_progress WHERE database = current_database()")
     [[ $running == re-encrypting ]] ||
       log "3b round $r: the re-encryption was not running at the end of the round ($running)"
     S[reenc/off]+=" $off" S[reenc/on]+=" $on"
@@ -87,8 +90,6 @@ section3() {
     log "3b round $r: TPS without $off, during re-encryption $on"
   done
   reenc_set "fieldcrypt.reencrypt = on"
-  local rate
-  rate=$(fc_psql -At -c "SELECT round(rows_per_second) FROM fieldcrypt.rotation_progress WHERE database = current_database()")
   fc_cluster_stop reenc
 
   local tu tr
@@ -100,7 +101,7 @@ section3() {
   say "  re-encryption rate: $(commas "$(calc "$REENC_ROWS / $tr" 0)") values/s"
   say ""
   say "== 3b. pgbench TPC-B (2 clients, scale $PGB_SCALE) during re-encryption, default throttle"
-  say "  ($(calc "$REENC_SECONDS" 0) s rounds; worker rate at the end: ${rate:-?} rows/s)"
+  say "  ($(calc "$REENC_SECONDS" 0) s rounds; throttle $dflt rows/s, worker rate in the last round: ${rate:-?} rows/s)"
   say "  TPS without re-encryption:  best $(best_tps "${S[reenc/off]}")   samples:${S[reenc/off]}"
   say "  TPS during re-encryption:   best $(best_tps "${S[reenc/on]}")   samples:${S[reenc/on]}"
   say ""
