@@ -693,10 +693,14 @@ fieldcrypt_refuse_cast(PG_FUNCTION_ARGS)
 uint32
 fc_envelope_generation(Datum value)
 {
-	bytea	   *head = DatumGetByteaPSlice(value, 0, 6);
-	const uint8 *env = (const uint8 *) VARDATA_ANY(head);
+	struct varlena *v = (struct varlena *) DatumGetPointer(value);
+	const uint8 *env;
 
-	if (VARSIZE_ANY_EXHDR(head) < 6 || env[0] != ENV_VERSION)
+	/* only toasted values need a copy of their first bytes */
+	if (VARATT_IS_EXTERNAL(v) || VARATT_IS_COMPRESSED(v))
+		v = (struct varlena *) DatumGetByteaPSlice(value, 0, 6);
+	env = (const uint8 *) VARDATA_ANY(v);
+	if (VARSIZE_ANY_EXHDR(v) < 6 || env[0] != ENV_VERSION)
 		return 0;
 	return ((uint32) env[2] << 24) | ((uint32) env[3] << 16) | ((uint32) env[4] << 8) | env[5];
 }
