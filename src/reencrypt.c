@@ -835,6 +835,8 @@ test_pause(Run *r, bool before_destroy)
 			break;
 		if (!logged)
 		{
+			/* batches commit asynchronously: make the pause point durable */
+			XLogFlush(XactLastCommitEnd);
 			publish(r, PHASE_PAUSED);
 			ereport(LOG,
 					(errmsg("fieldcrypt: re-encryption paused for testing %s",

@@ -178,5 +178,14 @@ sql_is($node, 'app', 'SELECT generation, generations_kept FROM fieldcrypt.key_st
 set_conf('fieldcrypt.reencrypt = on');
 check_finished($K[6], 'E: turned on again');
 
+# --- F: database defaults do not reach the worker --------------------------------------------
+# a read-only default would make every batch fail
+$node->safe_psql('postgres', 'ALTER DATABASE app SET default_transaction_read_only = on');
+sql_is($node, 'app', "SET default_transaction_read_only = off; SELECT fieldcrypt.set_data_encryption_key('$K[1]')",
+	"SET\n", 'F: key change in a database whose transactions are read-only by default');
+$gen++;
+check_finished($K[1], 'F: the worker writes anyway');
+$node->safe_psql('postgres', 'ALTER DATABASE app RESET default_transaction_read_only');
+
 $node->stop;
 done_testing();

@@ -3,7 +3,8 @@
 #     its re-encryption and the destruction of the old generation (WAL records of the
 #     resource manager "fieldcrypt" and ordinary heap WAL): its values decrypt and it keeps
 #     one generation, like the primary; rotation_progress is empty on a standby;
-#   - after promotion it changes keys itself, and its own worker re-encrypts;
+#   - promoted while the primary's re-encryption is half-way, its own worker resumes it
+#     where the WAL left it; then it changes keys itself, and its worker re-encrypts;
 #   - a dump taken before the rotations restores only with the key that was current
 #     then, not with the newer key;
 #   - its envelopes cannot be decrypted in the rotated database (generation destroyed).
@@ -14,7 +15,7 @@ use Test::More;
 use FcNode;
 use FcKeyTest;
 
-my ($KA, $KB, $KC, $KD) = map { "Standby-Rotation-K$_-7p!" } qw(A B C D);
+my ($KA, $KB, $KC, $KD, $KE) = map { "Standby-Rotation-K$_-7p!" } qw(A B C D E);
 my $PROGRESS = q{SELECT count(*) FROM fieldcrypt.rotation_progress WHERE database = 'app'};
 my $SUM = q{SELECT count(*) || ':' || md5(string_agg(id || ':' || fieldcrypt.decrypt(pw) || ':'
   || encode(fieldcrypt.decrypt(b), 'hex'), ',' ORDER BY id)) FROM t};
@@ -76,14 +77,32 @@ sql_fails($primary, 'app', 'SELECT fieldcrypt.decrypt(pw) FROM old', '55000',
 $primary->safe_psql('app', 'DROP TABLE old');
 $primary->wait_for_catchup($standby);
 
-# --- promotion -------------------------------------------------------------------------------
+# --- a third rotation, interrupted by the promotion of the standby ---------------------------
+# (the primary's settings only: the standby's postgresql.conf came with the backup)
+$primary->append_conf('postgresql.conf', "fieldcrypt.reencrypt_batch_pages = 4\nfieldcrypt.test_reencrypt_pause_after_batches = 2\n");
+$primary->reload;
+sql_is($primary, 'app', "SELECT fieldcrypt.set_data_encryption_key('$KD')", '', 'primary: key change to generation 5');
+$primary->poll_query_until('app', q{SELECT phase FROM fieldcrypt.rotation_progress}, 'paused for testing')
+  or die 'the primary did not pause';
+$primary->wait_for_catchup($standby);
+sql_is($standby, 'app', $STATUS, '5|2', 'standby: generation 5 current, generation 4 still kept');
+is($standby->safe_psql('app', $SUM), $sum, 'standby: values of both generations decrypt mid-way');
+
+my $offset = -s $standby->logfile;
 $standby->promote;
 $standby->poll_query_until('postgres', 'SELECT NOT pg_is_in_recovery()') or die 'promotion failed';
-sql_is($standby, 'app', "SELECT fieldcrypt.set_data_encryption_key('$KD')", '', 'promoted: key change to generation 5');
-$standby->poll_query_until('app', $PROGRESS, '0') or die 'the promoted standby did not re-encrypt';
-sql_is($standby, 'app', $STATUS, '5|1', 'promoted: generation 5, generation 4 destroyed by its own worker');
+$standby->poll_query_until('app', $PROGRESS, '0') or die 'the promoted standby did not finish the re-encryption';
+like(log_since($standby, $offset), qr/re-encryption of database "app" from generation 4 to 5 resumed in pass 1 at table 1 of 1, block 8:/,
+	'promoted: its worker resumed the primary\'s re-encryption where the WAL left it');
+sql_is($standby, 'app', $STATUS, '5|1', 'promoted: generation 4 destroyed by its own worker');
 is($standby->safe_psql('app', $SUM), $sum, 'promoted: the values decrypt');
-sql_is($standby, 'app', 'SELECT fieldcrypt.retrieve_data_encryption_key()', $KD, 'promoted: retrieve returns KD');
+
+# --- the promoted standby changes keys itself ------------------------------------------------
+sql_is($standby, 'app', "SELECT fieldcrypt.set_data_encryption_key('$KE')", '', 'promoted: key change to generation 6');
+$standby->poll_query_until('app', $PROGRESS, '0') or die 'the promoted standby did not re-encrypt';
+sql_is($standby, 'app', $STATUS, '6|1', 'promoted: generation 6, generation 5 destroyed');
+is($standby->safe_psql('app', $SUM), $sum, 'promoted: the values decrypt after its own rotation');
+sql_is($standby, 'app', 'SELECT fieldcrypt.retrieve_data_encryption_key()', $KE, 'promoted: retrieve returns KE');
 
 # --- the old dump restores only with the old key -------------------------------------------
 $standby->safe_psql('postgres', 'CREATE DATABASE restored');
@@ -91,7 +110,7 @@ command_ok([ 'pg_restore', '-d', $standby->connstr('restored'), "$dir/before.dum
 	'the old dump restores into the promoted standby');
 sql_fails($standby, 'restored', "SELECT fieldcrypt.set_data_encryption_key('$KC')", '28P01',
 	'data encryption key does not match this database', 'the old dump does not accept the newer key');
-sql_fails($standby, 'restored', "SELECT fieldcrypt.set_data_encryption_key('$KD')", '28P01',
+sql_fails($standby, 'restored', "SELECT fieldcrypt.set_data_encryption_key('$KE')", '28P01',
 	'data encryption key does not match this database', 'nor the newest');
 sql_is($standby, 'restored', "SELECT fieldcrypt.set_data_encryption_key('$KA')", '',
 	'the old dump accepts the key that was current when it was taken');
