@@ -379,9 +379,13 @@ encrypt_value(const char *data, Size len, char kind)
 	return result;
 }
 
-/* Decrypt an envelope of the given kind; ERRORs unless authentic. */
+/*
+ * Decrypt an envelope of the given kind; ERRORs unless authentic, or with
+ * soft, returns NULL instead of raising the errors a value can cause
+ * (malformed, unknown generation, not authentic).
+ */
 static char *
-decrypt_value(bytea *val, char kind, Size *outlen)
+decrypt_value_ext(bytea *val, char kind, Size *outlen, bool soft)
 {
 	const uint8 *env = (const uint8 *) VARDATA_ANY(val);
 	Size		envlen = VARSIZE_ANY_EXHDR(val);
@@ -392,6 +396,8 @@ decrypt_value(bytea *val, char kind, Size *outlen)
 	Size		len;
 	char	   *out;
 
+	if (soft && (envlen < ENV_MIN_LEN || env[0] != ENV_VERSION || env[1] != kind))
+		return NULL;
 	if (envlen < ENV_MIN_LEN || env[0] != ENV_VERSION || env[1] != kind)
 		ereport(ERROR,
 				(errcode(ERRCODE_DATA_CORRUPTED),
@@ -401,6 +407,8 @@ decrypt_value(bytea *val, char kind, Size *outlen)
 
 	refresh_ciphers();
 	g = fc_local_generation(gen, false);
+	if (g == NULL && soft)
+		return NULL;
 	if (g == NULL)
 	{
 		if (fc_local_generation(0, true) == NULL)
@@ -432,6 +440,8 @@ decrypt_value(bytea *val, char kind, Size *outlen)
 					 (uint8 *) out, env + ENV_HDR_LEN + len))
 	{
 		pfree(out);
+		if (soft)
+			return NULL;
 		ereport(ERROR,
 				(errcode(ERRCODE_DATA_CORRUPTED),
 				 errmsg("encrypted value could not be authenticated"),
@@ -440,6 +450,13 @@ decrypt_value(bytea *val, char kind, Size *outlen)
 	out[len] = '\0';
 	*outlen = len;
 	return out;
+}
+
+/* Decrypt an envelope of the given kind; ERRORs unless authentic. */
+static char *
+decrypt_value(bytea *val, char kind, Size *outlen)
+{
+	return decrypt_value_ext(val, kind, outlen, false);
 }
 
 /* Validate raw envelope bytes and wrap them in a varlena (no key needed). */
@@ -714,29 +731,11 @@ fc_envelope_generation(Datum value)
 bytea *
 fc_reencrypt_envelope(bytea *val, char kind)
 {
-	MemoryContext cxt = CurrentMemoryContext;
-	char	   *plain = NULL;
+	char	   *plain;
 	Size		len = 0;
 	bytea	   *result;
 
-	PG_TRY();
-	{
-		plain = decrypt_value(val, kind, &len);
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		if (edata->sqlerrcode != ERRCODE_DATA_CORRUPTED &&
-			edata->sqlerrcode != ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE)
-			PG_RE_THROW();
-		FlushErrorState();
-		FreeErrorData(edata);
-		plain = NULL;
-	}
-	PG_END_TRY();
+	plain = decrypt_value_ext(val, kind, &len, true);
 	if (plain == NULL)
 		return NULL;
 	result = encrypt_value(plain, len, kind);
