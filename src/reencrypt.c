@@ -35,8 +35,10 @@
  *	  2. A pass that re-encrypted anything is followed by a wait for every
  *		 transaction of this database that holds a snapshot (they may still
  *		 copy old row versions elsewhere, e.g. INSERT ... SELECT), and by
- *		 another pass.  A pass that started after such a wait and found
- *		 nothing to re-encrypt ends the loop.
+ *		 another pass.  A pass that started after such a wait (a check pass)
+ *		 first looks for a stale value in each table with one read-only
+ *		 statement and rewrites only tables where it finds one; a check pass
+ *		 that re-encrypted nothing ends the loop.
  *	  3. The old generations are destroyed, under the cluster-wide key change
  *		 lock: their metadata rows go, the keyring is rewritten without them
  *		 (fc_db_stage: written, fsynced and WAL-logged) before the commit,
@@ -1172,6 +1174,44 @@ run_batch(Run *r, Oid relid)
 	return true;
 }
 
+/*
+ * A check pass (one that started after the wait) first looks for a stale
+ * value in the whole table with one read-only statement, and rewrites the
+ * table in batches only if it finds one.  Records the position.
+ */
+static bool
+table_has_stale(Run *r, Oid relid)
+{
+	Relation	rel;
+	List	   *cols;
+	char	   *sql = NULL;
+	bool		found = false;
+
+	begin_xact();
+	rel = try_relation_open(relid, AccessShareLock);
+	if (rel != NULL)
+	{
+		cols = encrypted_columns(rel, r);
+		if (cols != NIL)
+			sql = psprintf("SELECT 1 FROM ONLY %s WHERE %s LIMIT 1",
+						   quote_qualified_identifier(get_namespace_name(RelationGetNamespace(rel)),
+													  RelationGetRelationName(rel)),
+						   stale_condition(cols));
+		relation_close(rel, NoLock);
+	}
+	if (sql != NULL)
+	{
+		if (SPI_execute(sql, true, 1) != SPI_OK_SELECT)
+			elog(ERROR, "could not check for values to re-encrypt");
+		found = SPI_processed > 0;
+	}
+	r->relid = relid;
+	r->next_block = 0;
+	save_state(r, "running");
+	end_xact();
+	return found;
+}
+
 /* One pass over every table, from where r says; the tables in OID order. */
 static void
 run_pass(Run *r)
@@ -1195,6 +1235,13 @@ run_pass(Run *r)
 		{
 			r->relid = relid;
 			r->next_block = 0;
+		}
+		check_postponed();
+		if (r->pass_clean && r->next_block == 0 && !table_has_stale(r, relid))
+		{
+			r->tables_done++;
+			publish(r, PHASE_REENCRYPTING);
+			continue;
 		}
 		for (;;)
 		{

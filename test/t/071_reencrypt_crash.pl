@@ -12,7 +12,9 @@
 # is destroyed and retrieve_data_encryption_key returns the new key.
 # Also: DROP DATABASE of a database whose worker runs stops the worker and succeeds;
 # fieldcrypt.reencrypt = off stops a running worker after its batch, keeps the old
-# generations and allows further key changes; on again finishes the job.
+# generations and allows further key changes; on again finishes the job; database
+# defaults (read-only) do not reach the worker; old ciphertext copied into a table the
+# worker has already done is found by the check pass.
 use strict;
 use warnings;
 use PostgreSQL::Test::Utils;
@@ -186,6 +188,30 @@ sql_is($node, 'app', "SET default_transaction_read_only = off; SELECT fieldcrypt
 $gen++;
 check_finished($K[1], 'F: the worker writes anyway');
 $node->safe_psql('postgres', 'ALTER DATABASE app RESET default_transaction_read_only');
+
+# --- G: a value copied behind the worker is found by the check pass ---------------------------
+$node->safe_psql('postgres', 'CREATE DATABASE copy');
+$node->safe_psql('copy', q{CREATE EXTENSION fieldcrypt;
+	CREATE TABLE a (id int, pw fieldcrypt.encrypted_text);
+	CREATE TABLE b (id int, pw fieldcrypt.encrypted_text);
+	INSERT INTO a SELECT i, 'copy-a-' || i FROM generate_series(1, 10) i;
+	INSERT INTO b SELECT i, 'copy-b-' || i FROM generate_series(1, 10) i});
+set_conf('fieldcrypt.test_reencrypt_pause_after_batches = 1');
+sql_is($node, 'copy', "SELECT fieldcrypt.set_data_encryption_key('$K[2]')", '', 'G: key change');
+$node->poll_query_until('copy', q{SELECT phase FROM fieldcrypt.rotation_progress}, 'paused for testing')
+  or die 'G: the worker did not pause';
+# table a is re-encrypted, b is not yet: copy b's old ciphertext into a's first page
+$node->safe_psql('copy', 'INSERT INTO a SELECT id + 100, pw FROM b');
+$offset = -s $node->logfile;
+set_conf('fieldcrypt.test_reencrypt_pause_after_batches = -1');
+$node->poll_query_until('copy', q{SELECT count(*) FROM fieldcrypt.rotation_progress}, '0')
+  or die 'G: the re-encryption did not finish';
+like(log_since($node, $offset), qr/re-encryption of database "copy" to generation 2 finished: 30 rows rewritten in 3 pass\(es\)/,
+	'G: the check pass found the copied values and rewrote them, a third pass found nothing');
+sql_is($node, 'copy', 'SELECT generation, generations_kept FROM fieldcrypt.key_status', '2|1',
+	'G: the old generation is destroyed');
+is($node->safe_psql('copy', q{SELECT string_agg(fieldcrypt.decrypt(pw), ',' ORDER BY id) FROM a WHERE id > 100}),
+	join(',', map { "copy-b-$_" } 1 .. 10), 'G: the copied values decrypt');
 
 $node->stop;
 done_testing();
