@@ -65,16 +65,25 @@
  *	  the LWLock of tranche "fieldcrypt reencrypt"; it tells the launcher
  *	  whether a worker runs and feeds fieldcrypt.rotation_progress.
  *
- *	  TDE plug-in point (not implemented here): re-encryption of
- *	  encrypted_heap tables after fieldcrypt.rotate_tde_key() belongs in
- *	  the same worker as a second kind of pass, an entry point
- *	  fc_reencrypt_tde_relation(Oid relid, BlockNumber start, BlockNumber
- *	  nblocks) in the table access method's files that rewrites a block
- *	  range under the current TDE generation and returns the next block.
- *	  run_pass() would call it for every relation whose access method is
- *	  encrypted_heap, with the same batch / progress / throttle / resume
- *	  bookkeeping as for columns, and the destroy step would also drop the
- *	  old TDE generations.
+ *	  TDE plug-in point (not implemented here; the encrypted_heap engine is
+ *	  another branch).  Re-encryption of encrypted_heap tables after
+ *	  fieldcrypt.rotate_tde_key() fits this worker as a second kind of table
+ *	  in run_pass(): for a relation whose access method is encrypted_heap,
+ *	  run_batch() would run
+ *
+ *			UPDATE ONLY t SET c1 = c1
+ *			 WHERE ctid >= '(b,0)' AND ctid < '(b+n,0)'
+ *			   AND fieldcrypt._tde_tuple_generation(t.tableoid, ctid) <> <current>
+ *
+ *	  (the access method writes every new row version under the current TDE
+ *	  generation), with the same batches, progress row, throttle, resume,
+ *	  EvalPlanQual protection and check passes as for columns; the launcher
+ *	  would also start a worker for a database holding more than one TDE
+ *	  generation, and destroy_old_generations() would end with the TDE
+ *	  engine's destruction of unused generations (drop_unused_tde_keys).
+ *	  Entry point to add: a function fc_reencrypt_tde_pending(Oid dboid) in
+ *	  the TDE key store for the launcher, and relkind/relam tests in
+ *	  list_tables() and run_batch().
  *
  * src/reencrypt.c
  *

@@ -1,4 +1,4 @@
-# Section 3 of `make bench` (sourced by test/bench/run.sh, which provides the helpers):
+# Section 4 of `make bench` (sourced by test/bench/run.sh, which provides the helpers):
 # re-encryption after a key change (src/reencrypt.c).
 #
 #   a. Throughput: FC_BENCH_REENC_ROWS (default FC_BENCH_ROWS) encrypted_text values of 32
@@ -45,10 +45,10 @@ reenc_set() {   # postgresql.conf setting via ALTER SYSTEM, reloaded
   fc_psql -q -c "ALTER SYSTEM SET $1" -c 'SELECT pg_reload_conf()' >/dev/null
 }
 
-section3() {
+section4() {
   local n r k=0 t ratios=() on off running rate
   n=$(commas "$REENC_ROWS")
-  log "section 3: starting a cluster for re-encryption"
+  log "section 4: starting a cluster for re-encryption"
   fc_cluster_start reenc "${CONF[@]}" "fieldcrypt.reencrypt_rows_per_second = 0"
   fc_psql -c 'CREATE EXTENSION fieldcrypt'
 
@@ -59,7 +59,7 @@ section3() {
     fc_psql <<<"$(reenc_load)" >/dev/null || return 1
     t=$(reenc_rotate_time "SELECT fieldcrypt.set_data_encryption_key('Bench-Rotation-$k-Key!')") || return 1
     S[reenc/rotate]+=" $t"
-    log "3a round $r: update $(best "${S[reenc/update]}") s, re-encryption $t s"
+    log "4a round $r: update $(best "${S[reenc/update]}") s, re-encryption $t s"
   done
   # sanity, untimed: every value decrypts and only one generation is left
   [[ $(fc_psql -At -c "SELECT count(*) = $REENC_ROWS FROM t_re WHERE fieldcrypt.decrypt(secret) = md5(id::text)") == t &&
@@ -83,17 +83,18 @@ section3() {
     fi
     reenc_set "fieldcrypt.reencrypt = on"; sleep 1
     on=$(pgbench_tpcb "$REENC_SECONDS") || return 1
+    running='' rate=''
     IFS='|' read -r running rate < <(fc_psql -At -c "SELECT phase, round(rows_per_second)
-      FROM fieldcrypt.rotation_progress WHERE database = current_database()")
+      FROM fieldcrypt.rotation_progress WHERE database = current_database()") || true
     [[ $running == re-encrypting ]] ||
-      log "3b round $r: the re-encryption was not running at the end of the round ($running)"
+      log "4b round $r: the re-encryption was not running at the end of the round ($running)"
     if ((r % 2 == 0)); then
       reenc_set "fieldcrypt.reencrypt = off"; sleep 1
       off=$(pgbench_tpcb "$REENC_SECONDS") || return 1
     fi
     S[reenc/off]+=" $off" S[reenc/on]+=" $on"
     ratios+=("$(calc "$on / $off" 3)")
-    log "3b round $r: TPS without $off, during re-encryption $on"
+    log "4b round $r: TPS without $off, during re-encryption $on"
   done
   reenc_set "fieldcrypt.reencrypt = on"
   fc_cluster_stop reenc
@@ -101,17 +102,17 @@ section3() {
   local tu tr
   tu=$(best "${S[reenc/update]}") tr=$(best "${S[reenc/rotate]}")
   say ""
-  say "== 3a. re-encryption of $n encrypted_text values after a key change (no throttle)"
+  say "== 4a. re-encryption of $n encrypted_text values after a key change (no throttle)"
   say "  UPDATE t SET secret = secret (baseline): best $tu s   samples:${S[reenc/update]}"
   say "  key change commit -> worker finished:   best $tr s   samples:${S[reenc/rotate]}"
   say "  re-encryption rate: $(commas "$(calc "$REENC_ROWS / $tr" 0)") values/s"
   say ""
-  say "== 3b. pgbench TPC-B (2 clients, scale $PGB_SCALE) during re-encryption, default throttle"
+  say "== 4b. pgbench TPC-B (2 clients, scale $PGB_SCALE) during re-encryption, default throttle"
   say "  ($(calc "$REENC_SECONDS" 0) s rounds; throttle $dflt rows/s, worker rate in the last round: ${rate:-?} rows/s)"
   say "  TPS without re-encryption:  best $(best_tps "${S[reenc/off]}")   samples:${S[reenc/off]}"
   say "  TPS during re-encryption:   best $(best_tps "${S[reenc/on]}")   samples:${S[reenc/on]}"
   say ""
-  say "== 3. targets"
+  say "== 4. targets"
   target "re-encryption time / plain UPDATE time" "$(calc "$tr / $tu" 2)" "x <= 2.0" "<=2.0x"
   target "TPS during / without re-encryption (median of rounds)" "$(median "${ratios[*]}")" "x >= 0.8" ">=0.8x"
 }
