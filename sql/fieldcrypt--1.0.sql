@@ -224,7 +224,6 @@ COMMENT ON FUNCTION fieldcrypt._tde_tuple_generation(pg_catalog.regclass, pg_cat
     'internal: TDE key generation of a row version, for re-encryption';
 REVOKE ALL ON FUNCTION fieldcrypt._tde_tuple_generation(pg_catalog.regclass, pg_catalog.tid) FROM PUBLIC;
 
-SELECT fieldcrypt._activate_on_create();
 
 -- Self-managed tenant keys --------------------------------------------------
 -- The tenant key seals the keyring (the keys of every database). By default
@@ -282,3 +281,67 @@ GRANT EXECUTE ON FUNCTION fieldcrypt.revert_tenant_key() TO fieldcrypt_admin;
 GRANT EXECUTE ON FUNCTION fieldcrypt._tenant_key_status() TO fieldcrypt_admin;
 REVOKE ALL ON fieldcrypt.tenant_key_status FROM PUBLIC;
 GRANT SELECT ON fieldcrypt.tenant_key_status TO fieldcrypt_admin;
+
+-- Re-encryption after a key change (src/reencrypt.c) ------------------------
+-- A background worker rewrites every value of every encrypted column under
+-- the new generation, then destroys the old generations.
+
+-- Where the worker is, written in the transaction of each batch so that it
+-- resumes there after a crash.  Not dumped: it describes this cluster only.
+CREATE TABLE fieldcrypt.reencryption (
+    to_generation    integer     PRIMARY KEY,
+    from_generation  integer     NOT NULL,
+    pass             integer     NOT NULL,
+    pass_clean       boolean     NOT NULL,
+    pass_reencrypted bigint      NOT NULL,
+    relid            oid         NOT NULL,
+    next_block       bigint      NOT NULL,
+    tables_done      integer     NOT NULL,
+    tables_total     integer     NOT NULL,
+    rows_done        bigint      NOT NULL,
+    rows_total       bigint      NOT NULL,
+    started_at       timestamptz NOT NULL,
+    state            text        NOT NULL CHECK (state IN ('running', 'blocked', 'done'))
+) USING heap;	-- readable whatever default_table_access_method says
+COMMENT ON TABLE fieldcrypt.reencryption IS
+    'internal: progress of the re-encryption worker of this database, for resuming after a restart';
+REVOKE ALL ON fieldcrypt.reencryption FROM PUBLIC;
+
+CREATE FUNCTION fieldcrypt._reencrypt(fieldcrypt.encrypted_text) RETURNS fieldcrypt.encrypted_text
+    LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE AS 'MODULE_PATHNAME', 'fieldcrypt_reencrypt_text';
+CREATE FUNCTION fieldcrypt._reencrypt(fieldcrypt.encrypted_bytea) RETURNS fieldcrypt.encrypted_bytea
+    LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE AS 'MODULE_PATHNAME', 'fieldcrypt_reencrypt_bytea';
+CREATE FUNCTION fieldcrypt._stale(fieldcrypt.encrypted_text) RETURNS boolean
+    LANGUAGE C STABLE STRICT PARALLEL SAFE AS 'MODULE_PATHNAME', 'fieldcrypt_reencrypt_stale';
+CREATE FUNCTION fieldcrypt._stale(fieldcrypt.encrypted_bytea) RETURNS boolean
+    LANGUAGE C STABLE STRICT PARALLEL SAFE AS 'MODULE_PATHNAME', 'fieldcrypt_reencrypt_stale';
+COMMENT ON FUNCTION fieldcrypt._reencrypt(fieldcrypt.encrypted_text) IS
+    'internal: the value under the current key generation (re-encryption worker)';
+COMMENT ON FUNCTION fieldcrypt._reencrypt(fieldcrypt.encrypted_bytea) IS
+    'internal: the value under the current key generation (re-encryption worker)';
+COMMENT ON FUNCTION fieldcrypt._stale(fieldcrypt.encrypted_text) IS
+    'internal: true if the value is under an older generation this database still holds';
+COMMENT ON FUNCTION fieldcrypt._stale(fieldcrypt.encrypted_bytea) IS
+    'internal: true if the value is under an older generation this database still holds';
+REVOKE ALL ON FUNCTION fieldcrypt._reencrypt(fieldcrypt.encrypted_text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION fieldcrypt._reencrypt(fieldcrypt.encrypted_bytea) FROM PUBLIC;
+REVOKE ALL ON FUNCTION fieldcrypt._stale(fieldcrypt.encrypted_text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION fieldcrypt._stale(fieldcrypt.encrypted_bytea) FROM PUBLIC;
+
+CREATE FUNCTION fieldcrypt._rotation_progress(
+    OUT database name, OUT from_generation integer, OUT to_generation integer,
+    OUT phase text, OUT tables_done integer, OUT tables_total integer,
+    OUT rows_done bigint, OUT rows_total bigint, OUT rows_per_second double precision,
+    OUT started_at timestamptz, OUT estimated_end timestamptz, OUT pid integer,
+    OUT datid oid)
+    RETURNS SETOF record LANGUAGE C VOLATILE PARALLEL RESTRICTED
+    AS 'MODULE_PATHNAME', 'fieldcrypt_rotation_progress';
+COMMENT ON FUNCTION fieldcrypt._rotation_progress() IS
+    'internal: backs the view fieldcrypt.rotation_progress';
+CREATE VIEW fieldcrypt.rotation_progress AS SELECT * FROM fieldcrypt._rotation_progress();
+COMMENT ON VIEW fieldcrypt.rotation_progress IS
+    'one row per database whose values are being re-encrypted after a key change';
+GRANT SELECT ON fieldcrypt.rotation_progress TO PUBLIC;
+
+-- Last: activation (CREATE EXTENSION with fieldcrypt.auto_activate) once every object exists.
+SELECT fieldcrypt._activate_on_create();

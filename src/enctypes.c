@@ -379,9 +379,13 @@ encrypt_value(const char *data, Size len, char kind)
 	return result;
 }
 
-/* Decrypt an envelope of the given kind; ERRORs unless authentic. */
+/*
+ * Decrypt an envelope of the given kind; ERRORs unless authentic, or with
+ * soft, returns NULL instead of raising the errors a value can cause
+ * (malformed, unknown generation, not authentic).
+ */
 static char *
-decrypt_value(bytea *val, char kind, Size *outlen)
+decrypt_value_ext(bytea *val, char kind, Size *outlen, bool soft)
 {
 	const uint8 *env = (const uint8 *) VARDATA_ANY(val);
 	Size		envlen = VARSIZE_ANY_EXHDR(val);
@@ -392,6 +396,8 @@ decrypt_value(bytea *val, char kind, Size *outlen)
 	Size		len;
 	char	   *out;
 
+	if (soft && (envlen < ENV_MIN_LEN || env[0] != ENV_VERSION || env[1] != kind))
+		return NULL;
 	if (envlen < ENV_MIN_LEN || env[0] != ENV_VERSION || env[1] != kind)
 		ereport(ERROR,
 				(errcode(ERRCODE_DATA_CORRUPTED),
@@ -401,6 +407,8 @@ decrypt_value(bytea *val, char kind, Size *outlen)
 
 	refresh_ciphers();
 	g = fc_local_generation(gen, false);
+	if (g == NULL && soft)
+		return NULL;
 	if (g == NULL)
 	{
 		if (fc_local_generation(0, true) == NULL)
@@ -432,6 +440,8 @@ decrypt_value(bytea *val, char kind, Size *outlen)
 					 (uint8 *) out, env + ENV_HDR_LEN + len))
 	{
 		pfree(out);
+		if (soft)
+			return NULL;
 		ereport(ERROR,
 				(errcode(ERRCODE_DATA_CORRUPTED),
 				 errmsg("encrypted value could not be authenticated"),
@@ -440,6 +450,13 @@ decrypt_value(bytea *val, char kind, Size *outlen)
 	out[len] = '\0';
 	*outlen = len;
 	return out;
+}
+
+/* Decrypt an envelope of the given kind; ERRORs unless authentic. */
+static char *
+decrypt_value(bytea *val, char kind, Size *outlen)
+{
+	return decrypt_value_ext(val, kind, outlen, false);
 }
 
 /* Validate raw envelope bytes and wrap them in a varlena (no key needed). */
@@ -683,4 +700,46 @@ fieldcrypt_refuse_cast(PG_FUNCTION_ARGS)
 			 errdetail("Encrypted columns are write-only."),
 			 errhint("Members of fieldcrypt_reader can read the plaintext with fieldcrypt.decrypt().")));
 	PG_RETURN_NULL();
+}
+
+/*
+ * Re-encryption helpers (used by reencrypt.c) -------------------------------
+ */
+
+/* The generation recorded in an envelope's header, or 0 if malformed. */
+uint32
+fc_envelope_generation(Datum value)
+{
+	struct varlena *v = (struct varlena *) DatumGetPointer(value);
+	const uint8 *env;
+
+	/* only toasted values need a copy of their first bytes */
+	if (VARATT_IS_EXTERNAL(v) || VARATT_IS_COMPRESSED(v))
+		v = (struct varlena *) DatumGetByteaPSlice(value, 0, 6);
+	env = (const uint8 *) VARDATA_ANY(v);
+	if (VARSIZE_ANY_EXHDR(v) < 6 || env[0] != ENV_VERSION)
+		return 0;
+	return ((uint32) env[2] << 24) | ((uint32) env[3] << 16) | ((uint32) env[4] << 8) | env[5];
+}
+
+/*
+ * A new envelope holding the plaintext of val under the current generation,
+ * or NULL when val cannot be decrypted here (its generation is gone, or it
+ * is not authentic): such a value is left as it is, it was unreadable
+ * before and stays so.  The plaintext is zeroed before returning.
+ */
+bytea *
+fc_reencrypt_envelope(bytea *val, char kind)
+{
+	char	   *plain;
+	Size		len = 0;
+	bytea	   *result;
+
+	plain = decrypt_value_ext(val, kind, &len, true);
+	if (plain == NULL)
+		return NULL;
+	result = encrypt_value(plain, len, kind);
+	explicit_bzero(plain, len);
+	pfree(plain);
+	return result;
 }

@@ -16,4 +16,8 @@ extern bool fc_rel_has_encrypted(Oid relid);
 extern bool fc_type_holds_encrypted(Oid typid);
 extern void fc_enctypes_init(void);
 
+/* re-encryption (reencrypt.c) */
+extern uint32 fc_envelope_generation(Datum value);
+extern bytea *fc_reencrypt_envelope(bytea *val, char kind);
+
 #endif

@@ -20,6 +20,7 @@
 #include "keyapi.h"
 #include "keystore.h"
 #include "redact.h"
+#include "reencrypt.h"
 #include "wal.h"
 #include "writeonly.h"
 
@@ -38,6 +39,7 @@ fc_shmem_request(void)
 	if (prev_shmem_request_hook)
 		prev_shmem_request_hook();
 	fc_keystore_request();
+	fc_reencrypt_request();
 }
 
 /* shmem_startup_hook: create the key store and load the keyring. */
@@ -47,6 +49,7 @@ fc_shmem_startup(void)
 	if (prev_shmem_startup_hook)
 		prev_shmem_startup_hook();
 	fc_keystore_startup();
+	fc_reencrypt_startup();
 }
 
 /* Module load. */
@@ -71,6 +74,7 @@ _PG_init(void)
 	prev_shmem_startup_hook = shmem_startup_hook;
 	shmem_startup_hook = fc_shmem_startup;
 
+	fc_reencrypt_register_launcher();
 	fc_keyapi_init();
 	fc_enctypes_init();
 	fc_redact_init();

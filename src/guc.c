@@ -17,6 +17,7 @@
 #include "utils/guc.h"
 
 #include "guc.h"
+#include "reencrypt.h"
 
 int			fc_key_provider = FC_PROVIDER_FILE;
 char	   *fc_key_file = NULL;
@@ -28,6 +29,12 @@ bool		fc_analyze_values = false;
 int			fc_kdf_iterations = 600000;
 char	   *fc_hsm_pin_command = NULL;
 char	   *fc_hsm_modules = NULL;
+
+bool		fc_reencrypt_enabled = true;
+int			fc_reencrypt_rows_per_second = FC_REENCRYPT_DEFAULT_RATE;
+int			fc_reencrypt_batch_pages = 64;
+int			fc_test_reencrypt_pause_after_batches = -1;
+bool		fc_test_reencrypt_pause_before_destroy = false;
 
 static const struct config_enum_entry provider_options[] = {
 	{"file", FC_PROVIDER_FILE, false},
@@ -101,6 +108,38 @@ fc_define_gucs(void)
 							   "Comma-separated absolute paths; superusers may name any module.",
 							   &fc_hsm_modules, "",
 							   PGC_SIGHUP, GUC_SUPERUSER_ONLY, NULL, NULL, NULL);
+
+	/* re-encryption after a key change (reencrypt.c) */
+	DefineCustomBoolVariable("fieldcrypt.reencrypt",
+							 "Re-encrypt existing values in the background after a key change.",
+							 "off postpones it: no worker starts, running ones stop after their "
+							 "current batch, and old generations are kept.",
+							 &fc_reencrypt_enabled, true,
+							 PGC_SIGHUP, 0, NULL, NULL, NULL);
+
+	DefineCustomIntVariable("fieldcrypt.reencrypt_rows_per_second",
+							"Rows per second the re-encryption worker rewrites at most after a key change.",
+							"0 means no limit.",
+							&fc_reencrypt_rows_per_second, FC_REENCRYPT_DEFAULT_RATE, 0, INT_MAX,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
+
+	DefineCustomIntVariable("fieldcrypt.reencrypt_batch_pages",
+							"Heap pages of a table the re-encryption worker rewrites per transaction.",
+							NULL,
+							&fc_reencrypt_batch_pages, 64, 1, 131072,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
+
+	DefineCustomIntVariable("fieldcrypt.test_reencrypt_pause_after_batches",
+							"Test only: the re-encryption worker pauses after this many batches.",
+							"-1 (the default) never pauses; 0 pauses before the first batch.",
+							&fc_test_reencrypt_pause_after_batches, -1, -1, INT_MAX,
+							PGC_SIGHUP, GUC_NOT_IN_SAMPLE, NULL, NULL, NULL);
+
+	DefineCustomBoolVariable("fieldcrypt.test_reencrypt_pause_before_destroy",
+							 "Test only: the re-encryption worker pauses before destroying old generations.",
+							 NULL,
+							 &fc_test_reencrypt_pause_before_destroy, false,
+							 PGC_SIGHUP, GUC_NOT_IN_SAMPLE, NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("fieldcrypt");
 }

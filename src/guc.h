@@ -25,6 +25,11 @@ extern bool fc_auto_activate;
 extern int	fc_kdf_iterations;
 extern char *fc_hsm_pin_command;
 extern char *fc_hsm_modules;
+extern bool fc_reencrypt_enabled;
+extern int	fc_reencrypt_rows_per_second;
+extern int	fc_reencrypt_batch_pages;
+extern int	fc_test_reencrypt_pause_after_batches;
+extern bool fc_test_reencrypt_pause_before_destroy;
 
 extern void fc_define_gucs(void);
 

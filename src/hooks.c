@@ -28,6 +28,7 @@
 #include "enctypes.h"
 #include "keystore.h"
 #include "redact.h"
+#include "reencrypt.h"
 #include "restrict.h"
 
 static ProcessUtility_hook_type prev_ProcessUtility = NULL;
@@ -199,7 +200,10 @@ fc_ProcessUtility(PlannedStmt *pstmt, const char *queryString,
 	Oid			dropped = InvalidOid;
 
 	if (IsA(parsetree, DropdbStmt))
+	{
 		dropped = get_database_oid(((DropdbStmt *) parsetree)->dbname, true);
+		fc_reencrypt_stop(dropped);	/* its re-encryption worker is connected */
+	}
 	check_drop_extension(parsetree);
 	fc_restrict_before(parsetree);
 

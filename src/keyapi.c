@@ -53,6 +53,7 @@
 #include "keyapi.h"
 #include "keystore.h"
 #include "redact.h"
+#include "reencrypt.h"
 
 #define LOCK_FIELD4		0x4643	/* "FC": distinct from pg_advisory_lock's 1 and 2 */
 #define MIN_KEY_CHARS	10
@@ -464,6 +465,8 @@ xact_callback(XactEvent event, void *arg)
 			break;
 		case XACT_EVENT_COMMIT:
 			fc_db_publish(MyDatabaseId, entry);
+			if (entry && entry->ngens > 1)
+				fc_reencrypt_wake();	/* re-encrypt values of older generations */
 			clear_pending();
 			break;
 		case XACT_EVENT_PRE_PREPARE:
@@ -576,6 +579,7 @@ fieldcrypt_set_data_encryption_key(PG_FUNCTION_ARGS)
 			/* key change: a new generation becomes current, older ones stay */
 			uint32		gen = Max(cur->current_gen, meta.gen) + 1;
 
+			fc_reencrypt_check_idle(cur);
 			if (strcmp(cur->passphrase, pass) == 0)
 				ereport(ERROR,
 						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -849,4 +853,35 @@ fieldcrypt_key_generations_guard(PG_FUNCTION_ARGS)
 	meta_spi_finish(save_user, save_sec);
 	set_pending(PENDING_IMPORT);
 	return PointerGetDatum(trigdata->tg_trigtuple);
+}
+
+/*
+ * Delete the metadata rows of every generation but keep_gen, once those
+ * generations were destroyed (reencrypt.c); in the caller's transaction.
+ */
+void
+fc_meta_forget_generations(uint32 keep_gen)
+{
+	Oid			types[1] = {INT4OID};
+	Datum		values[1] = {Int32GetDatum(keep_gen)};
+	Oid			save_user;
+	int			save_sec;
+	int			rc;
+
+	meta_spi_connect(&save_user, &save_sec);
+	internal_write = true;
+	PG_TRY();
+	{
+		rc = SPI_execute_with_args(psprintf("DELETE FROM %s WHERE generation <> $1",
+											meta_table_name()),
+								   1, types, values, NULL, false, 0);
+	}
+	PG_FINALLY();
+	{
+		internal_write = false;
+	}
+	PG_END_TRY();
+	if (rc != SPI_OK_DELETE)
+		elog(ERROR, "could not delete from fieldcrypt.key_generations");
+	meta_spi_finish(save_user, save_sec);
 }

@@ -19,5 +19,6 @@ extern bool fc_db_is_active(void);
 extern Oid	fc_config_table_oid(void);
 extern void fc_keyapi_init(void);
 extern bool fc_try_change_lock(void);
+extern void fc_meta_forget_generations(uint32 keep_gen);
 
 #endif

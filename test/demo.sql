@@ -79,6 +79,13 @@ SELECT generation, key_source, rotation_recommended, generations_kept FROM field
 SELECT fieldcrypt.retrieve_data_encryption_key();          -- RetrieveDataEncryptionKey
 --    Values written under the older generation stay readable:
 SELECT fieldcrypt.decrypt(password) FROM mailbox;
+--    A background worker re-encrypts every existing value under the new key, then
+--    destroys the old generation (fieldcrypt.rotation_progress shows it while it runs).
+--    It waits for transactions older than its last pass, so wait outside the server:
+\! sleep 2
+SELECT count(*) AS reencryptions_running FROM fieldcrypt.rotation_progress;
+SELECT generation, generations_kept FROM fieldcrypt.key_status;
+SELECT fieldcrypt.decrypt(password) FROM mailbox;
 
 -- 9. Encryption cannot be turned off once active.
 SET client_min_messages = warning;

@@ -14,6 +14,9 @@ source test/lib.sh
 PGXS_TEST=${FC_PGBIN:-/usr/lib/postgresql/15/bin}/../lib/pgxs/src/test
 OUT=$PWD/results
 CLUSTER_CONF=()    # extra postgresql.conf lines for the pg_regress/pgTAP/isolation cluster
+# Suites written before re-encryption assert that older generations stay after a key change
+# and change keys back to back: they run with it postponed. test/t/07x_reencrypt* turn it on.
+CLUSTER_CONF+=("fieldcrypt.reencrypt = off")
 
 total_pass=0 total_fail=0 summary=()
 record() {  # SUITE PASSED FAILED [NOTE]

@@ -18,6 +18,9 @@
 #      so that a difference between the clusters cancels out. Where perf works, a CPU
 #      profile of each workload also gives fieldcrypt's own share of the server's CPU, which
 #      unlike the timings does not move with load from other processes.
+#   4. Re-encryption after a key change (test/bench/reencrypt.sh): throughput against a plain
+#      UPDATE t SET col = col of the same data, and pgbench TPS while it runs with the default
+#      throttle against TPS while it is postponed.
 #
 #   3. encrypted_heap against heap: COPY, sequential scans, index lookups, pgbench TPC-B,
 #      on-disk size (test/bench/tam.sh).
@@ -32,8 +35,7 @@
 #
 # Output: tables on stdout and in results/bench.txt (git-ignored), with every sample.
 # Knobs: FC_BENCH_ROWS FC_BENCH_REPEAT FC_BENCH_PGP_ROWS FC_BENCH_PGBENCH_SCALE
-#        FC_BENCH_PGBENCH_SECONDS FC_BENCH_PGBENCH_ROUNDS FC_BENCH_LOOP_QUERIES FC_BENCH_TAM_SCALE
-#        FC_BENCH_TAM_SECONDS FC_BENCH_TPCB_SECONDS; FC_BENCH_SECTIONS="1 2 3".
+SECTIONS=${FC_BENCH_SECTIONS:-1 2 3 4}
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source test/lib.sh
@@ -45,7 +47,7 @@ PGB_SCALE=${FC_BENCH_PGBENCH_SCALE:-10}
 PGB_SECONDS=${FC_BENCH_PGBENCH_SECONDS:-3}
 PGB_ROUNDS=${FC_BENCH_PGBENCH_ROUNDS:-10}
 LOOP_QUERIES=${FC_BENCH_LOOP_QUERIES:-200000}
-SECTIONS=${FC_BENCH_SECTIONS:-1 2 3}
+SECTIONS=${FC_BENCH_SECTIONS:-1 2 3 4}
 ((PGP_ROWS <= ROWS)) || PGP_ROWS=$ROWS
 
 # Identical settings for every cluster; only shared_preload_libraries differs in section 2.
@@ -390,6 +392,7 @@ section2() {
 }
 
 source test/bench/tam.sh
+source test/bench/reencrypt.sh   # section4
 for s in $SECTIONS; do "section$s"; done
 
 say ""

@@ -6,7 +6,8 @@
 #   my ($ret, $out, $err) = FcNode::psql_tls($node, 'postgres', 'SELECT 1');
 #
 # new_node returns an initialized, not yet started node: shared_preload_libraries
-# (default 'fieldcrypt'; preload => '' for none), a TCP listener on 127.0.0.1 next
+# (default 'fieldcrypt'; preload => '' for none), fieldcrypt.reencrypt (default 'off',
+# reencrypt => 'on' for the re-encryption tests), a TCP listener on 127.0.0.1 next
 # to the Unix socket, ssl = on with a self-signed certificate, trust auth for local,
 # hostssl and hostnossl (127.0.0.1). Other options go to PostgreSQL::Test::Cluster::init.
 package FcNode;
@@ -21,6 +22,9 @@ sub new_node
 {
 	my ($name, %opts) = @_;
 	my $preload = exists $opts{preload} ? delete $opts{preload} : 'fieldcrypt';
+	# tests written before re-encryption expect older generations to stay after a key
+	# change: re-encryption is postponed unless a test asks for it (reencrypt => 'on')
+	my $reencrypt = delete $opts{reencrypt} // 'off';
 	my $node = PostgreSQL::Test::Cluster->new($name);
 	$node->init(%opts);
 
@@ -37,6 +41,7 @@ sub new_node
 listen_addresses = '127.0.0.1'
 ssl = on
 shared_preload_libraries = '$preload'
+fieldcrypt.reencrypt = $reencrypt
 EOC
 	open my $hba, '>', "$pgdata/pg_hba.conf" or die "pg_hba.conf: $!";
 	print $hba <<'EOH';
