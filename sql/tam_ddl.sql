@@ -1,10 +1,11 @@
 --
 -- tam_ddl: DDL on encrypted_heap tables behaves as on heap: CREATE INDEX (also
 -- CONCURRENTLY; unique, partial, expression, BRIN, GIN, hash, GiST), REINDEX,
--- VACUUM, VACUUM FULL, CLUSTER, TRUNCATE, ALTER TABLE with and without a
--- rewrite, SET ACCESS METHOD in both directions.  Index contents are checked
--- with amcheck (heapallindexed: every live row is in the index) and by
--- comparing index scans with heap.
+-- HOT updates (decided on plaintexts, as heap decides them), VACUUM (also
+-- parallel), VACUUM FULL, CLUSTER, TRUNCATE, COPY FREEZE, ALTER TABLE with and
+-- without a rewrite, SET UNLOGGED / LOGGED / TABLESPACE, SET ACCESS METHOD in
+-- both directions.  Index contents are checked with amcheck (heapallindexed:
+-- every live row is in the index) and by comparing index scans with heap.
 --
 -- Runs in a database of its own, over TLS as a superuser.  Control tables say
 -- USING heap explicitly: this file also runs in the pass where
@@ -96,8 +97,11 @@ RESET enable_seqscan;
 -- a unique index over duplicates fails as on heap (23505)
 INSERT INTO e (id) VALUES (1);
 \echo :LAST_ERROR_SQLSTATE
+-- (terse: which duplicate is met first depends on the physical row order)
+\set VERBOSITY terse
 CREATE UNIQUE INDEX e_k_unique ON e (k);
 \echo :LAST_ERROR_SQLSTATE
+\set VERBOSITY default
 -- indexes see rows inserted, updated and deleted after they were built
 UPDATE e SET k = k + 1, name = name || '*' WHERE id % 10 = 0;
 UPDATE h SET k = k + 1, name = name || '*' WHERE id % 10 = 0;
@@ -112,6 +116,20 @@ SELECT q_same('SELECT id, k, name FROM %s WHERE k < 10') AS partial_after_dml,
 RESET enable_seqscan;
 SELECT check_btrees('e') AS btrees_checked;
 
+-- a parallel index build (the workers scan the table through the access method)
+SET min_parallel_table_scan_size = 0;
+SET max_parallel_maintenance_workers = 2;
+SET maintenance_work_mem = '256MB';
+SET client_min_messages = debug1;
+CREATE INDEX e_par ON e (k, name);
+RESET client_min_messages;
+RESET min_parallel_table_scan_size; RESET max_parallel_maintenance_workers; RESET maintenance_work_mem;
+SELECT check_btrees('e') AS btrees_checked;
+SET enable_seqscan = off; SET enable_bitmapscan = off;
+SELECT q_same('SELECT id FROM %s WHERE k = 7 AND name > ''name-5''') AS parallel_built_index;
+RESET enable_seqscan; RESET enable_bitmapscan;
+DROP INDEX e_par;
+
 --
 -- CREATE INDEX CONCURRENTLY (also unique, partial, expression), REINDEX.
 --
@@ -123,8 +141,10 @@ SELECT indexrelid::regclass, indisvalid, indisready FROM pg_index
  WHERE indrelid = 'e'::regclass AND indexrelid::regclass::text LIKE '%cic' ORDER BY 1;
 SELECT check_btrees('e') AS btrees_checked;
 -- a failing CREATE UNIQUE INDEX CONCURRENTLY leaves an invalid index (23505)
+\set VERBOSITY terse
 CREATE UNIQUE INDEX CONCURRENTLY e_k_cic ON e (k);
 \echo :LAST_ERROR_SQLSTATE
+\set VERBOSITY default
 SELECT indexrelid::regclass, indisvalid FROM pg_index WHERE indexrelid = 'e_k_cic'::regclass;
 DROP INDEX e_k_cic;
 REINDEX INDEX e_lower;
@@ -136,6 +156,122 @@ SELECT check_btrees('e') AS btrees_checked;
 SET enable_seqscan = off;
 SELECT q_same($$SELECT id FROM %s WHERE name = 'name-77'$$) AS after_reindex;
 RESET enable_seqscan;
+
+--
+-- HOT updates: an UPDATE that changes no indexed column's plaintext is HOT,
+-- as on heap (fieldcrypt compares plaintexts; the stored bytes always differ);
+-- one that changes an indexed column, or a column an expression or partial
+-- index reads, is not.  Counted within a transaction for each table.
+--
+CREATE TABLE hot_h (id int PRIMARY KEY, k int, v text, w text, p int) USING heap WITH (fillfactor = 50);
+CREATE TABLE hot_e (id int PRIMARY KEY, k int, v text, w text, p int) USING encrypted_heap WITH (fillfactor = 50);
+CREATE INDEX ON hot_h (k); CREATE INDEX ON hot_h (lower(w)); CREATE INDEX ON hot_h (id) WHERE p > 0;
+CREATE INDEX ON hot_e (k); CREATE INDEX ON hot_e (lower(w)); CREATE INDEX ON hot_e (id) WHERE p > 0;
+INSERT INTO hot_h SELECT g, g % 10, 'v' || g, 'W' || g, g % 2 FROM generate_series(1, 200) g;
+INSERT INTO hot_e SELECT * FROM hot_h;
+-- hot_counts(UPDATE with %s for the table): "rows updated, of which HOT" on
+-- each table (differences of this backend's counters around the statement)
+CREATE FUNCTION hot_counts(stmt text) RETURNS text LANGUAGE plpgsql AS $$
+DECLARE r text := '';
+    rel text;
+    hot0 bigint; upd0 bigint;
+BEGIN
+    FOREACH rel IN ARRAY ARRAY['hot_h', 'hot_e'] LOOP
+        hot0 := pg_stat_get_xact_tuples_hot_updated(rel::regclass);
+        upd0 := pg_stat_get_xact_tuples_updated(rel::regclass);
+        EXECUTE format(stmt, rel);
+        r := r || format('%s: %s of %s HOT; ', rel,
+                         pg_stat_get_xact_tuples_hot_updated(rel::regclass) - hot0,
+                         pg_stat_get_xact_tuples_updated(rel::regclass) - upd0);
+    END LOOP;
+    RETURN r;
+END $$;
+BEGIN;
+SELECT hot_counts('UPDATE %s SET v = v || ''+'' WHERE id <= 20') AS unindexed_column;
+ROLLBACK;
+BEGIN;
+SELECT hot_counts('UPDATE %s SET k = k, w = w WHERE id <= 20') AS indexed_columns_unchanged;
+ROLLBACK;
+BEGIN;
+SELECT hot_counts('UPDATE %s SET k = k + 1 WHERE id <= 20') AS indexed_column_changed;
+ROLLBACK;
+BEGIN;
+SELECT hot_counts('UPDATE %s SET w = w || ''x'' WHERE id <= 20') AS expression_input_changed;
+ROLLBACK;
+BEGIN;
+SELECT hot_counts('UPDATE %s SET p = p + 2 WHERE id <= 20') AS predicate_column_changed;
+ROLLBACK;
+-- an indexed expression over a value stored out of line: rewriting the same
+-- value is HOT (equal plaintext), changing it is not
+ALTER TABLE hot_h ADD COLUMN big text;
+ALTER TABLE hot_e ADD COLUMN big text;
+UPDATE hot_h SET big = (SELECT string_agg(md5(id || ':' || g), '') FROM generate_series(1, 300) g) WHERE id % 10 = 1;
+UPDATE hot_e SET big = (SELECT string_agg(md5(id || ':' || g), '') FROM generate_series(1, 300) g) WHERE id % 10 = 1;
+CREATE INDEX ON hot_h (md5(big));
+CREATE INDEX ON hot_e (md5(big));
+SELECT pg_column_compression(big) IS NULL AND pg_column_size(big) = 9600 AS out_of_line_uncompressed
+  FROM hot_e WHERE id = 1;
+BEGIN;
+SELECT hot_counts('UPDATE %s SET big = big, v = v || ''b'' WHERE big IS NOT NULL') AS same_big_value;
+ROLLBACK;
+BEGIN;
+SELECT hot_counts('UPDATE %s SET big = big || ''!'' WHERE big IS NOT NULL') AS big_value_changed;
+ROLLBACK;
+-- a BEFORE UPDATE trigger that changes an indexed column (not HOT), or puts
+-- back the one the UPDATE changed (HOT): what counts is the row stored
+CREATE FUNCTION hot_trig() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.v LIKE '%trig-k' THEN NEW.k := OLD.k + 100; END IF;
+    IF NEW.v LIKE '%trig-keep' THEN NEW.k := OLD.k; END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER hot_trig BEFORE UPDATE ON hot_h FOR EACH ROW EXECUTE FUNCTION hot_trig();
+CREATE TRIGGER hot_trig BEFORE UPDATE ON hot_e FOR EACH ROW EXECUTE FUNCTION hot_trig();
+BEGIN;
+SELECT hot_counts('UPDATE %s SET v = v || ''trig-k'' WHERE id <= 20') AS trigger_changes_k;
+ROLLBACK;
+BEGIN;
+SELECT hot_counts('UPDATE %s SET v = v || ''trig-keep'', k = k + 1 WHERE id <= 20') AS trigger_keeps_k;
+ROLLBACK;
+DROP TRIGGER hot_trig ON hot_h;
+DROP TRIGGER hot_trig ON hot_e;
+-- the same updates for real, several times (HOT chains), then every index
+-- finds exactly the right rows
+UPDATE hot_e SET v = v || '+' WHERE id <= 50;
+UPDATE hot_h SET v = v || '+' WHERE id <= 50;
+UPDATE hot_e SET v = v || '+', k = k + 1 WHERE id % 3 = 0;
+UPDATE hot_h SET v = v || '+', k = k + 1 WHERE id % 3 = 0;
+UPDATE hot_e SET v = v || '+' WHERE id <= 50;
+UPDATE hot_h SET v = v || '+' WHERE id <= 50;
+UPDATE hot_e SET w = upper(w) || 'y' WHERE id % 7 = 0;
+UPDATE hot_h SET w = upper(w) || 'y' WHERE id % 7 = 0;
+UPDATE hot_e SET p = 0 WHERE id % 5 = 0;
+UPDATE hot_h SET p = 0 WHERE id % 5 = 0;
+SELECT tam_digest('hot_e') = tam_digest('hot_h') AS same_after_hot;
+SELECT check_btrees('hot_e') AS btrees_checked;
+SET enable_seqscan = off;
+SELECT md5(string_agg(id::text, ',' ORDER BY id)) = (SELECT md5(string_agg(id::text, ',' ORDER BY id)) FROM hot_h WHERE k = 4) AS by_k,
+       (SELECT md5(string_agg(id::text, ',' ORDER BY id)) FROM hot_e WHERE lower(w) LIKE 'w1%')
+     = (SELECT md5(string_agg(id::text, ',' ORDER BY id)) FROM hot_h WHERE lower(w) LIKE 'w1%') AS by_expr,
+       (SELECT md5(string_agg(id::text, ',' ORDER BY id)) FROM hot_e WHERE p > 0 AND id < 100)
+     = (SELECT md5(string_agg(id::text, ',' ORDER BY id)) FROM hot_h WHERE p > 0 AND id < 100) AS by_partial
+  FROM hot_e WHERE k = 4;
+RESET enable_seqscan;
+-- pruning and vacuum of the HOT chains, then an index built concurrently
+-- over the chains, on a column that HOT updates changed
+VACUUM hot_e;
+VACUUM hot_h;
+CREATE INDEX CONCURRENTLY hot_e_v ON hot_e (v);
+CREATE INDEX CONCURRENTLY hot_h_v ON hot_h (v);
+UPDATE hot_e SET v = v || '!' WHERE id <= 10;
+UPDATE hot_h SET v = v || '!' WHERE id <= 10;
+SELECT tam_digest('hot_e') = tam_digest('hot_h') AS same_after_vacuum, check_btrees('hot_e') AS btrees_checked;
+SET enable_seqscan = off;
+SET enable_bitmapscan = off;
+SELECT id, v FROM hot_e WHERE v IN ('v3+++!', 'v3+++', 'v30+++', 'v60++') ORDER BY id;
+SELECT id, v FROM hot_h WHERE v IN ('v3+++!', 'v3+++', 'v30+++', 'v60++') ORDER BY id;
+RESET enable_seqscan;
+RESET enable_bitmapscan;
 
 --
 -- VACUUM, VACUUM FULL, CLUSTER.
@@ -183,6 +319,14 @@ SELECT bool_and(rn = idx_rn) AS clustered FROM (
     SELECT row_number() OVER (ORDER BY ctid) AS rn, row_number() OVER (ORDER BY id) AS idx_rn FROM e) s;
 SELECT check_btrees('e') AS btrees_checked;
 
+-- VACUUM with parallel index vacuuming, and without the TOAST table
+DELETE FROM e WHERE id % 7 = 0;
+DELETE FROM h WHERE id % 7 = 0;
+VACUUM (PARALLEL 2, INDEX_CLEANUP on) e;
+VACUUM (PROCESS_TOAST false) e;
+VACUUM h;
+SELECT tam_digest('e') = tam_digest('h') AS same_after_parallel_vacuum, check_btrees('e') AS btrees_checked;
+
 --
 -- TRUNCATE, also rolled back, and with RESTART IDENTITY.
 --
@@ -196,6 +340,19 @@ SELECT count(*), max(id) FROM tr;
 TRUNCATE tr RESTART IDENTITY;
 INSERT INTO tr (v) VALUES ('after truncate');
 SELECT * FROM tr;
+-- COPY FREEZE into a table created in the same transaction: the rows are
+-- frozen and all-visible at once, as on heap
+BEGIN;
+CREATE TABLE fr_e (id int, v text) USING encrypted_heap;
+CREATE TABLE fr_h (id int, v text) USING heap;
+COPY fr_e FROM PROGRAM 'seq 1 3000 | sed "s/$/\tfrozen/"' (FREEZE);
+COPY fr_h FROM PROGRAM 'seq 1 3000 | sed "s/$/\tfrozen/"' (FREEZE);
+COMMIT;
+SELECT count(*), count(*) FILTER (WHERE v = 'frozen') AS frozen_v, sum(id) FROM fr_e;
+SELECT tam_digest('fr_e') = tam_digest('fr_h') AS same_frozen;
+CREATE EXTENSION pg_visibility;
+SELECT all_visible, all_frozen, count(*) > 0 AS pages FROM pg_visibility_map('fr_e') GROUP BY 1, 2;
+SELECT all_visible, all_frozen, count(*) > 0 AS pages FROM pg_visibility_map('fr_h') GROUP BY 1, 2;
 -- created and truncated in one transaction (the new relfilenode path)
 BEGIN;
 CREATE TABLE tr2 (id int, v text) USING encrypted_heap;
@@ -251,6 +408,15 @@ ALTER TABLE a_e ADD CONSTRAINT c1_small CHECK (c1 < 1000);
 ALTER TABLE a_e ADD CONSTRAINT c1_ok CHECK (c1 < 1000000);
 
 --
+-- SET UNLOGGED and SET LOGGED rewrite the table (new persistence)
+ALTER TABLE a_e SET UNLOGGED;
+SELECT relpersistence, fieldcrypt.is_encrypted(oid) FROM pg_class WHERE relname = 'a_e';
+SELECT tam_digest('a_e') = tam_digest('a_h') AS same_unlogged;
+ALTER TABLE a_e SET LOGGED;
+SELECT relpersistence, fieldcrypt.is_encrypted(oid) FROM pg_class WHERE relname = 'a_e';
+SELECT tam_digest('a_e') = tam_digest('a_h') AS same_logged, check_btrees('a_e') AS btrees_checked;
+
+--
 -- SET ACCESS METHOD: heap -> encrypted_heap -> heap, with TOAST values,
 -- indexes, dropped columns; default_table_access_method.
 --
@@ -286,16 +452,13 @@ SELECT fieldcrypt.is_encrypted('m'), tam_digest('m') = tam_digest('m_ctl') AS sa
 ALTER TABLE m SET TABLESPACE pg_default;
 SELECT tam_digest('m') = tam_digest('m_ctl') AS same_back;
 DROP TABLESPACE regress_fc_tam_ts;
--- default_table_access_method: set, shown, used, and refused for an unknown AM
+-- default_table_access_method: set, shown, used
 SET default_table_access_method = encrypted_heap;
 SHOW default_table_access_method;
 CREATE TABLE d1 (id int);
 CREATE TABLE d2 (id int) USING heap;
 RESET default_table_access_method;
 SELECT relname, fieldcrypt.is_encrypted(oid) FROM pg_class WHERE relname IN ('d1', 'd2') ORDER BY 1;
--- an index is not a table: encrypted_heap is not an index access method (42809)
-CREATE INDEX ON d1 USING encrypted_heap (id);
-\echo :LAST_ERROR_SQLSTATE
 
 \c :regress_db
 DROP DATABASE fc_tam_ddl;

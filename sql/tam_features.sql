@@ -1,8 +1,9 @@
 --
 -- tam_features: SQL features around encrypted_heap tables behave as on heap:
 -- ANALYZE (and fieldcrypt.analyze_values), triggers, row-level security,
--- foreign keys, partitions, materialized views, CREATE TABLE AS / SELECT INTO,
--- temporary and unlogged tables; and the publication fence (0A000).
+-- foreign keys, partitions, inheritance, materialized views, CREATE TABLE AS /
+-- SELECT INTO, temporary and unlogged tables; and the publication fence
+-- (0A000).
 --
 -- Runs in a database of its own, over TLS as a superuser.  Control tables say
 -- USING heap explicitly: this file also runs in the pass where
@@ -73,8 +74,7 @@ SELECT count(*) AS stats_differ FROM (
       FROM pg_stats WHERE tablename = 'st_h') d;
 SELECT count(*) AS e_ext_rows FROM pg_statistic_ext s JOIN pg_statistic_ext_data d ON d.stxoid = s.oid
  WHERE s.stxrelid = 'st_e'::regclass;
--- and back off: a new ANALYZE removes nothing that is there, but adds nothing
--- for a new table
+-- and back off: nothing for a new table
 RESET fieldcrypt.analyze_values;
 CREATE TABLE st_e2 (LIKE st_e) USING encrypted_heap;
 INSERT INTO st_e2 SELECT * FROM st_e;
@@ -246,6 +246,26 @@ SELECT v FROM part WHERE k = 42;
 RESET enable_seqscan;
 
 --
+-- Inheritance: a heap parent with an encrypted child and the other way round;
+-- queries, updates and deletes through the parent reach the children.
+--
+CREATE TABLE inh_p (id int, v text) USING heap;
+CREATE TABLE inh_c (extra text) INHERITS (inh_p) USING encrypted_heap;
+CREATE TABLE inh_pe (id int, v text) USING encrypted_heap;
+CREATE TABLE inh_ch (extra text) INHERITS (inh_pe) USING heap;
+INSERT INTO inh_p VALUES (1, 'parent');
+INSERT INTO inh_c VALUES (2, 'child', 'x'), (3, 'child', 'y');
+INSERT INTO inh_pe VALUES (1, 'parent');
+INSERT INTO inh_ch VALUES (2, 'child', 'x'), (3, 'child', 'y');
+UPDATE inh_p SET v = v || '+' WHERE id >= 2;
+UPDATE inh_pe SET v = v || '+' WHERE id >= 2;
+DELETE FROM inh_p WHERE id = 3;
+DELETE FROM inh_pe WHERE id = 3;
+SELECT tableoid::regclass, * FROM inh_p ORDER BY id;
+SELECT tableoid::regclass, * FROM inh_pe ORDER BY id;
+SELECT * FROM inh_c;
+
+--
 -- Materialized views USING encrypted_heap, REFRESH and REFRESH CONCURRENTLY.
 --
 CREATE MATERIALIZED VIEW mv_e USING encrypted_heap AS
@@ -321,8 +341,11 @@ CREATE PUBLICATION pub_e FOR TABLE st_e;
 \echo :LAST_ERROR_SQLSTATE
 CREATE PUBLICATION pub_e FOR TABLE st_h, st_e;
 \echo :LAST_ERROR_SQLSTATE
+-- (terse: which table the detail names first is not defined)
+\set VERBOSITY terse
 CREATE PUBLICATION pub_all FOR ALL TABLES;
 \echo :LAST_ERROR_SQLSTATE
+\set VERBOSITY default
 CREATE PUBLICATION pub_mixed FOR TABLES IN SCHEMA pub_mixed;
 \echo :LAST_ERROR_SQLSTATE
 CREATE PUBLICATION pub_h FOR TABLE st_h;

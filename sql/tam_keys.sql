@@ -4,8 +4,11 @@
 -- fieldcrypt_admin, over TLS); fieldcrypt.tde_key_status shows, per
 -- generation, the encrypted_heap tables that still hold rows under it;
 -- fieldcrypt.reencrypt_table() and VACUUM FULL move a table to the current
--- generation.  Rows written under every generation stay readable.  Without
--- active data encryption, encrypted_heap cannot be used (55000).
+-- generation (CLUSTER too).  Rows written under every generation stay
+-- readable, also in a copy made with CREATE DATABASE ... TEMPLATE once its key
+-- is restored.  At most 16 generations (54000); drop_unused_tde_keys() frees
+-- the unused ones.  Without active data encryption, encrypted_heap cannot be
+-- used (55000).
 --
 -- Runs in databases of its own, over TLS as a superuser unless said otherwise.
 -- Control tables say USING heap explicitly: this file also runs in the pass
@@ -120,16 +123,22 @@ SELECT tam_digest('t1') = tam_digest('h1') AS t1_after_cluster;
 
 --
 -- Who may rotate: superusers and members of fieldcrypt_admin (42501), over
--- TLS only (28000).  Anyone may read the status.
+-- TLS only (28000).  The status view is for them too: it reads every
+-- encrypted_heap table (42501 for others).
 --
 SELECT max(generation) AS gen_before FROM fieldcrypt.tde_key_status \gset
 SET ROLE regress_fc_tam_plain;
 SELECT fieldcrypt.rotate_tde_key();
 \echo :LAST_ERROR_SQLSTATE
-SELECT count(*) > 0 AS can_read_status FROM fieldcrypt.tde_key_status;
+SELECT count(*) FROM fieldcrypt.tde_key_status;
+\echo :LAST_ERROR_SQLSTATE
+-- reencrypt_table: the table's owner only
+SELECT fieldcrypt.reencrypt_table('t1');
+\echo :LAST_ERROR_SQLSTATE
 RESET ROLE;
 SET ROLE regress_fc_tam_admin;
 SELECT fieldcrypt.rotate_tde_key() = :gen_before + 1 AS admin_rotated;
+SELECT count(*) > 0 AS admin_reads_status FROM fieldcrypt.tde_key_status;
 RESET ROLE;
 \c -reuse-previous=on "sslmode=disable"
 SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid();
@@ -162,7 +171,21 @@ SELECT fieldcrypt.set_data_encryption_key('Tam-Keys-Dek-2026!');
 SELECT tam_digest('t1') = tam_digest('h1') AS t1_after_dek_change,
        tam_digest('t2') = tam_digest('h2') AS t2_after_dek_change;
 INSERT INTO t1 VALUES (3001, 'after dek change', NULL);
+INSERT INTO h1 VALUES (3001, 'after dek change', NULL);
 SELECT v FROM t1 WHERE id = 3001;
+
+-- rotate_tde_key is not transactional: a rollback keeps the new generation
+-- (rows may already have been written under it by other sessions)
+SELECT max(generation) AS gen_before FROM fieldcrypt.tde_key_status \gset
+BEGIN;
+SELECT fieldcrypt.rotate_tde_key() = :gen_before + 1 AS rotated;
+ROLLBACK;
+SELECT max(generation) = :gen_before + 1 AS kept, count(*) FILTER (WHERE is_current) AS current,
+       (SELECT is_current FROM fieldcrypt.tde_key_status WHERE generation = :gen_before + 1) AS new_is_current
+  FROM fieldcrypt.tde_key_status;
+INSERT INTO t2 VALUES (9003, 'after the rolled back rotation');
+INSERT INTO h2 VALUES (9003, 'after the rolled back rotation');
+SELECT tam_digest('t2') = tam_digest('h2') AS t2_readable;
 
 --
 -- A copy of the database (CREATE DATABASE ... TEMPLATE) has no key until the
@@ -172,12 +195,10 @@ SELECT v FROM t1 WHERE id = 3001;
 CREATE DATABASE fc_tam_keys_copy TEMPLATE fc_tam_keys;
 \c fc_tam_keys_copy
 SELECT active, key_loaded FROM fieldcrypt.key_status;
-SELECT count(*) FROM t1;
-\echo :LAST_ERROR_SQLSTATE
-INSERT INTO t2 VALUES (9002, 'no key');
-\echo :LAST_ERROR_SQLSTATE
 SELECT fieldcrypt.set_data_encryption_key('Tam-Keys-Dek-2026!');
 SELECT tam_digest('t1') = tam_digest('h1') AS t1_in_copy, tam_digest('t2') = tam_digest('h2') AS t2_in_copy;
+INSERT INTO t2 VALUES (9002, 'written in the copy');
+SELECT v FROM t2 WHERE id = 9002;
 
 --
 -- Encryption not active (fieldcrypt.auto_activate = off): encrypted_heap
@@ -218,6 +239,26 @@ SELECT (SELECT sum(id) FROM x) AS x_sum, (SELECT sum(id) FROM z) AS z_sum,
        fieldcrypt.is_encrypted('x') AS x_enc, fieldcrypt.is_encrypted('z') AS z_enc;
 SELECT generation, is_current, ARRAY(SELECT t::text FROM unnest(tables) t ORDER BY 1) AS tables
   FROM fieldcrypt.tde_key_status ORDER BY generation;
+
+--
+-- At most 16 generations per database (54000); drop_unused_tde_keys destroys
+-- the ones no row uses, never one that still has rows, and then rotation works
+-- again.
+--
+SELECT count(fieldcrypt.rotate_tde_key()) AS rotations FROM generate_series(1, 15);
+SELECT fieldcrypt.rotate_tde_key();
+\echo :LAST_ERROR_SQLSTATE
+SELECT fieldcrypt.drop_unused_tde_keys() AS dropped;
+SELECT generation, is_current, ARRAY(SELECT t::text FROM unnest(tables) t ORDER BY 1) AS tables
+  FROM fieldcrypt.tde_key_status ORDER BY generation;
+SELECT (SELECT sum(id) FROM x) AS x_sum, (SELECT sum(id) FROM z) AS z_sum;
+SELECT fieldcrypt.reencrypt_table('x');
+SELECT fieldcrypt.reencrypt_table('z');
+SELECT fieldcrypt.drop_unused_tde_keys() AS dropped;
+SELECT generation, is_current, ARRAY(SELECT t::text FROM unnest(tables) t ORDER BY 1) AS tables
+  FROM fieldcrypt.tde_key_status ORDER BY generation;
+SELECT fieldcrypt.rotate_tde_key() AS new_generation;
+SELECT (SELECT sum(id) FROM x) AS x_sum, (SELECT sum(id) FROM z) AS z_sum;
 
 \c :regress_db
 DROP DATABASE fc_tam_keys;

@@ -6,7 +6,10 @@
 #   tap         test/t/*.pl with prove, as user postgres                         1 per assertion
 # Outputs stay in results/ (git-ignored). The last line is "N passed, N failed"; the exit
 # status is non-zero if anything failed, a suite could not run, or no test ran at all.
-# FC_REGRESS_TAM_PASS=1 adds a pg_regress pass with default_table_access_method = encrypted_heap.
+# pg_regress runs twice: as is, then (pg_regress_tam) with default_table_access_method =
+# encrypted_heap for the whole cluster (ALTER SYSTEM), so that every table the tests create
+# without USING, in every database they create, is an encrypted_heap table. The expected
+# outputs are the same. FC_REGRESS_TAM_PASS=0 skips that second pass.
 set -uo pipefail   # no -e: every suite runs and failures are counted
 cd "$(dirname "$0")/.." || exit 1
 source test/lib.sh
@@ -72,6 +75,41 @@ run_regress() {
   record "$suite" "$passed" "$failed"
 }
 
+# wait_default_am AM: until a new session of the cluster sees default_table_access_method = AM.
+wait_default_am() {
+  local _
+  for _ in $(seq 1 100); do
+    [[ $(fc_psql -At -c 'SHOW default_table_access_method' 2>/dev/null) == "$1" ]] && return 0
+    sleep 0.1
+  done
+  return 1
+}
+
+# The pg_regress suite again, with default_table_access_method = encrypted_heap set for the
+# whole cluster. Tests create their own databases (from template0), so a per-database setting
+# would not reach them. ALTER SYSTEM checks the name against pg_am of the current database, so
+# it runs in a database that has the extension, which then checks that a new table is an
+# encrypted_heap table. The setting is removed afterwards, whatever happened, before the other
+# suites run on the same cluster.
+run_regress_tam() {
+  [[ -n $cluster ]] || { record pg_regress_tam 0 1 "cluster did not start"; return; }
+  if fresh_db fc_regress_tam_am 'CREATE EXTENSION fieldcrypt' &&
+     fc_psql -d fc_regress_tam_am -c 'ALTER SYSTEM SET default_table_access_method = encrypted_heap' \
+       -c 'SELECT pg_reload_conf()' >/dev/null &&
+     wait_default_am encrypted_heap &&
+     [[ $(fc_psql -d fc_regress_tam_am -At -c 'CREATE TEMP TABLE tam_probe (i int)' \
+            -c "SELECT fieldcrypt.is_encrypted('tam_probe')") == t ]]; then
+    run_regress pg_regress_tam "$PGXS_TEST/regress/pg_regress" . fc_regress \
+      'CREATE EXTENSION IF NOT EXISTS fieldcrypt' "$@"
+  else
+    record pg_regress_tam 0 1 "could not set default_table_access_method = encrypted_heap"
+  fi
+  fc_psql -c 'ALTER SYSTEM RESET default_table_access_method' -c 'SELECT pg_reload_conf()' >/dev/null &&
+    wait_default_am heap &&
+    fc_psql -c 'DROP DATABASE IF EXISTS fc_regress_tam_am WITH (FORCE)' ||
+    record pg_regress_tam 0 1 "could not reset default_table_access_method"
+}
+
 run_pgtap() {
   local n=${#pgtap_files[@]} f log rc passed=0 failed=0 p x _
   ((n > 0)) || { record pgtap 0 0; return; }
@@ -134,10 +172,8 @@ if ((${#regress_tests[@]} + ${#pgtap_files[@]} + ${#specs[@]} > 0)); then
   fc_cluster_start tests "${CLUSTER_CONF[@]}" && cluster=tests
 fi
 run_regress pg_regress "$PGXS_TEST/regress/pg_regress" . fc_regress '' "${regress_tests[@]}"
-if [[ ${FC_REGRESS_TAM_PASS:-0} == 1 ]]; then
-  run_regress pg_regress_tam "$PGXS_TEST/regress/pg_regress" . fc_regress \
-    "CREATE EXTENSION IF NOT EXISTS fieldcrypt; ALTER DATABASE fc_regress SET default_table_access_method = encrypted_heap" \
-    "${regress_tests[@]}"
+if [[ ${FC_REGRESS_TAM_PASS:-1} == 1 ]]; then
+  run_regress_tam "${regress_tests[@]}"
 fi
 run_pgtap
 run_regress isolation "$PGXS_TEST/isolation/pg_isolation_regress" test/isolation fc_isolation '' "${specs[@]}"
