@@ -98,6 +98,10 @@
 #include "access/xlog.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_class.h"
+#include "commands/vacuum.h"
+#include "nodes/makefuncs.h"
+#include "utils/syscache.h"
+#include "tam_crypt.h"
 #include "catalog/pg_type.h"
 #include "commands/dbcommands.h"
 #include "executor/spi.h"
@@ -232,6 +236,7 @@ static bool worker_clean_exit = false;
 static bool worker_blocked = false;
 static uint32 worker_blocked_gen = 0;
 static int64 values_reencrypted = 0;	/* by _reencrypt in this process */
+static bool tde_retry = false;	/* old TDE generations still in use at exit */
 static char *ext_schema = NULL;		/* quoted, in TopMemoryContext */
 
 static Size reencrypt_shmem_size(void);
@@ -337,6 +342,25 @@ db_generations(Oid dboid, uint32 *current, uint32 *highest_old, bool *ring_ok)
 	return ngens;
 }
 
+/* TDE key generations of dboid (count), the current one and the newest older one. */
+static int
+tde_generations(Oid dboid, uint32 *current, uint32 *highest_old)
+{
+	FcTdeKeys	tde;
+	int			n;
+
+	*current = *highest_old = 0;
+	if (!fc_db_lookup_tde(dboid, &tde))
+		return 0;
+	*current = tde.current;
+	for (int g = 0; g < tde.ngens; g++)
+		if (tde.gens[g].gen != tde.current && tde.gens[g].gen > *highest_old)
+			*highest_old = tde.gens[g].gen;
+	n = tde.ngens;
+	explicit_bzero(&tde, sizeof(tde));
+	return n;
+}
+
 /*
  * ERROR 55P03 if this database still re-encrypts after an earlier key
  * change (called by set_data_encryption_key, change lock held).  A blocked
@@ -379,6 +403,44 @@ fc_reencrypt_check_idle(const FcDbKeys *cur)
 			 errmsg("a data encryption key change is already in progress"),
 			 errdetail("Re-encryption from generation %u to generation %u has not started yet.",
 					   old, cur->current_gen),
+			 errhint("Retry when fieldcrypt.rotation_progress shows no row for this database.")));
+}
+
+/*
+ * rotate_tde_key: ERROR 55P03 while rows of an older TDE generation are
+ * still being re-encrypted (unless re-encryption is postponed).
+ */
+void
+fc_reencrypt_check_tde_idle(const FcTdeKeys *tde)
+{
+	ReencSlot	copy;
+	ReencSlot  *slot;
+
+	if (tde->ngens <= 1)
+		return;
+	memset(&copy, 0, sizeof(copy));
+	LWLockAcquire(rs->lock, LW_SHARED);
+	slot = find_slot(MyDatabaseId, false);
+	if (slot)
+		memcpy(&copy, slot, sizeof(copy));
+	LWLockRelease(rs->lock);
+	if (copy.state != SLOT_RUNNING && !fc_reencrypt_enabled)
+		return;
+	if (copy.state == SLOT_RUNNING && copy.to_gen == tde->current)
+		ereport(ERROR,
+				(errcode(ERRCODE_LOCK_NOT_AVAILABLE),
+				 errmsg("a TDE key change is already in progress"),
+				 errdetail("Re-encryption of encrypted_heap tables from TDE key generation %u to %u is running: "
+						   "%lld of about %lld rows, %d of %d tables.",
+						   copy.from_gen, copy.to_gen,
+						   (long long) copy.rows_done, (long long) copy.rows_total,
+						   copy.tables_done, copy.tables_total),
+				 errhint("Retry when fieldcrypt.rotation_progress shows no row for this database.")));
+	ereport(ERROR,
+			(errcode(ERRCODE_LOCK_NOT_AVAILABLE),
+			 errmsg("a TDE key change is already in progress"),
+			 errdetail("Rows under an older TDE key generation than %u are still to be re-encrypted.",
+					   tde->current),
 			 errhint("Retry when fieldcrypt.rotation_progress shows no row for this database.")));
 }
 
@@ -471,7 +533,8 @@ launch_pending(void)
 	LWLockAcquire(fc_shared->lock, LW_SHARED);
 	if (fc_shared->ring_state == FC_RING_OK && fc_reencrypt_enabled)
 		for (int i = 0; i < fc_shared->max_dbs; i++)
-			if (OidIsValid(fc_shared->dbs[i].dboid) && fc_shared->dbs[i].ngens > 1)
+			if (OidIsValid(fc_shared->dbs[i].dboid) &&
+				(fc_shared->dbs[i].ngens > 1 || fc_shared->dbs[i].tde.ngens > 1))
 			{
 				dbs[n] = fc_shared->dbs[i].dboid;
 				gens[n++] = fc_shared->dbs[i].current_gen;
@@ -671,6 +734,8 @@ fieldcrypt_rotation_progress(PG_FUNCTION_ARGS)
 		LWLockRelease(fc_shared->lock);
 		if (OidIsValid(dboid) && db_generations(dboid, &cur[n], &old[n], &ring_ok) > 1 && ring_ok)
 			dbs[n++] = dboid;
+		else if (OidIsValid(dboid) && ring_ok && tde_generations(dboid, &cur[n], &old[n]) > 1)
+			dbs[n++] = dboid;	/* encrypted_heap rows under an older TDE generation */
 	}
 
 	for (int i = 0; i < n; i++)
@@ -1340,6 +1405,283 @@ destroy_old_generations(Run *r)
 }
 
 /* The whole re-encryption of this database. */
+
+/* ------------------------------------------------------------------------
+ * encrypted_heap tables after fieldcrypt.rotate_tde_key()
+ *
+ * Same batches, throttle and EvalPlanQual protection as for columns, but
+ * the statement rewrites whole rows: UPDATE ... SET c = c of the rows whose
+ * version is under an older TDE generation (the access method seals every
+ * new version under the current one; the plaintext does not change, so the
+ * update is HOT where it can be).  Materialized views, and tables without a
+ * column that can be assigned, are rewritten with reencrypt_table (a short
+ * ACCESS EXCLUSIVE lock).  The pass is idempotent, so a restart just runs
+ * it again.  Then VACUUM removes the old row versions, and the generations
+ * no row version uses any more are destroyed.
+ * ------------------------------------------------------------------------
+ */
+
+/* The encrypted_heap tables and materialized views of this database. */
+static List *
+list_tde_tables(void)
+{
+	List	   *result = NIL;
+
+	if (SPI_execute("SELECT c.oid FROM pg_catalog.pg_class c "
+					"JOIN pg_catalog.pg_am a ON a.oid = c.relam "
+					"WHERE a.amname = 'encrypted_heap' AND c.relkind IN ('r', 'm') "
+					"AND c.relpersistence IN ('p', 'u') ORDER BY 1", true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not list encrypted_heap tables");
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		bool		isnull;
+		MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+
+		result = lappend_oid(result, DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[i],
+																	SPI_tuptable->tupdesc,
+																	1, &isnull)));
+		MemoryContextSwitchTo(old);
+	}
+	return result;
+}
+
+/* A column an UPDATE can assign to itself (quoted), or NULL. */
+static char *
+tde_update_column(Relation rel)
+{
+	TupleDesc	desc = RelationGetDescr(rel);
+
+	for (int i = 0; i < desc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+
+		if (!att->attisdropped && att->attgenerated == '\0')
+			return pstrdup(quote_identifier(NameStr(att->attname)));
+	}
+	return NULL;
+}
+
+/* One batch of rows of relid under an older TDE generation; false at the end. */
+static bool
+run_tde_batch(Run *r, Oid relid)
+{
+	Relation	rel;
+	BlockNumber nblocks;
+	int64		start = r->next_block;
+	int64		end;
+	char	   *col;
+	char	   *name;
+	uint64		rows;
+
+	begin_xact();
+	rel = try_relation_open(relid, RowExclusiveLock);
+	if (rel == NULL)
+	{
+		end_xact();
+		return false;
+	}
+	nblocks = RelationGetNumberOfBlocks(rel);
+	if (start >= nblocks)
+	{
+		relation_close(rel, NoLock);
+		end_xact();
+		return false;
+	}
+	name = quote_qualified_identifier(get_namespace_name(RelationGetNamespace(rel)),
+									  RelationGetRelationName(rel));
+	col = tde_update_column(rel);
+	if (rel->rd_rel->relkind != RELKIND_RELATION || col == NULL)
+	{
+		relation_close(rel, NoLock);
+		if (SPI_execute(psprintf("SELECT %s.reencrypt_table(%u::pg_catalog.oid::pg_catalog.regclass)",
+								 extension_schema(), relid), false, 0) != SPI_OK_SELECT)
+			elog(ERROR, "could not rewrite an encrypted_heap table");
+		rows = 0;
+		end = nblocks;
+	}
+	else
+	{
+		end = Min(start + fc_reencrypt_batch_pages, (int64) MaxBlockNumber);
+		relation_close(rel, NoLock);	/* keep the lock until commit */
+		if (SPI_execute(psprintf("UPDATE ONLY %s SET %s = %s WHERE ctid >= '(" INT64_FORMAT ",0)'::pg_catalog.tid "
+								 "AND ctid < '(" INT64_FORMAT ",0)'::pg_catalog.tid "
+								 "AND %s._tde_tuple_generation(%u::pg_catalog.oid::pg_catalog.regclass, ctid) <> %u",
+								 name, col, col, start, end, extension_schema(), relid, r->to_gen),
+						false, 0) != SPI_OK_UPDATE)
+			elog(ERROR, "could not re-encrypt a batch of an encrypted_heap table");
+		rows = SPI_processed;
+	}
+	r->rows_done += rows;
+	r->next_block = end;
+	r->batches++;
+	end_xact();
+
+	publish(r, PHASE_REENCRYPTING);
+	throttle(r, (int64) rows);
+	return true;
+}
+
+/* VACUUM one table from the worker (outside any transaction block). */
+static void
+vacuum_table(Oid relid)
+{
+	VacuumParams params;
+	MemoryContext old;
+	List	   *rels;
+	char	   *nsp;
+	char	   *relname;
+
+	StartTransactionCommand();
+	relname = get_rel_name(relid);
+	nsp = relname ? get_namespace_name(get_rel_namespace(relid)) : NULL;
+	if (relname == NULL || nsp == NULL)
+	{
+		CommitTransactionCommand();
+		return;
+	}
+	memset(&params, 0, sizeof(params));
+	params.options = VACOPT_VACUUM | VACOPT_PROCESS_TOAST;
+	params.freeze_min_age = -1;
+	params.freeze_table_age = -1;
+	params.multixact_freeze_min_age = -1;
+	params.multixact_freeze_table_age = -1;
+	params.is_wraparound = false;
+	params.log_min_duration = -1;
+	params.index_cleanup = VACOPTVALUE_UNSPECIFIED;
+	params.truncate = VACOPTVALUE_UNSPECIFIED;
+	params.nworkers = -1;
+	old = MemoryContextSwitchTo(TopMemoryContext);
+	rels = list_make1(makeVacuumRelation(makeRangeVar(pstrdup(nsp), pstrdup(relname), -1),
+										 relid, NIL));
+	MemoryContextSwitchTo(old);
+	vacuum(rels, &params, NULL, true);
+	CommitTransactionCommand();
+}
+
+/* Generations other than current that some row version still uses. */
+static int
+tde_old_in_use(uint32 current, bool *others_temp)
+{
+	bool	   *used = palloc0(65536 * sizeof(bool));
+	int			n = 0;
+
+	begin_xact();
+	fc_tde_used_generations(used, others_temp);
+	end_xact();
+	for (int g = 1; g < 65536; g++)
+		if (used[g] && (uint32) g != current)
+			n++;
+	pfree(used);
+	return n;
+}
+
+/* Re-encrypt the encrypted_heap tables of this database, then drop old TDE keys. */
+static void
+reencrypt_tde(void)
+{
+	FcTdeKeys	tde;
+	Run			r;
+	List	   *tables;
+	ListCell   *lc;
+	char	   *dbname;
+	bool		others_temp = false;
+	int			dropped = 0;
+
+	if (!fc_db_lookup_tde(MyDatabaseId, &tde) || tde.ngens <= 1)
+		return;
+	memset(&r, 0, sizeof(r));
+	r.to_gen = tde.current;
+	for (int i = 0; i < tde.ngens; i++)
+		if (tde.gens[i].gen != tde.current)
+			r.from_gen = Max(r.from_gen, tde.gens[i].gen);
+	explicit_bzero(&tde, sizeof(tde));
+	r.pass = 1;
+	r.started_at = GetCurrentTimestamp();
+
+	begin_xact();
+	if (extension_schema() == NULL)
+	{
+		end_xact();
+		return;
+	}
+	dbname = MemoryContextStrdup(TopMemoryContext, get_database_name(MyDatabaseId));
+	tables = list_tde_tables();
+	r.tables_total = list_length(tables);
+	foreach(lc, tables)
+	{
+		double		reltuples = 0;
+		HeapTuple	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(lfirst_oid(lc)));
+
+		if (HeapTupleIsValid(tup))
+		{
+			reltuples = ((Form_pg_class) GETSTRUCT(tup))->reltuples;
+			ReleaseSysCache(tup);
+		}
+		r.rows_total += (int64) Max(reltuples, 0);
+	}
+	end_xact();
+	ereport(LOG,
+			(errmsg("fieldcrypt: re-encryption of the encrypted_heap tables of database \"%s\" "
+					"from TDE key generation %u to %u started: %d tables, about %lld rows",
+					dbname, r.from_gen, r.to_gen, r.tables_total, (long long) r.rows_total)));
+	publish(&r, PHASE_REENCRYPTING);
+	r.throttle_base = GetCurrentTimestamp();
+
+	/* rewrite, wait for snapshots that may copy old versions, vacuum, retry */
+	for (int attempt = 0; attempt < 3; attempt++)
+	{
+		r.tables_done = 0;
+		foreach(lc, tables)
+		{
+			r.relid = lfirst_oid(lc);
+			r.next_block = 0;
+			for (;;)
+			{
+				test_pause(&r, false);
+				check_postponed();
+				if (!run_tde_batch(&r, r.relid))
+					break;
+			}
+			r.tables_done++;
+			publish(&r, PHASE_REENCRYPTING);
+		}
+		wait_older_transactions(&r);
+		publish(&r, PHASE_REENCRYPTING);
+		foreach(lc, tables)
+			vacuum_table(lfirst_oid(lc));
+		if (tde_old_in_use(r.to_gen, &others_temp) == 0 && !others_temp)
+			break;
+		worker_sleep(1000L << Min(attempt, 5));
+		r.pass++;
+	}
+
+	test_pause(&r, true);
+	publish(&r, PHASE_DESTROYING);
+	begin_xact();
+	if (!others_temp)
+	{
+		bool	   *used = palloc0(65536 * sizeof(bool));
+
+
+		fc_tde_used_generations(used, &others_temp);
+		if (!others_temp)
+			dropped = fc_db_tde_drop_generations(MyDatabaseId, used, r.to_gen);
+		pfree(used);
+	}
+	end_xact();
+	ereport(LOG,
+			(errmsg("fieldcrypt: re-encryption of the encrypted_heap tables of database \"%s\" "
+					"to TDE key generation %u finished: %lld rows rewritten; %d old generation(s) destroyed",
+					dbname, r.to_gen, (long long) r.rows_done, dropped),
+			 dropped == 0 && r.from_gen != 0 ?
+			 errdetail("Some row versions still use an older generation (long-running transactions, "
+					   "or other sessions' temporary tables); the worker tries again later, and "
+					   "fieldcrypt.drop_unused_tde_keys() destroys it once they are gone.") : 0));
+	list_free(tables);
+	/* not done: exit as a failed worker, so the launcher retries after a back-off */
+	tde_retry = (dropped == 0 && tde_old_in_use(r.to_gen, &others_temp) > 0);
+}
+
 static void
 reencrypt_database(void)
 {
@@ -1497,6 +1839,8 @@ fieldcrypt_reencrypt_worker_main(Datum arg)
 	pgstat_report_appname("fieldcrypt re-encryption");
 
 	reencrypt_database();
-	worker_clean_exit = true;
+	if (!worker_blocked)
+		reencrypt_tde();
+	worker_clean_exit = !tde_retry;
 	proc_exit(0);
 }

@@ -20,6 +20,7 @@ extern void fc_reencrypt_request(void);
 extern void fc_reencrypt_startup(void);
 extern void fc_reencrypt_register_launcher(void);
 extern void fc_reencrypt_wake(void);
+extern void fc_reencrypt_check_tde_idle(const FcTdeKeys *tde);
 extern void fc_reencrypt_check_idle(const FcDbKeys *cur);
 extern void fc_reencrypt_stop(Oid dboid);
 

@@ -26,5 +26,6 @@ typedef struct FcTdeCtx
 extern FcTdeCtx *fc_tde_encrypt_ctx(void);
 extern FcTdeCtx *fc_tde_decrypt_ctx(uint32 gen, const uint8 *instance, Relation rel);
 extern void fc_tde_require_active(void);
+extern void fc_tde_used_generations(bool *used, bool *others_temp);
 
 #endif

@@ -48,6 +48,7 @@
 #include "utils/timestamp.h"
 
 #include "keyapi.h"
+#include "reencrypt.h"
 #include "tam.h"
 #include "tam_crypt.h"
 
@@ -214,9 +215,29 @@ fieldcrypt_rotate_tde_key(PG_FUNCTION_ARGS)
 	uint8		key[FC_KEY_LEN];
 	uint32		gen = 0;
 
+	FcTdeKeys	tde;
+
 	fc_require_role(FC_ADMIN_ROLE, "rotate the TDE key");
 	fc_require_tls("rotate the TDE key");
 	fc_tde_require_active();
+	if (!fc_try_change_lock())
+		ereport(ERROR,
+				(errcode(ERRCODE_LOCK_NOT_AVAILABLE),
+				 errmsg("a data encryption key change is already in progress"),
+				 errdetail("Only one key change can run at a time in the cluster."),
+				 errhint("Retry when the other key change has finished.")));
+	if (fc_db_lookup_tde(MyDatabaseId, &tde))
+	{
+		PG_TRY();
+		{
+			fc_reencrypt_check_tde_idle(&tde);
+		}
+		PG_FINALLY();
+		{
+			explicit_bzero(&tde, sizeof(tde));
+		}
+		PG_END_TRY();
+	}
 	if (!fc_random_bytes(key, FC_KEY_LEN))
 		ereport(ERROR,
 				(errcode(ERRCODE_INTERNAL_ERROR),
@@ -233,6 +254,7 @@ fieldcrypt_rotate_tde_key(PG_FUNCTION_ARGS)
 	ereport(LOG,
 			(errmsg("fieldcrypt: TDE key of database \"%s\" rotated to generation %u",
 					get_database_name(MyDatabaseId), gen)));
+	fc_reencrypt_wake();		/* re-encrypt rows of older generations */
 	PG_RETURN_INT32((int32) gen);
 }
 
@@ -408,6 +430,22 @@ fieldcrypt_reencrypt_table(PG_FUNCTION_ARGS)
 }
 
 /*
+ * Mark in used[] (indexed by generation) the TDE key generations that any
+ * row version of an encrypted_heap table of this database uses (from the
+ * row trailers; dead versions count until vacuumed).  *others_temp: another
+ * session has such a temporary table, which cannot be read from here.
+ */
+void
+fc_tde_used_generations(bool *used, bool *others_temp)
+{
+	List	   *tables = encrypted_tables(others_temp);
+
+	for (int i = 0; i < list_length(tables); i++)
+		table_generations(list_nth_oid(tables, i), used);
+	list_free(tables);
+}
+
+/*
  * fieldcrypt.drop_unused_tde_keys(): destroy the TDE key generations that no
  * row version of any encrypted_heap table uses any more (after
  * reencrypt_table, VACUUM FULL or online re-encryption and VACUUM).  Waits
@@ -420,7 +458,6 @@ fieldcrypt_drop_unused_tde_keys(PG_FUNCTION_ARGS)
 	FcTdeKeys	tde;
 	bool	   *used;
 	bool		others_temp;
-	List	   *tables;
 	uint32		keep_from;
 	int			dropped;
 	VirtualTransactionId *vxids;
@@ -439,14 +476,12 @@ fieldcrypt_drop_unused_tde_keys(PG_FUNCTION_ARGS)
 		(void) VirtualXactLock(vxids[i], true);
 
 	used = palloc0(65536 * sizeof(bool));
-	tables = encrypted_tables(&others_temp);
+	fc_tde_used_generations(used, &others_temp);
 	if (others_temp)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_IN_USE),
 				 errmsg("cannot tell which TDE keys are unused while other sessions have encrypted temporary tables"),
 				 errhint("Retry when those sessions have ended.")));
-	for (int i = 0; i < list_length(tables); i++)
-		table_generations(list_nth_oid(tables, i), used);
 	dropped = fc_db_tde_drop_generations(MyDatabaseId, used, keep_from);
 	if (dropped > 0)
 		ereport(LOG,

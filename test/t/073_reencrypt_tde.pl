@@ -1,0 +1,134 @@
+# Online re-encryption of encrypted_heap tables after fieldcrypt.rotate_tde_key()
+# (src/reencrypt.c, TDE part):
+#   - rotate_tde_key returns at once; the worker rewrites every row version under the
+#     new generation while writers update, insert and delete rows: no update is lost
+#     (v still equals its mirror everywhere) and untouched rows keep their checksum;
+#     a materialized view and a table without columns are rewritten too;
+#   - a second rotation meanwhile fails with 55P03; rotation_progress shows the work and
+#     no row afterwards; log lines at start and end;
+#   - the old generation is destroyed (tde_key_status lists only the new one, every row
+#     reports it), and the table reads back unchanged;
+#   - pg_ctl stop -m immediate in the middle of a re-encryption: after the restart the
+#     worker finishes it and nothing is lost.
+use strict;
+use warnings;
+use IPC::Run;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use FcNode;
+use FcKeyTest;
+
+my $N = 60000;
+my $HOT = 5000;
+my $PROGRESS = q{SELECT count(*) FROM fieldcrypt.rotation_progress WHERE database = current_database()};
+my $SUM = "SELECT md5(string_agg(id || ':' || v || ':' || coalesce(md5(big), '-'), ',' ORDER BY id)) FROM t WHERE id > $HOT AND id <= $N";
+my $MISMATCH = 'SELECT count(*) FROM t WHERE v IS DISTINCT FROM mirror';
+my $GENS = 'SELECT string_agg(generation::text, \',\' ORDER BY generation) FROM fieldcrypt.tde_key_status';
+my $ROWGENS = q{SELECT string_agg(DISTINCT fieldcrypt._tde_tuple_generation('t', ctid)::text, ',') FROM t};
+
+my $node = FcNode::new_node('main', reencrypt => 'on');
+$node->append_conf('postgresql.conf', <<'EOC');
+fieldcrypt.reencrypt_rows_per_second = 20000
+fieldcrypt.reencrypt_batch_pages = 16
+EOC
+$node->start;
+
+$node->safe_psql('postgres', 'CREATE DATABASE app');
+$node->safe_psql('app', <<"EOS");
+CREATE EXTENSION fieldcrypt;
+CREATE TABLE t (id int PRIMARY KEY, v text, mirror text, big text) USING encrypted_heap;
+INSERT INTO t SELECT i, 'row-' || i, 'row-' || i,
+                     CASE WHEN i % 1000 = 0 THEN repeat(md5(i::text), 400) END
+  FROM generate_series(1, $N) i;
+CREATE MATERIALIZED VIEW mv USING encrypted_heap AS SELECT id, v FROM t WHERE id <= 100;
+CREATE TABLE nocols () USING encrypted_heap;
+INSERT INTO nocols DEFAULT VALUES;
+VACUUM ANALYZE;
+EOS
+my $sum_before = $node->safe_psql('app', $SUM);
+is($node->safe_psql('app', $GENS), '1', 'one TDE key generation before the rotation');
+
+# --- concurrent writers -------------------------------------------------------------------
+my $script = $node->basedir . '/writers.sql';
+open my $fh, '>', $script or die $!;
+print $fh <<"EOS";
+\\set id random(1, $HOT)
+\\set nid random(1000001, 1001000)
+UPDATE t SET v = 'w' || :id || '-' || txid_current(), mirror = 'w' || :id || '-' || txid_current() WHERE id = :id;
+INSERT INTO t VALUES (:nid, 'n' || :nid, 'n' || :nid) ON CONFLICT (id) DO UPDATE SET v = 'u' || :nid, mirror = 'u' || :nid;
+DELETE FROM t WHERE id = :nid + 1;
+EOS
+close $fh;
+my ($pgb_out, $pgb_err) = ('', '');
+my $pgbench = IPC::Run::start(
+	[ 'pgbench', '-n', '-c', '2', '-T', '8', '-f', $script,
+	  '-h', $node->host, '-p', $node->port, 'app' ],
+	'>', \$pgb_out, '2>', \$pgb_err);
+sleep 1;
+
+my $log_offset = -s $node->logfile;
+my $t0 = time;
+sql_is($node, 'app', 'SELECT fieldcrypt.rotate_tde_key()', '2', 'rotate_tde_key returns generation 2');
+ok(time - $t0 < 5, 'the rotation returned without waiting for the re-encryption');
+
+my ($ret, $out, $err) = FcNode::psql_tls($node, 'app',
+	"\\set VERBOSITY verbose\nSELECT fieldcrypt.rotate_tde_key()");
+like($err, qr/ERROR:  55P03: a TDE key change is already in progress/,
+	'a second rotation while rows are re-encrypted fails with 55P03');
+
+my $seen = 0;
+for (1 .. 200)
+{
+	my $p = $node->safe_psql('app',
+		"SELECT from_generation || '>' || to_generation || ':' || phase FROM fieldcrypt.rotation_progress");
+	$seen++ if $p =~ /^1>2:re-encrypting/;
+	last if $seen && $p eq '';
+	select(undef, undef, undef, 0.1);
+}
+ok($seen > 0, 'rotation_progress showed the re-encryption from generation 1 to 2');
+
+$pgbench->finish;
+is($? >> 8, 0, 'the concurrent writers ran without errors') or diag($pgb_err);
+
+$node->poll_query_until('app', $GENS, '2')
+  or die 'the old TDE generation was not destroyed';
+is($node->safe_psql('app', $PROGRESS), '0', 'rotation_progress has no row once finished');
+my $log = log_since($node, $log_offset);
+like($log, qr/LOG:  fieldcrypt: re-encryption of the encrypted_heap tables of database "app" from TDE key generation 1 to 2 started: 3 tables/,
+	'log line at start');
+like($log, qr/LOG:  fieldcrypt: re-encryption of the encrypted_heap tables of database "app" to TDE key generation 2 finished: \d+ rows rewritten; 1 old generation\(s\) destroyed/,
+	'log line at the end: one generation destroyed');
+unlike($log, qr/row-\d+/, 'no plaintext in the server log');
+
+is($node->safe_psql('app', $MISMATCH), '0', 'no update of the writers was lost');
+is($node->safe_psql('app', $SUM), $sum_before, 'untouched rows read back unchanged');
+is($node->safe_psql('app', $ROWGENS), '2', 'every row version is under generation 2');
+is($node->safe_psql('app', q{SELECT string_agg(x::text, ',' ORDER BY x::text) FROM fieldcrypt.tde_key_status, unnest(tables) x}), 'mv,nocols,t',
+	'all three relations are under generation 2 only');
+is($node->safe_psql('app', "SELECT md5(string_agg(id || ':' || v, ',' ORDER BY id)) FROM mv"),
+	$node->safe_psql('app', "SELECT md5(string_agg(i || ':row-' || i, ',' ORDER BY i)) FROM generate_series(1, 100) i"),
+	'the materialized view reads back');
+is($node->safe_psql('app', 'SELECT count(*) FROM nocols'), '1', 'the table without columns reads back');
+
+# --- immediate stop in the middle ----------------------------------------------------------
+$node->append_conf('postgresql.conf', 'fieldcrypt.test_reencrypt_pause_after_batches = 3');
+$node->reload;
+my $sum_all = $node->safe_psql('app',
+	"SELECT md5(string_agg(id || ':' || v || ':' || coalesce(md5(big), '-'), ',' ORDER BY id)) FROM t");
+sql_is($node, 'app', 'SELECT fieldcrypt.rotate_tde_key()', '3', 'rotation to generation 3');
+$node->poll_query_until('app',
+	"SELECT phase FROM fieldcrypt.rotation_progress WHERE to_generation = 3", 'paused for testing')
+  or die 'the worker did not pause';
+is($node->safe_psql('app', $GENS), '2,3', 'paused: generations 2 and 3 are both kept');
+$node->stop('immediate');
+$node->append_conf('postgresql.conf', 'fieldcrypt.test_reencrypt_pause_after_batches = -1');
+$node->start;
+$node->poll_query_until('app', $GENS, '3')
+  or die 'the re-encryption did not finish after the restart';
+is($node->safe_psql('app',
+	"SELECT md5(string_agg(id || ':' || v || ':' || coalesce(md5(big), '-'), ',' ORDER BY id)) FROM t"),
+	$sum_all, 'after the crash and the resumed re-encryption every row reads back unchanged');
+is($node->safe_psql('app', $ROWGENS), '3', 'every row version is under generation 3');
+
+$node->stop;
+done_testing();
