@@ -18,12 +18,13 @@
 #      so that a difference between the clusters cancels out. Where perf works, a CPU
 #      profile of each workload also gives fieldcrypt's own share of the server's CPU, which
 #      unlike the timings does not move with load from other processes.
+#   3. encrypted_heap against heap: COPY, sequential scans, index lookups, pgbench TPC-B,
+#      on-disk size (test/bench/tam.sh).
 #   4. Re-encryption after a key change (test/bench/reencrypt.sh): throughput against a plain
 #      UPDATE t SET col = col of the same data, and pgbench TPS while it runs with the default
 #      throttle against TPS while it is postponed.
-#
-#   3. encrypted_heap against heap: COPY, sequential scans, index lookups, pgbench TPC-B,
-#      on-disk size (test/bench/tam.sh).
+#   5. Online re-encryption of a 1 GB encrypted_heap table after rotate_tde_key against
+#      VACUUM FULL of it (test/bench/tam.sh).
 #
 # Section 1 steps are interleaved across variants and repeated (FC_BENCH_REPEAT, default
 # 5); the best (lowest) time is reported, because load from other processes only ever adds
@@ -35,7 +36,10 @@
 #
 # Output: tables on stdout and in results/bench.txt (git-ignored), with every sample.
 # Knobs: FC_BENCH_ROWS FC_BENCH_REPEAT FC_BENCH_PGP_ROWS FC_BENCH_PGBENCH_SCALE
-SECTIONS=${FC_BENCH_SECTIONS:-1 2 3 4}
+#        FC_BENCH_PGBENCH_SECONDS FC_BENCH_PGBENCH_ROUNDS FC_BENCH_LOOP_QUERIES FC_BENCH_TAM_SCALE
+#        FC_BENCH_TAM_SECONDS FC_BENCH_TPCB_SECONDS FC_BENCH_REENC_ROWS FC_BENCH_REENC_REPEAT
+#        FC_BENCH_REENC_SECONDS FC_BENCH_REENC_ROUNDS FC_BENCH_TDE_ROWS;
+#        FC_BENCH_SECTIONS (default "1 2 3 4 5").
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source test/lib.sh
@@ -47,7 +51,7 @@ PGB_SCALE=${FC_BENCH_PGBENCH_SCALE:-10}
 PGB_SECONDS=${FC_BENCH_PGBENCH_SECONDS:-3}
 PGB_ROUNDS=${FC_BENCH_PGBENCH_ROUNDS:-10}
 LOOP_QUERIES=${FC_BENCH_LOOP_QUERIES:-200000}
-SECTIONS=${FC_BENCH_SECTIONS:-1 2 3 4}
+SECTIONS=${FC_BENCH_SECTIONS:-1 2 3 4 5}
 ((PGP_ROWS <= ROWS)) || PGP_ROWS=$ROWS
 
 # Identical settings for every cluster; only shared_preload_libraries differs in section 2.

@@ -104,3 +104,39 @@ section3() {
     "$(calc "${size[enc]} / ${size[heap]}" 3)" "x <= 1.25" "<=1.25x"
   fc_cluster_stop tam
 }
+
+# Section 5: online re-encryption of an encrypted_heap table after rotate_tde_key (the
+# worker of src/reencrypt.c, unthrottled) against VACUUM FULL of the same table (which
+# also rewrites every row under the current key), FC_BENCH_TDE_ROWS pgbench_accounts-like
+# rows (default 6,400,000: about 1 GB on disk). Times: rotate_tde_key until the old
+# generation is destroyed (log line), and VACUUM FULL measured by psql.
+TDE_ROWS=${FC_BENCH_TDE_ROWS:-6400000}
+
+section5() {
+  local t0 t1 vf online size gen
+  log "section 5: TDE re-encryption of $(commas "$TDE_ROWS") rows vs VACUUM FULL"
+  fc_cluster_start tde "shared_buffers = '2GB'" "max_wal_size = '8GB'" "checkpoint_timeout = '30min'" \
+    "fieldcrypt.reencrypt_rows_per_second = 0" "fieldcrypt.reencrypt_batch_pages = 256"
+  fc_psql -c 'CREATE EXTENSION fieldcrypt' \
+    -c 'CREATE TABLE big (aid int, bid int, abalance int, filler char(84)) USING encrypted_heap' \
+    -c "INSERT INTO big SELECT g, g / 100000, 0, '' FROM generate_series(1, $TDE_ROWS) g" \
+    -c 'VACUUM ANALYZE big' -c 'CHECKPOINT'
+  size=$(fc_psql -Atc "SELECT pg_relation_size('big')")
+  vf=$(timed "CHECKPOINT;" 'VACUUM FULL big')
+  log "VACUUM FULL: $vf s"
+  fc_psql -c 'CHECKPOINT'
+  gen=$(fc_psql -Atc 'SELECT max(generation) FROM fieldcrypt.tde_key_status')
+  t0=$(date +%s.%N)
+  fc_psql -Atc 'SELECT fieldcrypt.rotate_tde_key()' >/dev/null
+  until [[ $(fc_psql -Atc "SELECT count(*) FROM fieldcrypt.tde_key_status") == 1 ]]; do sleep 0.2; done
+  t1=$(date +%s.%N)
+  online=$(calc "$t1 - $t0")
+  log "online re-encryption: $online s"
+  say ""
+  say "== 5. re-encryption of an encrypted_heap table ($(commas "$TDE_ROWS") rows, $((size / 1048576)) MB)"
+  say "  VACUUM FULL (offline rewrite under the current key):       $vf s"
+  say "  rotate_tde_key until the old generation is destroyed (online, unthrottled: UPDATE pass, VACUUM): $online s"
+  target "encrypted_heap online re-encryption, $((size / 1048576)) MB (time vs VACUUM FULL)" \
+    "$(calc "$online / $vf" 2)" "x <= 2.0" "<=2.0x"
+  fc_cluster_stop tde
+}
