@@ -532,6 +532,13 @@ fc_db_tde_add_generation(Oid dboid, const uint8 *key, bool only_if_none)
 	}
 	for (int i = 0; i < tde.ngens; i++)
 		gen = Max(gen, tde.gens[i].gen);
+	if (gen >= 65535)			/* row trailers hold 16 bits */
+	{
+		LWLockRelease(fc_shared->lock);
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("this database has used all 65535 TDE key generations")));
+	}
 	gen++;
 	tde.gens[tde.ngens].gen = gen;
 	tde.gens[tde.ngens].created_at = GetCurrentTimestamp();
@@ -631,7 +638,7 @@ fc_db_tde_drop_generations(Oid dboid, const bool *used, uint32 keep_from)
 	{
 		uint32		g = tde.gens[i].gen;
 
-		if (g == tde.current || g >= keep_from || used[g])
+		if (g == tde.current || g >= keep_from || g > 65535 || used[g])
 			kept.gens[kept.ngens++] = tde.gens[i];
 	}
 	dropped = tde.ngens - kept.ngens;

@@ -1455,7 +1455,8 @@ tde_update_column(Relation rel)
 	{
 		Form_pg_attribute att = TupleDescAttr(desc, i);
 
-		if (!att->attisdropped && att->attgenerated == '\0')
+		if (!att->attisdropped && att->attgenerated == '\0' &&
+			att->attidentity != ATTRIBUTE_IDENTITY_ALWAYS)
 			return pstrdup(quote_identifier(NameStr(att->attname)));
 	}
 	return NULL;

@@ -47,7 +47,9 @@ extern void fc_tam_delete_blobs(Relation rel, ItemPointer tid, bool own_new);
 extern void fc_tam_delete_blobs_of(Relation rel, HeapTuple stored, bool own_new);
 
 /* tam_toast.c */
-extern Datum fc_toast_save(Relation rel, struct varlena *value, int options);
+struct FcTdeCtx;
+extern Datum fc_toast_save(Relation rel, struct varlena *value, int options,
+						  struct FcTdeCtx *ctx);
 extern void fc_toast_delete(Relation rel, Oid valueid, bool own_new);
 extern void fc_tam_fetch_toast_slice(Relation rel, Oid valueid, int32 attrsize,
 									 int32 sliceoffset, int32 slicelength,

@@ -301,7 +301,6 @@ fc_tam_form_values(Relation rel, Datum *in_values, bool *in_isnull, int options)
 	Size		total;
 	Size		pos;
 
-	ctx = fc_tde_encrypt_ctx();
 	if (natts > form_cap)
 	{
 		if (form_values)
@@ -342,6 +341,14 @@ fc_tam_form_values(Relation rel, Datum *in_values, bool *in_isnull, int options)
 		if (att->attlen == -1 && VARATT_IS_EXTERNAL(DatumGetPointer(values[i])))
 			values[i] = PointerGetDatum(detoast_external_attr((struct varlena *) DatumGetPointer(values[i])));
 	}
+
+	/*
+	 * The key context, taken after every detoasting above (reading our own
+	 * out-of-line values may refresh the backend's contexts) and used for the
+	 * row and all its new out-of-line values alike: nothing below decrypts,
+	 * so it stays valid and the whole row is under one generation.
+	 */
+	ctx = fc_tde_encrypt_ctx();
 
 	/* our toaster: heap's order, but nothing non-PLAIN > 24 bytes stays
 	 * inline in a tuple over the threshold */
@@ -395,7 +402,7 @@ fc_tam_form_values(Relation rel, Datum *in_values, bool *in_isnull, int options)
 				else
 				{
 					values[best] = fc_toast_save(rel, (struct varlena *) DatumGetPointer(values[best]),
-												 options);
+												 options, ctx);
 					hidden[best >> 3] |= (1 << (best & 7));
 					anyhidden = true;
 				}
@@ -568,6 +575,8 @@ decrypt_raw(Relation rel, TupleDesc desc, HeapTuple stored, uint8 *hidden, bool 
 	if (!fc_gcm_open(ctx->ctx, nonce, aad, aad_len, gather, total, gather,
 					 (const uint8 *) std + len - FC_TAG_LEN))
 	{
+		explicit_bzero(gather, total);
+		explicit_bzero(plain->t_data, plain->t_len);
 		pfree(plain);
 		corrupt(rel, stored, "The tuple was modified or truncated on disk, or written with another key.");
 	}
@@ -665,15 +674,18 @@ fc_tam_store(Relation rel, HeapTuple stored, TupleTableSlot *slot)
 	HeapTuple	plain;
 	MemoryContext old = MemoryContextSwitchTo(slot->tts_mcxt);
 
+	ItemPointerData tid;
+
 	plain = decrypt_with(rel, slot->tts_tupleDescriptor ? slot->tts_tupleDescriptor :
 						 RelationGetDescr(rel), stored);
 	MemoryContextSwitchTo(old);
+	tid = plain->t_self;
 	if (TTS_IS_HEAPTUPLE(slot))
 		ExecStoreHeapTuple(plain, slot, true);
 	else
-		ExecForceStoreHeapTuple(plain, slot, true);
+		ExecForceStoreHeapTuple(plain, slot, true);	/* frees plain */
 	slot->tts_tableOid = RelationGetRelid(rel);
-	slot->tts_tid = plain->t_self;
+	slot->tts_tid = tid;
 }
 
 /* The TDE key generation a stored tuple was written under (-1: unknown). */

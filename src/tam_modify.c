@@ -37,6 +37,27 @@
 
 #include "tam.h"
 
+/*
+ * Give the caller's slot the header heap wrote into our stored tuple (xmin,
+ * cmin, ctid, infomask bits), as heap's own callbacks do by inserting the
+ * slot's tuple itself: INSERT/UPDATE ... RETURNING xmin reads it there.
+ */
+static void
+header_to_slot(TupleTableSlot *slot, HeapTuple stored)
+{
+	HeapTupleHeader src = stored->t_data;
+	HeapTupleHeader dst;
+
+	if (!TTS_IS_HEAPTUPLE(slot) || ((HeapTupleTableSlot *) slot)->tuple == NULL)
+		return;
+	dst = ((HeapTupleTableSlot *) slot)->tuple->t_data;
+	dst->t_choice = src->t_choice;
+	dst->t_ctid = src->t_ctid;
+	dst->t_infomask = (dst->t_infomask & ~HEAP_XACT_MASK) | (src->t_infomask & HEAP_XACT_MASK);
+	dst->t_infomask2 = (dst->t_infomask2 & ~HEAP2_XACT_MASK) | (src->t_infomask2 & HEAP2_XACT_MASK);
+	((HeapTupleTableSlot *) slot)->tuple->t_self = stored->t_self;
+}
+
 static void
 fc_tuple_insert(Relation rel, TupleTableSlot *slot, CommandId cid, int options,
 				BulkInsertState bistate)
@@ -47,6 +68,7 @@ fc_tuple_insert(Relation rel, TupleTableSlot *slot, CommandId cid, int options,
 	tup->t_tableOid = slot->tts_tableOid;
 	heap_insert(rel, tup, cid, options, bistate);
 	slot->tts_tid = tup->t_self;
+	header_to_slot(slot, tup);
 	pfree(tup);
 }
 
@@ -61,6 +83,7 @@ fc_tuple_insert_speculative(Relation rel, TupleTableSlot *slot, CommandId cid,
 	HeapTupleHeaderSetSpeculativeToken(tup->t_data, specToken);
 	heap_insert(rel, tup, cid, options | HEAP_INSERT_SPECULATIVE, bistate);
 	slot->tts_tid = tup->t_self;
+	header_to_slot(slot, tup);
 	pfree(tup);
 }
 
@@ -119,6 +142,7 @@ fc_multi_insert(Relation rel, TupleTableSlot **slots, int nslots, CommandId cid,
 		{
 			slots[i]->tts_tid = priv[i]->tts_tid;
 			slots[i]->tts_tableOid = RelationGetRelid(rel);
+			header_to_slot(slots[i], ((HeapTupleTableSlot *) priv[i])->tuple);
 			ExecClearTuple(priv[i]);
 		}
 	}
@@ -224,13 +248,27 @@ update_with_plain_bitmaps(Relation rel, ItemPointer otid, HeapTuple tup,
 	MemoryContext old;
 	volatile TM_Result r = TM_Ok;
 
+	Bitmapset  *cols;
+
 	if (all == NULL || rel->rd_indexattr == NULL)
+	{
+		bms_free(all);
 		return heap_update(rel, otid, tup, cid, crosscheck, wait, tmfd, lockmode);
+	}
 	key = RelationGetIndexAttrBitmap(rel, INDEX_ATTR_BITMAP_KEY);
 	id = RelationGetIndexAttrBitmap(rel, INDEX_ATTR_BITMAP_IDENTITY_KEY);
-	equal = unchanged_columns(rel, otid, slot, bms_union(all, bms_union(key, id)));
+	cols = bms_union(all, key);
+	cols = bms_add_members(cols, id);
+	equal = unchanged_columns(rel, otid, slot, cols);
+	bms_free(cols);
 	if (equal == NULL || rel->rd_indexattr == NULL)
+	{
+		bms_free(all);
+		bms_free(key);
+		bms_free(id);
+		bms_free(equal);
 		return heap_update(rel, otid, tup, cid, crosscheck, wait, tmfd, lockmode);
+	}
 
 	old = MemoryContextSwitchTo(CacheMemoryContext);
 	fake_all = bms_add_member(bms_difference(all, equal),
@@ -238,6 +276,10 @@ update_with_plain_bitmaps(Relation rel, ItemPointer otid, HeapTuple tup,
 	fake_key = bms_difference(key, equal);
 	fake_id = bms_difference(id, equal);
 	MemoryContextSwitchTo(old);
+	bms_free(all);
+	bms_free(key);
+	bms_free(id);
+	bms_free(equal);
 
 	saved_all = rel->rd_indexattr;
 	saved_key = rel->rd_keyattr;
@@ -284,6 +326,8 @@ fc_tuple_update(Relation rel, ItemPointer otid, TupleTableSlot *slot, CommandId 
 	tup->t_tableOid = slot->tts_tableOid;
 	r = update_with_plain_bitmaps(rel, otid, tup, slot, cid, crosscheck, wait, tmfd, lockmode);
 	slot->tts_tid = tup->t_self;
+	if (r == TM_Ok)
+		header_to_slot(slot, tup);
 	*update_indexes = (r == TM_Ok && !HeapTupleIsHeapOnly(tup));
 	if (r == TM_Ok)
 		fc_tam_delete_blobs(rel, otid, false);

@@ -85,10 +85,11 @@ toast_error_context(void *arg)
 
 /*
  * Encrypt value (plain, or compressed inline) into a new blob in rel's
- * TOAST table; return the hidden pointer that replaces it in the tuple.
+ * TOAST table under ctx (the row's key context); return the hidden pointer
+ * that replaces it in the tuple.
  */
 Datum
-fc_toast_save(Relation rel, struct varlena *value, int options)
+fc_toast_save(Relation rel, struct varlena *value, int options, FcTdeCtx *ctx)
 {
 	Relation	toastrel;
 	Relation   *toastidxs;
@@ -104,7 +105,6 @@ fc_toast_save(Relation rel, struct varlena *value, int options)
 	uint8	   *blob;
 	uint8	   *p;
 	uint32		nseg;
-	FcTdeCtx   *ctx;
 	CommandId	cid = GetCurrentCommandId(true);
 	struct varlena *hidden;
 	uint8	   *h;
@@ -138,7 +138,6 @@ fc_toast_save(Relation rel, struct varlena *value, int options)
 	/* seal the segments */
 	bsize = blob_size(extsize);
 	blob = palloc(bsize);
-	ctx = fc_tde_encrypt_ctx();
 	blob[0] = BLOB_VERSION;
 	blob[1] = (ctx->gen >> 8) & 0xff;
 	blob[2] = ctx->gen & 0xff;
@@ -334,12 +333,15 @@ fc_tam_fetch_toast_slice(Relation rel, Oid valueid, int32 attrsize,
 		nonce[10] = (s >> 8) & 0xff;
 		nonce[11] = s & 0xff;
 		if (!fc_gcm_open(ctx->ctx, nonce, aad, BLOB_AAD_LEN, seg, len, seg, seg + len))
+		{
+			explicit_bzero(VARDATA(buf), to - from);
 			ereport(ERROR,
 					(errcode(ERRCODE_DATA_CORRUPTED),
 					 errmsg("encrypted value %u in table \"%s\" failed authentication",
 							valueid, RelationGetRelationName(rel)),
 					 errdetail("The value was modified, truncated or swapped on disk, "
 							   "or written with another key.")));
+		}
 		lo = Max(off, sliceoffset);
 		hi = Min(off + len, sliceoffset + slicelength);
 		if (hi > lo)

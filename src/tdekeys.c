@@ -346,7 +346,8 @@ fieldcrypt_tde_key_status(PG_FUNCTION_ARGS)
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	FcTdeKeys	tde;
 	List	   *tables;
-	bool	  **used;
+	bool	   *used;
+	uint32	   *masks;
 
 	InitMaterializedSRF(fcinfo, 0);
 	if (!fc_db_lookup_tde(MyDatabaseId, &tde))
@@ -354,11 +355,16 @@ fieldcrypt_tde_key_status(PG_FUNCTION_ARGS)
 
 	tables = encrypted_tables(NULL);
 
-	used = palloc(sizeof(bool *) * Max(list_length(tables), 1));
+	/* per table, which of the (at most 16) generations it uses: one bit each */
+	masks = palloc0(sizeof(uint32) * Max(list_length(tables), 1));
+	used = palloc(65536 * sizeof(bool));
 	for (int i = 0; i < list_length(tables); i++)
 	{
-		used[i] = palloc0(65536 * sizeof(bool));
-		table_generations(list_nth_oid(tables, i), used[i]);
+		memset(used, 0, 65536 * sizeof(bool));
+		table_generations(list_nth_oid(tables, i), used);
+		for (int g = 0; g < tde.ngens; g++)
+			if (tde.gens[g].gen < 65536 && used[tde.gens[g].gen])
+				masks[i] |= (uint32) 1 << g;
 	}
 
 	for (int g = 0; g < tde.ngens; g++)
@@ -369,7 +375,7 @@ fieldcrypt_tde_key_status(PG_FUNCTION_ARGS)
 		int			n = 0;
 
 		for (int i = 0; i < list_length(tables); i++)
-			if (used[i][tde.gens[g].gen])
+			if (masks[i] & ((uint32) 1 << g))
 				elems[n++] = ObjectIdGetDatum(list_nth_oid(tables, i));
 		values[0] = Int32GetDatum((int32) tde.gens[g].gen);
 		values[1] = BoolGetDatum(tde.gens[g].gen == tde.current);
@@ -415,7 +421,7 @@ Datum
 fieldcrypt_reencrypt_table(PG_FUNCTION_ARGS)
 {
 	Oid			relid = PG_GETARG_OID(0);
-	ClusterParams params = {0};
+	ClusterParams params = {CLUOPT_RECHECK};
 	Oid			am = relation_am(relid);
 	char	   *name = get_rel_name(relid);
 
