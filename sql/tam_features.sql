@@ -415,6 +415,18 @@ CREATE TABLE e2 USING encrypted_heap AS SELECT 1 AS id;
 SELECT fieldcrypt.is_encrypted('e2');
 RESET client_min_messages;
 
+-- System columns of the row just written (INSERT/UPDATE ... RETURNING): as on heap
+CREATE TABLE sysc (id int PRIMARY KEY, v text) USING encrypted_heap;
+CREATE TABLE sysh (id int PRIMARY KEY, v text) USING heap;
+BEGIN;
+INSERT INTO sysc VALUES (1, 'a') RETURNING xmin = txid_current()::text::xid AS xmin_ok, ctid, cmin;
+INSERT INTO sysh VALUES (1, 'a') RETURNING xmin = txid_current()::text::xid AS xmin_ok, ctid, cmin;
+UPDATE sysc SET v = 'b' RETURNING xmin = txid_current()::text::xid AS xmin_ok, ctid, cmin;
+UPDATE sysh SET v = 'b' RETURNING xmin = txid_current()::text::xid AS xmin_ok, ctid, cmin;
+INSERT INTO sysc VALUES (1, 'c') ON CONFLICT (id) DO UPDATE SET v = 'c' RETURNING xmin = txid_current()::text::xid AS xmin_ok, ctid;
+INSERT INTO sysh VALUES (1, 'c') ON CONFLICT (id) DO UPDATE SET v = 'c' RETURNING xmin = txid_current()::text::xid AS xmin_ok, ctid;
+COMMIT;
+
 \c :regress_db
 DROP DATABASE fc_tam_features;
 DROP DATABASE fc_tam_features_pub;

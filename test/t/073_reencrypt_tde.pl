@@ -3,7 +3,8 @@
 #   - rotate_tde_key returns at once; the worker rewrites every row version under the
 #     new generation while writers update, insert and delete rows: no update is lost
 #     (v still equals its mirror everywhere) and untouched rows keep their checksum;
-#     a materialized view and a table without columns are rewritten too;
+#     a materialized view, a table without columns and one whose first column is an
+#     identity GENERATED ALWAYS are rewritten too;
 #   - a second rotation meanwhile fails with 55P03; rotation_progress shows the work and
 #     no row afterwards; log lines at start and end;
 #   - the old generation is destroyed (tde_key_status lists only the new one, every row
@@ -43,6 +44,8 @@ INSERT INTO t SELECT i, 'row-' || i, 'row-' || i,
 CREATE MATERIALIZED VIEW mv USING encrypted_heap AS SELECT id, v FROM t WHERE id <= 100;
 CREATE TABLE nocols () USING encrypted_heap;
 INSERT INTO nocols DEFAULT VALUES;
+CREATE TABLE ident (id int GENERATED ALWAYS AS IDENTITY, v text) USING encrypted_heap;
+INSERT INTO ident (v) SELECT 'i' || g FROM generate_series(1, 100) g;
 VACUUM ANALYZE;
 EOS
 my $sum_before = $node->safe_psql('app', $SUM);
@@ -94,7 +97,7 @@ $node->poll_query_until('app', $GENS, '2')
   or die 'the old TDE generation was not destroyed';
 is($node->safe_psql('app', $PROGRESS), '0', 'rotation_progress has no row once finished');
 my $log = log_since($node, $log_offset);
-like($log, qr/LOG:  fieldcrypt: re-encryption of the encrypted_heap tables of database "app" from TDE key generation 1 to 2 started: 3 tables/,
+like($log, qr/LOG:  fieldcrypt: re-encryption of the encrypted_heap tables of database "app" from TDE key generation 1 to 2 started: 4 tables/,
 	'log line at start');
 like($log, qr/LOG:  fieldcrypt: re-encryption of the encrypted_heap tables of database "app" to TDE key generation 2 finished: \d+ rows rewritten; 1 old generation\(s\) destroyed/,
 	'log line at the end: one generation destroyed');
@@ -103,8 +106,8 @@ unlike($log, qr/row-\d+/, 'no plaintext in the server log');
 is($node->safe_psql('app', $MISMATCH), '0', 'no update of the writers was lost');
 is($node->safe_psql('app', $SUM), $sum_before, 'untouched rows read back unchanged');
 is($node->safe_psql('app', $ROWGENS), '2', 'every row version is under generation 2');
-is($node->safe_psql('app', q{SELECT string_agg(x::text, ',' ORDER BY x::text) FROM fieldcrypt.tde_key_status, unnest(tables) x}), 'mv,nocols,t',
-	'all three relations are under generation 2 only');
+is($node->safe_psql('app', q{SELECT string_agg(x::text, ',' ORDER BY x::text) FROM fieldcrypt.tde_key_status, unnest(tables) x}), 'ident,mv,nocols,t',
+	'all four relations are under generation 2 only (also one whose first column is GENERATED ALWAYS AS IDENTITY)');
 is($node->safe_psql('app', "SELECT md5(string_agg(id || ':' || v, ',' ORDER BY id)) FROM mv"),
 	$node->safe_psql('app', "SELECT md5(string_agg(i || ':row-' || i, ',' ORDER BY i)) FROM generate_series(1, 100) i"),
 	'the materialized view reads back');
