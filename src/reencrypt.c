@@ -1462,9 +1462,14 @@ tde_update_column(Relation rel)
 	return NULL;
 }
 
-/* One batch of rows of relid under an older TDE generation; false at the end. */
+/*
+ * One batch of rows of relid; false at the end.  The first pass rewrites
+ * every row of the batch (after a rotation nearly all are under an older
+ * generation, and testing each costs more than rewriting the few that are
+ * not); later passes only those under an older generation.
+ */
 static bool
-run_tde_batch(Run *r, Oid relid)
+run_tde_batch(Run *r, Oid relid, bool all_rows, BlockNumber stop)
 {
 	Relation	rel;
 	BlockNumber nblocks;
@@ -1481,7 +1486,12 @@ run_tde_batch(Run *r, Oid relid)
 		end_xact();
 		return false;
 	}
-	nblocks = RelationGetNumberOfBlocks(rel);
+	/*
+	 * Rows updated by this pass move to new versions, often past the end the
+	 * table had when the pass started: never chase them (they are under the
+	 * current generation already).
+	 */
+	nblocks = Min(RelationGetNumberOfBlocks(rel), stop);
 	if (start >= nblocks)
 	{
 		relation_close(rel, NoLock);
@@ -1502,12 +1512,14 @@ run_tde_batch(Run *r, Oid relid)
 	}
 	else
 	{
-		end = Min(start + fc_reencrypt_batch_pages, (int64) MaxBlockNumber);
+		end = Min(start + fc_reencrypt_batch_pages, (int64) nblocks);
 		relation_close(rel, NoLock);	/* keep the lock until commit */
 		if (SPI_execute(psprintf("UPDATE ONLY %s SET %s = %s WHERE ctid >= '(" INT64_FORMAT ",0)'::pg_catalog.tid "
-								 "AND ctid < '(" INT64_FORMAT ",0)'::pg_catalog.tid "
-								 "AND %s._tde_tuple_generation(%u::pg_catalog.oid::pg_catalog.regclass, ctid) <> %u",
-								 name, col, col, start, end, extension_schema(), relid, r->to_gen),
+								 "AND ctid < '(" INT64_FORMAT ",0)'::pg_catalog.tid%s",
+								 name, col, col, start, end,
+								 all_rows ? "" :
+								 psprintf(" AND %s._tde_tuple_generation(%u::pg_catalog.oid::pg_catalog.regclass, ctid) <> %u",
+										  extension_schema(), relid, r->to_gen)),
 						false, 0) != SPI_OK_UPDATE)
 			elog(ERROR, "could not re-encrypt a batch of an encrypted_heap table");
 		rows = SPI_processed;
@@ -1634,13 +1646,24 @@ reencrypt_tde(void)
 		r.tables_done = 0;
 		foreach(lc, tables)
 		{
+			BlockNumber stop;
+
 			r.relid = lfirst_oid(lc);
 			r.next_block = 0;
+			begin_xact();
+			{
+				Relation	rel = try_relation_open(r.relid, AccessShareLock);
+
+				stop = rel ? RelationGetNumberOfBlocks(rel) : 0;
+				if (rel)
+					relation_close(rel, AccessShareLock);
+			}
+			end_xact();
 			for (;;)
 			{
 				test_pause(&r, false);
 				check_postponed();
-				if (!run_tde_batch(&r, r.relid))
+				if (!run_tde_batch(&r, r.relid, attempt == 0, stop))
 					break;
 			}
 			r.tables_done++;

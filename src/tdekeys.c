@@ -512,13 +512,27 @@ fieldcrypt_tde_tuple_generation(PG_FUNCTION_ARGS)
 	BlockNumber blk = ItemPointerGetBlockNumberNoCheck(tid);
 	int			gen = -1;
 
+	BlockNumber *known = (BlockNumber *) fcinfo->flinfo->fn_extra;
+
 	rel = table_open(relid, AccessShareLock);
 	if (!fc_is_encrypted_heap(rel))
 		ereport(ERROR,
 				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
 				 errmsg("table \"%s\" does not use access method encrypted_heap",
 						RelationGetRelationName(rel))));
-	if (blk < RelationGetNumberOfBlocks(rel))
+	/* the table's size, asked again only past the last size seen (one lseek per call otherwise) */
+	if (known == NULL)
+	{
+		known = MemoryContextAlloc(fcinfo->flinfo->fn_mcxt, 2 * sizeof(BlockNumber));
+		known[0] = InvalidOid;
+		fcinfo->flinfo->fn_extra = known;
+	}
+	if (known[0] != relid || blk >= known[1])
+	{
+		known[0] = relid;
+		known[1] = RelationGetNumberOfBlocks(rel);
+	}
+	if (blk < known[1])
 	{
 		buf = ReadBuffer(rel, blk);
 		LockBuffer(buf, BUFFER_LOCK_SHARE);
