@@ -72,6 +72,7 @@ static int	form_cap = 0;
 static void aad_add(const void *p, Size n);
 static void range_add(uint32 off, uint32 len);
 static void ensure_gather(Size n);
+static Size move_ranges(char *base, bool gather_in);
 static bool walk_layout(TupleDesc desc, HeapTupleHeader td, uint32 data_len);
 static void begin_aad(HeapTupleHeader td, uint32 data_len, const uint8 *trailer,
 					  Size trailer_aad_len);
@@ -129,6 +130,31 @@ range_add(uint32 off, uint32 len)
 	ranges[nranges].off = off;
 	ranges[nranges].len = len;
 	nranges++;
+}
+
+/*
+ * Copy the content ranges of the data area at base into the gather buffer
+ * (gather) or back from it; returns their total length.
+ */
+static Size
+move_ranges(char *base, bool gather_in)
+{
+	Size		total = 0;
+	Size		pos = 0;
+
+	for (int i = 0; i < nranges; i++)
+		total += ranges[i].len;
+	if (gather_in)
+		ensure_gather(total + 1);
+	for (int i = 0; i < nranges; i++)
+	{
+		if (gather_in)
+			memcpy(gather + pos, base + ranges[i].off, ranges[i].len);
+		else
+			memcpy(base + ranges[i].off, gather + pos, ranges[i].len);
+		pos += ranges[i].len;
+	}
+	return total;
 }
 
 /* Make the gather buffer hold at least n bytes. */
@@ -299,7 +325,6 @@ fc_tam_form_values(Relation rel, Datum *in_values, bool *in_isnull, int options)
 	uint64		counter;
 	uint8		nonce[FC_NONCE_LEN] = {0};
 	Size		total;
-	Size		pos;
 
 	if (natts > form_cap)
 	{
@@ -471,26 +496,12 @@ fc_tam_form_values(Relation rel, Datum *in_values, bool *in_isnull, int options)
 	begin_aad(td, data_len, (uint8 *) td + hoff + data_len, trailer_len - 16 - 8);
 	if (!walk_layout(desc, td, data_len))
 		elog(ERROR, "encrypted_heap: formed tuple does not match its descriptor");
-	total = 0;
-	for (int i = 0; i < nranges; i++)
-		total += ranges[i].len;
-	ensure_gather(total + 1);
-	pos = 0;
-	for (int i = 0; i < nranges; i++)
-	{
-		memcpy(gather + pos, (char *) td + hoff + ranges[i].off, ranges[i].len);
-		pos += ranges[i].len;
-	}
+	total = move_ranges((char *) td + hoff, true);
 	if (!fc_gcm_seal(ctx->ctx, nonce, aad, aad_len, gather, total, gather, trailer + 19))
 		ereport(ERROR,
 				(errcode(ERRCODE_INTERNAL_ERROR),
 				 errmsg("could not encrypt a tuple: %s", fc_crypto_last_error())));
-	pos = 0;
-	for (int i = 0; i < nranges; i++)
-	{
-		memcpy((char *) td + hoff + ranges[i].off, gather + pos, ranges[i].len);
-		pos += ranges[i].len;
-	}
+	(void) move_ranges((char *) td + hoff, false);
 	explicit_bzero(gather, total);
 	MemoryContextReset(tmp);
 	return tuple;
@@ -525,7 +536,6 @@ decrypt_raw(Relation rel, TupleDesc desc, HeapTuple stored, uint8 *hidden, bool 
 	FcTdeCtx   *ctx;
 	uint8		nonce[FC_NONCE_LEN] = {0};
 	Size		total;
-	Size		pos;
 
 	hoff = std->t_hoff;
 	natts = HeapTupleHeaderGetNatts(std);
@@ -562,16 +572,7 @@ decrypt_raw(Relation rel, TupleDesc desc, HeapTuple stored, uint8 *hidden, bool 
 	begin_aad(td, data_len, (const uint8 *) std + hoff + data_len, trailer_len - 16 - 8);
 	if (!walk_layout(desc, td, data_len))
 		corrupt(rel, stored, "The tuple's layout does not match the table.");
-	total = 0;
-	for (int i = 0; i < nranges; i++)
-		total += ranges[i].len;
-	ensure_gather(total + 1);
-	pos = 0;
-	for (int i = 0; i < nranges; i++)
-	{
-		memcpy(gather + pos, (char *) td + hoff + ranges[i].off, ranges[i].len);
-		pos += ranges[i].len;
-	}
+	total = move_ranges((char *) td + hoff, true);
 	if (!fc_gcm_open(ctx->ctx, nonce, aad, aad_len, gather, total, gather,
 					 (const uint8 *) std + len - FC_TAG_LEN))
 	{
@@ -580,12 +581,7 @@ decrypt_raw(Relation rel, TupleDesc desc, HeapTuple stored, uint8 *hidden, bool 
 		pfree(plain);
 		corrupt(rel, stored, "The tuple was modified or truncated on disk, or written with another key.");
 	}
-	pos = 0;
-	for (int i = 0; i < nranges; i++)
-	{
-		memcpy((char *) td + hoff + ranges[i].off, gather + pos, ranges[i].len);
-		pos += ranges[i].len;
-	}
+	(void) move_ranges((char *) td + hoff, false);
 	explicit_bzero(gather, total);
 	return plain;
 }
