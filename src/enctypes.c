@@ -297,21 +297,7 @@ no_key_error(void)
 static FcCipher *
 make_cipher(const FcGeneration *g, const uint8 *instance, bool encrypt)
 {
-	uint8		subkey[FC_KEY_LEN];
-	FcCipher   *ctx;
-
-	if (!fc_hkdf_sha256(g->key, FC_KEY_LEN, instance, FC_INSTANCE_ID_LEN,
-						HKDF_INFO, subkey, FC_KEY_LEN))
-		ereport(ERROR,
-				(errcode(ERRCODE_INTERNAL_ERROR),
-				 errmsg("could not derive a value key: %s", fc_crypto_last_error())));
-	ctx = fc_cipher_new(subkey, encrypt);
-	explicit_bzero(subkey, sizeof(subkey));
-	if (ctx == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_OUT_OF_MEMORY),
-				 errmsg("could not create a cipher context: %s", fc_crypto_last_error())));
-	return ctx;
+	return fc_derived_cipher(g->key, instance, HKDF_INFO, encrypt);
 }
 
 /* Drop every cached context when the key store changed. */

@@ -905,6 +905,31 @@ fc_local_tde_generation(uint32 gen, bool current)
 	return NULL;
 }
 
+/*
+ * An AES-256-GCM context under HKDF-SHA256(key, salt = instance id, info):
+ * the per-instance subkey that column values and encrypted_heap rows are
+ * sealed with (see README "Nonces").  ERRORs on failure.
+ */
+FcCipher *
+fc_derived_cipher(const uint8 *key, const uint8 *instance, const char *info, bool encrypt)
+{
+	uint8		subkey[FC_KEY_LEN];
+	FcCipher   *ctx;
+
+	if (!fc_hkdf_sha256(key, FC_KEY_LEN, instance, FC_INSTANCE_ID_LEN, info,
+						subkey, FC_KEY_LEN))
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("could not derive a key: %s", fc_crypto_last_error())));
+	ctx = fc_cipher_new(subkey, encrypt);
+	explicit_bzero(subkey, sizeof(subkey));
+	if (ctx == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("could not create a cipher context: %s", fc_crypto_last_error())));
+	return ctx;
+}
+
 /* A nonce counter value never handed out before since shmem was created. */
 uint64
 fc_next_nonce_counter(void)

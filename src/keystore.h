@@ -121,6 +121,8 @@ extern void fc_protect_region(void *ptr, Size size, const char *what);
 /* Per-backend cache of derived keys, invalidated by fc_shared->version. */
 extern const FcGeneration *fc_local_generation(uint32 gen, bool current);
 extern const FcTdeGeneration *fc_local_tde_generation(uint32 gen, bool current);
+extern FcCipher *fc_derived_cipher(const uint8 *key, const uint8 *instance,
+								   const char *info, bool encrypt);
 extern uint64 fc_next_nonce_counter(void);
 extern const uint8 *fc_instance_id(void);
 

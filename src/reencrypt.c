@@ -241,6 +241,7 @@ static char *ext_schema = NULL;		/* quoted, in TopMemoryContext */
 
 static Size reencrypt_shmem_size(void);
 static ReencSlot *find_slot(Oid dboid, bool create);
+static void slot_copy(Oid dboid, ReencSlot *out);
 static void publish(const Run *r, Phase phase);
 static void worker_exit(int code, Datum arg);
 
@@ -299,6 +300,20 @@ find_slot(Oid dboid, bool create)
 	memset(free_slot, 0, sizeof(ReencSlot));
 	free_slot->dboid = dboid;
 	return free_slot;
+}
+
+/* Copy the slot of dboid into *out (zeroed when it has none). */
+static void
+slot_copy(Oid dboid, ReencSlot *out)
+{
+	ReencSlot  *slot;
+
+	memset(out, 0, sizeof(ReencSlot));
+	LWLockAcquire(rs->lock, LW_SHARED);
+	slot = find_slot(dboid, false);
+	if (slot)
+		memcpy(out, slot, sizeof(ReencSlot));
+	LWLockRelease(rs->lock);
 }
 
 /* Wake the launcher: a key change committed. */
@@ -370,7 +385,6 @@ void
 fc_reencrypt_check_idle(const FcDbKeys *cur)
 {
 	ReencSlot	copy;
-	ReencSlot  *slot;
 	uint32		old = 0;
 
 	if (cur->ngens <= 1)
@@ -378,12 +392,7 @@ fc_reencrypt_check_idle(const FcDbKeys *cur)
 	for (int g = 0; g < cur->ngens; g++)
 		if (cur->gens[g].gen != cur->current_gen && cur->gens[g].gen > old)
 			old = cur->gens[g].gen;
-	memset(&copy, 0, sizeof(copy));
-	LWLockAcquire(rs->lock, LW_SHARED);
-	slot = find_slot(MyDatabaseId, false);
-	if (slot)
-		memcpy(&copy, slot, sizeof(copy));
-	LWLockRelease(rs->lock);
+	slot_copy(MyDatabaseId, &copy);
 	if (copy.state == SLOT_BLOCKED && copy.blocked_gen == cur->current_gen)
 		return;
 	if (copy.state != SLOT_RUNNING && !fc_reencrypt_enabled)
@@ -414,16 +423,10 @@ void
 fc_reencrypt_check_tde_idle(const FcTdeKeys *tde)
 {
 	ReencSlot	copy;
-	ReencSlot  *slot;
 
 	if (tde->ngens <= 1)
 		return;
-	memset(&copy, 0, sizeof(copy));
-	LWLockAcquire(rs->lock, LW_SHARED);
-	slot = find_slot(MyDatabaseId, false);
-	if (slot)
-		memcpy(&copy, slot, sizeof(copy));
-	LWLockRelease(rs->lock);
+	slot_copy(MyDatabaseId, &copy);
 	if (copy.state != SLOT_RUNNING && !fc_reencrypt_enabled)
 		return;
 	if (copy.state == SLOT_RUNNING && copy.to_gen == tde->current)
@@ -743,16 +746,10 @@ fieldcrypt_rotation_progress(PG_FUNCTION_ARGS)
 		Datum		values[13];
 		bool		nulls[13] = {0};
 		ReencSlot	s;
-		ReencSlot  *slot;
 		char	   *dbname = get_database_name(dbs[i]);
 		const char *phase;
 
-		memset(&s, 0, sizeof(s));
-		LWLockAcquire(rs->lock, LW_SHARED);
-		slot = find_slot(dbs[i], false);
-		if (slot)
-			memcpy(&s, slot, sizeof(s));
-		LWLockRelease(rs->lock);
+		slot_copy(dbs[i], &s);
 
 		if (s.state == SLOT_RUNNING && s.to_gen == cur[i])
 			phase = phase_names[s.phase];

@@ -94,21 +94,9 @@ refresh(void)
 static void
 make_ctx(FcTdeCtx *slot, const FcTdeGeneration *g, const uint8 *instance, bool encrypt)
 {
-	uint8		subkey[FC_KEY_LEN];
-
 	fc_cipher_free(slot->ctx);
 	slot->ctx = NULL;
-	if (!fc_hkdf_sha256(g->key, FC_KEY_LEN, instance, FC_INSTANCE_ID_LEN,
-						HKDF_INFO_TDE, subkey, FC_KEY_LEN))
-		ereport(ERROR,
-				(errcode(ERRCODE_INTERNAL_ERROR),
-				 errmsg("could not derive a table key: %s", fc_crypto_last_error())));
-	slot->ctx = fc_cipher_new(subkey, encrypt);
-	explicit_bzero(subkey, sizeof(subkey));
-	if (slot->ctx == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_OUT_OF_MEMORY),
-				 errmsg("could not create a cipher context: %s", fc_crypto_last_error())));
+	slot->ctx = fc_derived_cipher(g->key, instance, HKDF_INFO_TDE, encrypt);
 	slot->gen = g->gen;
 	memcpy(slot->instance, instance, FC_INSTANCE_ID_LEN);
 }
