@@ -22,6 +22,7 @@ use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use FcNode;
+use FcKeyTest;
 
 my $node = FcNode::new_node('disklog', preload => 'pgaudit,fieldcrypt',
 	extra => [ '--encoding=UTF8', '--locale=C' ]);
@@ -47,13 +48,7 @@ $node->safe_psql('postgres', "CREATE DATABASE $db");
 # ---------------------------------------------------------------------------
 # helpers
 
-sub sql
-{
-	my ($sql) = @_;
-	my ($rc, $out, $err) = FcNode::psql_tls($node, $db, "\\set QUIET on\n$sql");
-	die "SQL failed (rc $rc): $err\nSQL: $sql\n" if $rc != 0;
-	return $out;
-}
+sub sql { return safe_tls($node, $db, $_[0]); }
 
 sub expect_error
 {

@@ -29,13 +29,7 @@ EOC
 $node->start;
 $node->safe_psql('postgres', 'CREATE DATABASE app');
 
-sub sql
-{
-	my ($sql) = @_;
-	my ($rc, $out, $err) = FcNode::psql_tls($node, 'app', "\\set QUIET on\n$sql");
-	die "SQL failed (rc $rc): $err\nSQL: $sql\n" if $rc != 0;
-	return $out;
-}
+sub sql { return safe_tls($node, 'app', $_[0]); }
 
 sql('CREATE EXTENSION fieldcrypt');
 

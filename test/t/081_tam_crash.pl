@@ -34,13 +34,7 @@ EOC
 $node->start;
 $node->safe_psql('postgres', 'CREATE DATABASE app');
 
-sub sql
-{
-	my ($sql) = @_;
-	my ($rc, $out, $err) = FcNode::psql_tls($node, 'app', "\\set QUIET on\n$sql");
-	die "SQL failed (rc $rc): $err\nSQL: $sql\n" if $rc != 0;
-	return $out;
-}
+sub sql { return safe_tls($node, 'app', $_[0]); }
 
 sql(<<'EOS');
 CREATE EXTENSION fieldcrypt;
@@ -323,12 +317,7 @@ $node->stop;
 	$min->start;
 	is($min->safe_psql('postgres', 'SHOW wal_level'), 'minimal', 'minimal: wal_level is minimal');
 	$min->safe_psql('postgres', 'CREATE DATABASE app');
-	my $q = sub {
-		my ($sql) = @_;
-		my ($rc, $out, $err) = FcNode::psql_tls($min, 'app', "\\set QUIET on\n$sql");
-		die "SQL failed (rc $rc): $err\nSQL: $sql\n" if $rc != 0;
-		return $out;
-	};
+	my $q = sub { return safe_tls($min, 'app', $_[0]); };
 	$q->(<<'EOS');
 CREATE EXTENSION fieldcrypt;
 CREATE TABLE kept (id int PRIMARY KEY, v text, big text) USING encrypted_heap;

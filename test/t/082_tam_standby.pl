@@ -18,13 +18,7 @@ my $primary = FcNode::new_node('primary', allows_streaming => 1);
 $primary->start;
 $primary->safe_psql('postgres', 'CREATE DATABASE app');
 
-sub sql
-{
-	my ($node, $sql) = @_;
-	my ($rc, $out, $err) = FcNode::psql_tls($node, 'app', "\\set QUIET on\n$sql");
-	die $node->name . ": SQL failed (rc $rc): $err\nSQL: $sql\n" if $rc != 0;
-	return $out;
-}
+sub sql { return safe_tls($_[0], 'app', $_[1]); }
 
 # Same plaintext on both sides: "rows|md5 of all rows", and an index lookup.
 my $DIGEST = q{SELECT count(*) || '|' || md5(string_agg(t::text, ',' ORDER BY id)) FROM t};

@@ -22,13 +22,7 @@ $node->append_conf('postgresql.conf', "autovacuum = off\n");
 $node->start;
 $node->safe_psql('postgres', 'CREATE DATABASE app');
 
-sub sql
-{
-	my ($sql) = @_;
-	my ($rc, $out, $err) = FcNode::psql_tls($node, 'app', "\\set QUIET on\n$sql");
-	die "SQL failed (rc $rc): $err\nSQL: $sql\n" if $rc != 0;
-	return $out;
-}
+sub sql { return safe_tls($node, 'app', $_[0]); }
 
 sql(<<'EOS');
 CREATE EXTENSION fieldcrypt;

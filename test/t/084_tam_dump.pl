@@ -19,13 +19,7 @@ use FcKeyTest;
 
 my $K1 = 'Tam-Dump-Key-2026!';
 
-sub sql
-{
-	my ($node, $db, $sql) = @_;
-	my ($rc, $out, $err) = FcNode::psql_tls($node, $db, "\\set QUIET on\n$sql");
-	die $node->name . "/$db: SQL failed (rc $rc): $err\nSQL: $sql\n" if $rc != 0;
-	return $out;
-}
+sub sql { return safe_tls(@_); }
 sub run_cmd
 {
 	my @cmd = @_;

@@ -1,6 +1,7 @@
 # FcKeyTest: assertions shared by fieldcrypt's key TAP tests (on top of FcNode).
 #
 #   sql_is($node, $db, $sql, $expected, $name)       over TLS: exit 0 and this output
+#   safe_tls($node, $db, $sql)                        over TLS, quiet: the output; dies on failure
 #   sql_fails($node, $db, $sql, $sqlstate, $message, $name, via => 'tls'|'plain'|'socket')
 #                                                     fails with this SQLSTATE and primary message
 #   read_bytes($path) / write_bytes($path, $bytes)    whole files, binary
@@ -14,7 +15,7 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 use FcNode;
 
-our @EXPORT = qw(sql_is sql_fails read_bytes write_bytes log_since);
+our @EXPORT = qw(sql_is safe_tls sql_fails read_bytes write_bytes log_since);
 
 sub sql_is
 {
@@ -23,6 +24,15 @@ sub sql_is
 	my ($ret, $out, $err) = FcNode::psql_tls($node, $db, $sql);
 	is("$ret:$out", "0:$expected", $name) or diag("stderr: $err");
 	return;
+}
+
+sub safe_tls
+{
+	my ($node, $db, $sql) = @_;
+	my ($rc, $out, $err) = FcNode::psql_tls($node, $db, "\\set QUIET on\n$sql");
+	die $node->name . "/$db: SQL failed (rc $rc): $err\nSQL: " . substr($sql, 0, 500) . "\n"
+	  if $rc != 0;
+	return $out;
 }
 
 # psql's verbose error format is "ERROR:  SQLSTATE: message".
