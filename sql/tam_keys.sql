@@ -135,7 +135,19 @@ SELECT count(*) FROM fieldcrypt.tde_key_status;
 -- reencrypt_table: the table's owner only
 SELECT fieldcrypt.reencrypt_table('t1');
 \echo :LAST_ERROR_SQLSTATE
+-- drop_unused_tde_keys: superusers and fieldcrypt_admin only
+SELECT fieldcrypt.drop_unused_tde_keys();
+\echo :LAST_ERROR_SQLSTATE
+-- the worker's helper is not for PUBLIC
+SELECT fieldcrypt._tde_tuple_generation('t1', '(0,1)');
+\echo :LAST_ERROR_SQLSTATE
 RESET ROLE;
+-- _tde_tuple_generation refuses heap tables (42809), like reencrypt_table above
+SELECT fieldcrypt._tde_tuple_generation('h1', '(0,1)');
+\echo :LAST_ERROR_SQLSTATE
+-- _tde_tuple_generation: NULL where no row version is
+SELECT fieldcrypt._tde_tuple_generation('t1', '(4000000,1)') IS NULL AS no_block,
+       fieldcrypt._tde_tuple_generation('t1', '(0,60000)') IS NULL AS no_item;
 SET ROLE regress_fc_tam_admin;
 SELECT fieldcrypt.rotate_tde_key() = :gen_before + 1 AS admin_rotated;
 SELECT count(*) > 0 AS admin_reads_status FROM fieldcrypt.tde_key_status;
@@ -143,6 +155,8 @@ RESET ROLE;
 \c -reuse-previous=on "sslmode=disable"
 SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid();
 SELECT fieldcrypt.rotate_tde_key();
+\echo :LAST_ERROR_SQLSTATE
+SELECT fieldcrypt.drop_unused_tde_keys();
 \echo :LAST_ERROR_SQLSTATE
 -- the privilege check comes first for a role without it
 SET ROLE regress_fc_tam_plain;

@@ -206,7 +206,7 @@ fieldcrypt_rotate_tde_key(PG_FUNCTION_ARGS)
 	FcTdeKeys	tde;
 
 	fc_require_role(FC_ADMIN_ROLE, "rotate the TDE key");
-	fc_require_tls("rotate the TDE key");
+	fc_require_tls("fieldcrypt.rotate_tde_key");
 	fc_tde_require_active();
 	if (!fc_try_change_lock())
 		ereport(ERROR,
@@ -458,7 +458,7 @@ fieldcrypt_drop_unused_tde_keys(PG_FUNCTION_ARGS)
 	int			nvxids;
 
 	fc_require_role(FC_ADMIN_ROLE, "drop TDE keys");
-	fc_require_tls("drop TDE keys");
+	fc_require_tls("fieldcrypt.drop_unused_tde_keys");
 	if (!fc_db_lookup_tde(MyDatabaseId, &tde))
 		PG_RETURN_INT32(0);
 	keep_from = tde.current;
