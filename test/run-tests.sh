@@ -10,6 +10,9 @@
 # encrypted_heap for the whole cluster (ALTER SYSTEM), so that every table the tests create
 # without USING, in every database they create, is an encrypted_heap table. The expected
 # outputs are the same. FC_REGRESS_TAM_PASS=0 skips that second pass.
+# Filters for development (all unset in `make test`): FC_SUITES="regress regress_tam pgtap
+# isolation tap layers" runs only those suites, FC_REGRESS="topic ..." only those pg_regress
+# topics, FC_TAP="041 090" only the TAP files whose names start with these prefixes.
 set -uo pipefail   # no -e: every suite runs and failures are counted
 cd "$(dirname "$0")/.." || exit 1
 source test/lib.sh
@@ -155,24 +158,48 @@ run_tap() {
   record tap "$passed" "$failed"
 }
 
+# layers: the shape of src/ (test/check-layers.pl over the objects `make install` built).
+run_layers() {
+  echo "== layers"
+  if perl test/check-layers.pl; then record layers 1 0; else record layers 0 1; fi
+}
+
+suite_on() { [[ -z ${FC_SUITES:-} || " $FC_SUITES " == *" $1 "* ]]; }
+
 rm -rf "$OUT" && mkdir -p "$OUT"
 shopt -s nullglob
 pgtap_files=(test/pgtap/*.sql)
 specs=(test/isolation/specs/*.spec)
 specs=("${specs[@]##*/}") && specs=("${specs[@]%.spec}")
 tap_files=(test/t/*.pl)
+if [[ -n ${FC_TAP:-} ]]; then
+  kept=()
+  for f in "${tap_files[@]}"; do
+    for p in $FC_TAP; do [[ ${f##*/} == "$p"* ]] && { kept+=("$f"); break; }; done
+  done
+  tap_files=("${kept[@]}")
+fi
+suite_on pgtap || pgtap_files=()
+suite_on isolation || specs=()
+suite_on tap || tap_files=()
 if regress_list=$(MAKEFLAGS='' make -s --no-print-directory print-REGRESS); then
-  read -ra regress_tests <<<"$regress_list"
+  read -ra regress_tests <<<"${FC_REGRESS:-$regress_list}"
 else
   regress_tests=(); record pg_regress 0 1 "could not read REGRESS from the Makefile"
 fi
+
+suite_on regress_tam || FC_REGRESS_TAM_PASS=0
+suite_on regress || suite_on regress_tam || regress_tests=()
+suite_on layers && run_layers
 
 cluster=
 if ((${#regress_tests[@]} + ${#pgtap_files[@]} + ${#specs[@]} > 0)); then
   fc_cluster_start tests "${CLUSTER_CONF[@]}" && cluster=tests
 fi
-run_regress pg_regress "$PGXS_TEST/regress/pg_regress" . fc_regress '' "${regress_tests[@]}"
-if [[ ${FC_REGRESS_TAM_PASS:-1} == 1 ]]; then
+if suite_on regress; then
+  run_regress pg_regress "$PGXS_TEST/regress/pg_regress" . fc_regress '' "${regress_tests[@]}"
+fi
+if [[ ${FC_REGRESS_TAM_PASS:-1} == 1 ]] && ((${#regress_tests[@]} > 0)); then
   run_regress_tam "${regress_tests[@]}"
 fi
 run_pgtap

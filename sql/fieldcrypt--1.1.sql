@@ -1,0 +1,351 @@
+\echo Use "CREATE EXTENSION fieldcrypt" to load this file. \quit
+
+-- Roles are cluster-wide: create them once, keep them when the extension goes.
+DO $roles$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'fieldcrypt_admin') THEN
+        CREATE ROLE fieldcrypt_admin NOLOGIN;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'fieldcrypt_reader') THEN
+        CREATE ROLE fieldcrypt_reader NOLOGIN;
+    END IF;
+END
+$roles$;
+COMMENT ON ROLE fieldcrypt_admin IS 'may set and retrieve data encryption keys (over TLS)';
+COMMENT ON ROLE fieldcrypt_reader IS 'may decrypt encrypted column values with fieldcrypt.decrypt';
+
+-- Key metadata that travels with the database in pg_dump: never a key.
+CREATE TABLE fieldcrypt.key_generations (
+    generation  integer     PRIMARY KEY CHECK (generation > 0),
+    salt        bytea       NOT NULL,
+    iterations  integer     NOT NULL CHECK (iterations >= 600000),
+    kcv         bytea       NOT NULL,
+    key_source  text        NOT NULL CHECK (key_source IN ('generated', 'administrator')),
+    set_at      timestamptz NOT NULL
+) USING heap;	-- readable without the key, whatever default_table_access_method says
+COMMENT ON TABLE fieldcrypt.key_generations IS
+    'salt, iteration count and key check value of each data encryption key generation';
+REVOKE ALL ON fieldcrypt.key_generations FROM PUBLIC;
+SELECT pg_catalog.pg_extension_config_dump('fieldcrypt.key_generations', '');
+
+CREATE FUNCTION fieldcrypt._key_generations_guard() RETURNS trigger
+    LANGUAGE C AS 'MODULE_PATHNAME', 'fieldcrypt_key_generations_guard';
+COMMENT ON FUNCTION fieldcrypt._key_generations_guard() IS
+    'internal: imports key metadata from a dump, refuses changes to it';
+CREATE TRIGGER key_generations_guard
+    BEFORE INSERT OR UPDATE OR DELETE ON fieldcrypt.key_generations
+    FOR EACH ROW EXECUTE FUNCTION fieldcrypt._key_generations_guard();
+CREATE TRIGGER key_generations_no_truncate
+    BEFORE TRUNCATE ON fieldcrypt.key_generations
+    FOR EACH STATEMENT EXECUTE FUNCTION fieldcrypt._key_generations_guard();
+-- also under session_replication_role = replica
+ALTER TABLE fieldcrypt.key_generations ENABLE ALWAYS TRIGGER key_generations_guard;
+ALTER TABLE fieldcrypt.key_generations ENABLE ALWAYS TRIGGER key_generations_no_truncate;
+
+-- IsDataEncryptionActiveRequest
+CREATE FUNCTION fieldcrypt.is_data_encryption_active() RETURNS boolean
+    LANGUAGE C STABLE PARALLEL RESTRICTED
+    AS 'MODULE_PATHNAME', 'fieldcrypt_is_data_encryption_active';
+COMMENT ON FUNCTION fieldcrypt.is_data_encryption_active() IS
+    'true when data encryption is active in this database (IsDataEncryptionActive)';
+
+-- SetDataEncryptionKeyRequest
+CREATE FUNCTION fieldcrypt.set_data_encryption_key(key text) RETURNS void
+    LANGUAGE C VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE
+    AS 'MODULE_PATHNAME', 'fieldcrypt_set_data_encryption_key';
+COMMENT ON FUNCTION fieldcrypt.set_data_encryption_key(text) IS
+    'activate, change or restore the data encryption key of this database (SetDataEncryptionKey); admins, TLS only';
+
+-- RetrieveDataEncryptionKeyRequest
+CREATE FUNCTION fieldcrypt.retrieve_data_encryption_key() RETURNS text
+    LANGUAGE C VOLATILE PARALLEL UNSAFE
+    AS 'MODULE_PATHNAME', 'fieldcrypt_retrieve_data_encryption_key';
+COMMENT ON FUNCTION fieldcrypt.retrieve_data_encryption_key() IS
+    'the current data encryption key of this database (RetrieveDataEncryptionKey); admins, TLS only';
+
+CREATE FUNCTION fieldcrypt._key_status(
+    OUT active boolean, OUT key_loaded boolean, OUT generation integer,
+    OUT key_source text, OUT set_at timestamptz, OUT key_age interval,
+    OUT rotation_recommended boolean, OUT generations_kept integer,
+    OUT keyring text)
+    RETURNS record LANGUAGE C VOLATILE PARALLEL RESTRICTED
+    AS 'MODULE_PATHNAME', 'fieldcrypt_key_status';
+COMMENT ON FUNCTION fieldcrypt._key_status() IS 'internal: backs the view fieldcrypt.key_status';
+
+CREATE VIEW fieldcrypt.key_status AS SELECT * FROM fieldcrypt._key_status();
+COMMENT ON VIEW fieldcrypt.key_status IS
+    'data encryption key state of this database; rotation_recommended follows Dynamics 365 advice';
+
+CREATE FUNCTION fieldcrypt._activate_on_create() RETURNS void
+    LANGUAGE C VOLATILE PARALLEL UNSAFE
+    AS 'MODULE_PATHNAME', 'fieldcrypt_activate_on_create';
+COMMENT ON FUNCTION fieldcrypt._activate_on_create() IS
+    'internal: activation with a system-generated key at CREATE EXTENSION';
+
+REVOKE ALL ON FUNCTION fieldcrypt._key_generations_guard() FROM PUBLIC;
+REVOKE ALL ON FUNCTION fieldcrypt._activate_on_create() FROM PUBLIC;
+-- set/retrieve stay executable by PUBLIC: they check fieldcrypt_admin
+-- membership themselves, with an error that says what is missing.
+GRANT USAGE ON SCHEMA fieldcrypt TO PUBLIC;
+GRANT SELECT ON fieldcrypt.key_status TO PUBLIC;
+
+-- Encrypted column types ----------------------------------------------------
+-- Write-only: the input function encrypts, every query result carries NULL
+-- in their place, only fieldcrypt.decrypt (fieldcrypt_reader) reads them.
+
+CREATE TYPE fieldcrypt.encrypted_text;
+CREATE FUNCTION fieldcrypt.encrypted_text_in(cstring) RETURNS fieldcrypt.encrypted_text
+    LANGUAGE C STABLE STRICT PARALLEL SAFE AS 'MODULE_PATHNAME', 'fieldcrypt_encrypted_text_in';
+CREATE FUNCTION fieldcrypt.encrypted_text_out(fieldcrypt.encrypted_text) RETURNS cstring
+    LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE AS 'MODULE_PATHNAME', 'fieldcrypt_encrypted_out';
+CREATE FUNCTION fieldcrypt.encrypted_text_recv(internal) RETURNS fieldcrypt.encrypted_text
+    LANGUAGE C STABLE STRICT PARALLEL SAFE AS 'MODULE_PATHNAME', 'fieldcrypt_encrypted_text_recv';
+CREATE FUNCTION fieldcrypt.encrypted_text_send(fieldcrypt.encrypted_text) RETURNS bytea
+    LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE AS 'MODULE_PATHNAME', 'fieldcrypt_encrypted_send';
+CREATE TYPE fieldcrypt.encrypted_text (
+    INPUT = fieldcrypt.encrypted_text_in, OUTPUT = fieldcrypt.encrypted_text_out,
+    RECEIVE = fieldcrypt.encrypted_text_recv, SEND = fieldcrypt.encrypted_text_send,
+    INTERNALLENGTH = VARIABLE, ALIGNMENT = int4, STORAGE = extended);
+COMMENT ON TYPE fieldcrypt.encrypted_text IS
+    'write-only text, stored encrypted with AES-256-GCM under the database key';
+
+CREATE TYPE fieldcrypt.encrypted_bytea;
+CREATE FUNCTION fieldcrypt.encrypted_bytea_in(cstring) RETURNS fieldcrypt.encrypted_bytea
+    LANGUAGE C STABLE STRICT PARALLEL SAFE AS 'MODULE_PATHNAME', 'fieldcrypt_encrypted_bytea_in';
+CREATE FUNCTION fieldcrypt.encrypted_bytea_out(fieldcrypt.encrypted_bytea) RETURNS cstring
+    LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE AS 'MODULE_PATHNAME', 'fieldcrypt_encrypted_out';
+CREATE FUNCTION fieldcrypt.encrypted_bytea_recv(internal) RETURNS fieldcrypt.encrypted_bytea
+    LANGUAGE C STABLE STRICT PARALLEL SAFE AS 'MODULE_PATHNAME', 'fieldcrypt_encrypted_bytea_recv';
+CREATE FUNCTION fieldcrypt.encrypted_bytea_send(fieldcrypt.encrypted_bytea) RETURNS bytea
+    LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE AS 'MODULE_PATHNAME', 'fieldcrypt_encrypted_send';
+CREATE TYPE fieldcrypt.encrypted_bytea (
+    INPUT = fieldcrypt.encrypted_bytea_in, OUTPUT = fieldcrypt.encrypted_bytea_out,
+    RECEIVE = fieldcrypt.encrypted_bytea_recv, SEND = fieldcrypt.encrypted_bytea_send,
+    INTERNALLENGTH = VARIABLE, ALIGNMENT = int4, STORAGE = extended);
+COMMENT ON TYPE fieldcrypt.encrypted_bytea IS
+    'write-only bytea, stored encrypted with AES-256-GCM under the database key';
+
+COMMENT ON FUNCTION fieldcrypt.encrypted_text_in(cstring) IS 'encrypts a plaintext, or accepts an envelope in text form';
+COMMENT ON FUNCTION fieldcrypt.encrypted_text_out(fieldcrypt.encrypted_text) IS 'envelope in text form (never plaintext)';
+COMMENT ON FUNCTION fieldcrypt.encrypted_text_recv(internal) IS 'encrypts a binary plaintext, or accepts a binary envelope';
+COMMENT ON FUNCTION fieldcrypt.encrypted_text_send(fieldcrypt.encrypted_text) IS 'envelope in binary form (never plaintext)';
+COMMENT ON FUNCTION fieldcrypt.encrypted_bytea_in(cstring) IS 'encrypts a bytea literal, or accepts an envelope in text form';
+COMMENT ON FUNCTION fieldcrypt.encrypted_bytea_out(fieldcrypt.encrypted_bytea) IS 'envelope in text form (never plaintext)';
+COMMENT ON FUNCTION fieldcrypt.encrypted_bytea_recv(internal) IS 'encrypts binary bytes, or accepts a binary envelope';
+COMMENT ON FUNCTION fieldcrypt.encrypted_bytea_send(fieldcrypt.encrypted_bytea) IS 'envelope in binary form (never plaintext)';
+
+-- Assignment casts into the types (encrypting); nothing casts out of them.
+CREATE FUNCTION fieldcrypt.encrypted_text(text) RETURNS fieldcrypt.encrypted_text
+    LANGUAGE C VOLATILE STRICT PARALLEL SAFE AS 'MODULE_PATHNAME', 'fieldcrypt_encrypt_text';
+CREATE FUNCTION fieldcrypt.encrypted_text(varchar) RETURNS fieldcrypt.encrypted_text
+    LANGUAGE C VOLATILE STRICT PARALLEL SAFE AS 'MODULE_PATHNAME', 'fieldcrypt_encrypt_text';
+CREATE FUNCTION fieldcrypt.encrypted_bytea(bytea) RETURNS fieldcrypt.encrypted_bytea
+    LANGUAGE C VOLATILE STRICT PARALLEL SAFE AS 'MODULE_PATHNAME', 'fieldcrypt_encrypt_bytea';
+COMMENT ON FUNCTION fieldcrypt.encrypted_text(text) IS 'encrypts a text value (assignment cast)';
+COMMENT ON FUNCTION fieldcrypt.encrypted_text(varchar) IS 'encrypts a varchar value (assignment cast)';
+COMMENT ON FUNCTION fieldcrypt.encrypted_bytea(bytea) IS 'encrypts a bytea value (assignment cast)';
+CREATE CAST (text AS fieldcrypt.encrypted_text)
+    WITH FUNCTION fieldcrypt.encrypted_text(text) AS ASSIGNMENT;
+CREATE CAST (varchar AS fieldcrypt.encrypted_text)
+    WITH FUNCTION fieldcrypt.encrypted_text(varchar) AS ASSIGNMENT;
+CREATE CAST (bytea AS fieldcrypt.encrypted_bytea)
+    WITH FUNCTION fieldcrypt.encrypted_bytea(bytea) AS ASSIGNMENT;
+
+-- PostgreSQL would otherwise cast any type to text through its output
+-- function (the envelope): these explicit casts exist only to refuse.
+CREATE FUNCTION fieldcrypt._refuse_cast(fieldcrypt.encrypted_text) RETURNS text
+    LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE AS 'MODULE_PATHNAME', 'fieldcrypt_refuse_cast';
+CREATE FUNCTION fieldcrypt._refuse_cast(fieldcrypt.encrypted_bytea) RETURNS text
+    LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE AS 'MODULE_PATHNAME', 'fieldcrypt_refuse_cast';
+COMMENT ON FUNCTION fieldcrypt._refuse_cast(fieldcrypt.encrypted_text) IS 'internal: refuses casts out of encrypted_text';
+COMMENT ON FUNCTION fieldcrypt._refuse_cast(fieldcrypt.encrypted_bytea) IS 'internal: refuses casts out of encrypted_bytea';
+CREATE CAST (fieldcrypt.encrypted_text AS text) WITH FUNCTION fieldcrypt._refuse_cast(fieldcrypt.encrypted_text);
+CREATE CAST (fieldcrypt.encrypted_text AS varchar) WITH FUNCTION fieldcrypt._refuse_cast(fieldcrypt.encrypted_text);
+CREATE CAST (fieldcrypt.encrypted_text AS bpchar) WITH FUNCTION fieldcrypt._refuse_cast(fieldcrypt.encrypted_text);
+CREATE CAST (fieldcrypt.encrypted_bytea AS text) WITH FUNCTION fieldcrypt._refuse_cast(fieldcrypt.encrypted_bytea);
+CREATE CAST (fieldcrypt.encrypted_bytea AS varchar) WITH FUNCTION fieldcrypt._refuse_cast(fieldcrypt.encrypted_bytea);
+CREATE CAST (fieldcrypt.encrypted_bytea AS bpchar) WITH FUNCTION fieldcrypt._refuse_cast(fieldcrypt.encrypted_bytea);
+
+-- The one way to read plaintext (the Email Router case).
+CREATE FUNCTION fieldcrypt.decrypt(fieldcrypt.encrypted_text) RETURNS text
+    LANGUAGE C STABLE STRICT PARALLEL SAFE AS 'MODULE_PATHNAME', 'fieldcrypt_decrypt_text';
+CREATE FUNCTION fieldcrypt.decrypt(fieldcrypt.encrypted_bytea) RETURNS bytea
+    LANGUAGE C STABLE STRICT PARALLEL SAFE AS 'MODULE_PATHNAME', 'fieldcrypt_decrypt_bytea';
+COMMENT ON FUNCTION fieldcrypt.decrypt(fieldcrypt.encrypted_text) IS
+    'plaintext of an encrypted value; superusers and fieldcrypt_reader members only';
+COMMENT ON FUNCTION fieldcrypt.decrypt(fieldcrypt.encrypted_bytea) IS
+    'plaintext of an encrypted value; superusers and fieldcrypt_reader members only';
+
+-- Transparent data encryption: the encrypted_heap table access method.
+CREATE FUNCTION fieldcrypt.encrypted_heap_handler(internal) RETURNS table_am_handler
+    LANGUAGE C STRICT AS 'MODULE_PATHNAME', 'fieldcrypt_tam_handler';
+COMMENT ON FUNCTION fieldcrypt.encrypted_heap_handler(internal) IS
+    'handler of the encrypted_heap table access method';
+CREATE ACCESS METHOD encrypted_heap TYPE TABLE HANDLER fieldcrypt.encrypted_heap_handler;
+COMMENT ON ACCESS METHOD encrypted_heap IS
+    'heap storage with every row and out-of-line value encrypted (AES-256-GCM) under the database''s TDE key';
+
+CREATE FUNCTION fieldcrypt.is_encrypted(pg_catalog.regclass) RETURNS boolean
+    LANGUAGE C STABLE STRICT PARALLEL SAFE AS 'MODULE_PATHNAME', 'fieldcrypt_is_encrypted';
+COMMENT ON FUNCTION fieldcrypt.is_encrypted(pg_catalog.regclass) IS
+    'whether the table uses the encrypted_heap access method';
+
+-- rotate checks fieldcrypt_admin and TLS itself, like set_data_encryption_key
+CREATE FUNCTION fieldcrypt.rotate_tde_key() RETURNS integer
+    LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE AS 'MODULE_PATHNAME', 'fieldcrypt_rotate_tde_key';
+COMMENT ON FUNCTION fieldcrypt.rotate_tde_key() IS
+    'new TDE key generation for new writes to encrypted_heap tables; returns its number';
+
+CREATE FUNCTION fieldcrypt.reencrypt_table(pg_catalog.regclass) RETURNS void
+    LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE AS 'MODULE_PATHNAME', 'fieldcrypt_reencrypt_table';
+COMMENT ON FUNCTION fieldcrypt.reencrypt_table(pg_catalog.regclass) IS
+    'rewrites an encrypted_heap table under the current TDE key (as VACUUM FULL; table owner only)';
+
+CREATE FUNCTION fieldcrypt._tde_key_status(OUT generation integer, OUT is_current boolean,
+                                           OUT created_at timestamptz, OUT tables pg_catalog.regclass[])
+    RETURNS SETOF record
+    LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE AS 'MODULE_PATHNAME', 'fieldcrypt_tde_key_status';
+COMMENT ON FUNCTION fieldcrypt._tde_key_status() IS 'internal: rows of fieldcrypt.tde_key_status';
+CREATE VIEW fieldcrypt.tde_key_status AS SELECT * FROM fieldcrypt._tde_key_status();
+COMMENT ON VIEW fieldcrypt.tde_key_status IS
+    'TDE key generations of this database and the encrypted_heap tables still holding rows under each (reads every such table)';
+REVOKE ALL ON FUNCTION fieldcrypt._tde_key_status() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION fieldcrypt._tde_key_status() TO fieldcrypt_admin;
+REVOKE ALL ON fieldcrypt.tde_key_status FROM PUBLIC;
+GRANT SELECT ON fieldcrypt.tde_key_status TO fieldcrypt_admin;
+
+CREATE FUNCTION fieldcrypt.drop_unused_tde_keys() RETURNS integer
+    LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE AS 'MODULE_PATHNAME', 'fieldcrypt_drop_unused_tde_keys';
+COMMENT ON FUNCTION fieldcrypt.drop_unused_tde_keys() IS
+    'destroys TDE key generations no row version uses any more; returns how many (fieldcrypt_admin, TLS)';
+CREATE FUNCTION fieldcrypt._tde_tuple_generation(pg_catalog.regclass, pg_catalog.tid) RETURNS integer
+    LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE AS 'MODULE_PATHNAME', 'fieldcrypt_tde_tuple_generation';
+COMMENT ON FUNCTION fieldcrypt._tde_tuple_generation(pg_catalog.regclass, pg_catalog.tid) IS
+    'internal: TDE key generation of a row version, for re-encryption';
+REVOKE ALL ON FUNCTION fieldcrypt._tde_tuple_generation(pg_catalog.regclass, pg_catalog.tid) FROM PUBLIC;
+
+
+-- Self-managed tenant keys --------------------------------------------------
+-- The tenant key seals the keyring (the keys of every database). By default
+-- it is the managed cluster key of fieldcrypt.key_provider; an administrator
+-- may bring a PKCS#12 key pair or an RSA key in an HSM, generate a new managed
+-- key or go back to the default. Every change re-seals the keyring only.
+-- Superusers and fieldcrypt_admin members, over TLS, outside transaction blocks.
+
+CREATE FUNCTION fieldcrypt.upload_tenant_key(pfx bytea, password text) RETURNS text
+    LANGUAGE C VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE
+    AS 'MODULE_PATHNAME', 'fieldcrypt_upload_tenant_key';
+COMMENT ON FUNCTION fieldcrypt.upload_tenant_key(bytea, text) IS
+    'seal the keyring under an uploaded RSA key pair (PKCS#12 file and its password); returns the key fingerprint; admins, TLS only';
+
+CREATE FUNCTION fieldcrypt.use_hsm_tenant_key(module_path text, token_label text, key_label text) RETURNS text
+    LANGUAGE C VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE
+    AS 'MODULE_PATHNAME', 'fieldcrypt_use_hsm_tenant_key';
+COMMENT ON FUNCTION fieldcrypt.use_hsm_tenant_key(text, text, text) IS
+    'seal the keyring under an RSA key that stays in an HSM (PKCS#11; PIN from fieldcrypt.hsm_pin_command); returns the key fingerprint; admins, TLS only';
+
+CREATE FUNCTION fieldcrypt.generate_tenant_key() RETURNS text
+    LANGUAGE C VOLATILE PARALLEL UNSAFE
+    AS 'MODULE_PATHNAME', 'fieldcrypt_generate_tenant_key';
+COMMENT ON FUNCTION fieldcrypt.generate_tenant_key() IS
+    'seal the keyring under a new random managed key; returns its key id; admins, TLS only';
+
+CREATE FUNCTION fieldcrypt.revert_tenant_key() RETURNS text
+    LANGUAGE C VOLATILE PARALLEL UNSAFE
+    AS 'MODULE_PATHNAME', 'fieldcrypt_revert_tenant_key';
+COMMENT ON FUNCTION fieldcrypt.revert_tenant_key() IS
+    'seal the keyring under the managed cluster key again (the default); returns its key id; admins, TLS only';
+
+CREATE FUNCTION fieldcrypt._tenant_key_status(
+    OUT mode text, OUT key_id text, OUT algorithm text, OUT key_bits integer,
+    OUT created_at timestamptz, OUT installed_at timestamptz,
+    OUT keyring_resealed_at timestamptz, OUT hsm_token text, OUT hsm_key_label text,
+    OUT keyring text, OUT detail text)
+    RETURNS record LANGUAGE C VOLATILE PARALLEL RESTRICTED
+    AS 'MODULE_PATHNAME', 'fieldcrypt_tenant_key_status';
+COMMENT ON FUNCTION fieldcrypt._tenant_key_status() IS 'internal: backs the view fieldcrypt.tenant_key_status';
+
+CREATE VIEW fieldcrypt.tenant_key_status AS SELECT * FROM fieldcrypt._tenant_key_status();
+COMMENT ON VIEW fieldcrypt.tenant_key_status IS
+    'which key seals the keyring: mode (managed, command, pfx, hsm), key id or SHA-256 fingerprint, algorithm, times';
+
+REVOKE ALL ON FUNCTION fieldcrypt.upload_tenant_key(bytea, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION fieldcrypt.use_hsm_tenant_key(text, text, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION fieldcrypt.generate_tenant_key() FROM PUBLIC;
+REVOKE ALL ON FUNCTION fieldcrypt.revert_tenant_key() FROM PUBLIC;
+REVOKE ALL ON FUNCTION fieldcrypt._tenant_key_status() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION fieldcrypt.upload_tenant_key(bytea, text) TO fieldcrypt_admin;
+GRANT EXECUTE ON FUNCTION fieldcrypt.use_hsm_tenant_key(text, text, text) TO fieldcrypt_admin;
+GRANT EXECUTE ON FUNCTION fieldcrypt.generate_tenant_key() TO fieldcrypt_admin;
+GRANT EXECUTE ON FUNCTION fieldcrypt.revert_tenant_key() TO fieldcrypt_admin;
+GRANT EXECUTE ON FUNCTION fieldcrypt._tenant_key_status() TO fieldcrypt_admin;
+REVOKE ALL ON fieldcrypt.tenant_key_status FROM PUBLIC;
+GRANT SELECT ON fieldcrypt.tenant_key_status TO fieldcrypt_admin;
+
+-- Re-encryption after a key change (src/reencrypt.c) ------------------------
+-- A background worker rewrites every value of every encrypted column under
+-- the new generation, then destroys the old generations.
+
+-- Where the worker is, written in the transaction of each batch so that it
+-- resumes there after a crash.  Not dumped: it describes this cluster only.
+CREATE TABLE fieldcrypt.reencryption (
+    to_generation    integer     PRIMARY KEY,
+    from_generation  integer     NOT NULL,
+    pass             integer     NOT NULL,
+    pass_clean       boolean     NOT NULL,
+    pass_reencrypted bigint      NOT NULL,
+    relid            oid         NOT NULL,
+    next_block       bigint      NOT NULL,
+    tables_done      integer     NOT NULL,
+    tables_total     integer     NOT NULL,
+    rows_done        bigint      NOT NULL,
+    rows_total       bigint      NOT NULL,
+    started_at       timestamptz NOT NULL,
+    state            text        NOT NULL CHECK (state IN ('running', 'blocked', 'done'))
+) USING heap;	-- readable whatever default_table_access_method says
+COMMENT ON TABLE fieldcrypt.reencryption IS
+    'internal: progress of the re-encryption worker of this database, for resuming after a restart';
+REVOKE ALL ON fieldcrypt.reencryption FROM PUBLIC;
+
+CREATE FUNCTION fieldcrypt._reencrypt(fieldcrypt.encrypted_text) RETURNS fieldcrypt.encrypted_text
+    LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE AS 'MODULE_PATHNAME', 'fieldcrypt_reencrypt_text';
+CREATE FUNCTION fieldcrypt._reencrypt(fieldcrypt.encrypted_bytea) RETURNS fieldcrypt.encrypted_bytea
+    LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE AS 'MODULE_PATHNAME', 'fieldcrypt_reencrypt_bytea';
+CREATE FUNCTION fieldcrypt._stale(fieldcrypt.encrypted_text) RETURNS boolean
+    LANGUAGE C STABLE STRICT PARALLEL SAFE AS 'MODULE_PATHNAME', 'fieldcrypt_reencrypt_stale';
+CREATE FUNCTION fieldcrypt._stale(fieldcrypt.encrypted_bytea) RETURNS boolean
+    LANGUAGE C STABLE STRICT PARALLEL SAFE AS 'MODULE_PATHNAME', 'fieldcrypt_reencrypt_stale';
+COMMENT ON FUNCTION fieldcrypt._reencrypt(fieldcrypt.encrypted_text) IS
+    'internal: the value under the current key generation (re-encryption worker)';
+COMMENT ON FUNCTION fieldcrypt._reencrypt(fieldcrypt.encrypted_bytea) IS
+    'internal: the value under the current key generation (re-encryption worker)';
+COMMENT ON FUNCTION fieldcrypt._stale(fieldcrypt.encrypted_text) IS
+    'internal: true if the value is under an older generation this database still holds';
+COMMENT ON FUNCTION fieldcrypt._stale(fieldcrypt.encrypted_bytea) IS
+    'internal: true if the value is under an older generation this database still holds';
+REVOKE ALL ON FUNCTION fieldcrypt._reencrypt(fieldcrypt.encrypted_text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION fieldcrypt._reencrypt(fieldcrypt.encrypted_bytea) FROM PUBLIC;
+REVOKE ALL ON FUNCTION fieldcrypt._stale(fieldcrypt.encrypted_text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION fieldcrypt._stale(fieldcrypt.encrypted_bytea) FROM PUBLIC;
+
+CREATE FUNCTION fieldcrypt._rotation_progress(
+    OUT database name, OUT from_generation integer, OUT to_generation integer,
+    OUT phase text, OUT tables_done integer, OUT tables_total integer,
+    OUT rows_done bigint, OUT rows_total bigint, OUT rows_per_second double precision,
+    OUT started_at timestamptz, OUT estimated_end timestamptz, OUT pid integer,
+    OUT datid oid)
+    RETURNS SETOF record LANGUAGE C VOLATILE PARALLEL RESTRICTED
+    AS 'MODULE_PATHNAME', 'fieldcrypt_rotation_progress';
+COMMENT ON FUNCTION fieldcrypt._rotation_progress() IS
+    'internal: backs the view fieldcrypt.rotation_progress';
+CREATE VIEW fieldcrypt.rotation_progress AS SELECT * FROM fieldcrypt._rotation_progress();
+COMMENT ON VIEW fieldcrypt.rotation_progress IS
+    'one row per database whose values are being re-encrypted after a key change';
+GRANT SELECT ON fieldcrypt.rotation_progress TO PUBLIC;
+
+-- Last: activation (CREATE EXTENSION with fieldcrypt.auto_activate) once every object exists.
+SELECT fieldcrypt._activate_on_create();
+
+-- ---------------------------------------------------------------------------
+-- Changes of version 1.1 (each section has its twin in fieldcrypt--1.0--1.1.sql)
+-- ---------------------------------------------------------------------------
