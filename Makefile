@@ -8,14 +8,18 @@ PG_CONFIG ?= /usr/lib/postgresql/15/bin/pg_config
 EXTVERSION := $(shell sed -n "s/^default_version *= *'\([^']*\)'.*/\1/p" fieldcrypt.control)
 
 MODULE_big = fieldcrypt
-OBJS = $(patsubst %.c,%.o,$(wildcard src/*.c))
+# src/ by subsystem (src/README.md): keys/ < columns/ < tde/ < rotation/ < src/.
+SRCDIRS = src src/keys src/columns src/tde src/rotation
+OBJS = $(patsubst %.c,%.o,$(foreach d,$(SRCDIRS),$(wildcard $(d)/*.c)))
 # PGXS tracks no header dependencies: any header change rebuilds every object.
-$(OBJS): $(wildcard src/*.h)
+$(OBJS): $(foreach d,$(SRCDIRS),$(wildcard $(d)/*.h))
 EXTENSION = fieldcrypt
 DATA = $(wildcard sql/fieldcrypt--*.sql)
 SHLIB_LINK += -lcrypto
 # PKCS#11 types for the HSM tenant key (Debian package libp11-kit-dev)
 PG_CPPFLAGS += -I/usr/include/p11-kit-1
+# headers are named from src/: #include "keys/keystore.h"
+PG_CPPFLAGS += -I$(CURDIR)/src
 # PG15 headers only need -Wno-unused-parameter (static inline helpers) under -Wextra.
 PG_CFLAGS += -Wall -Wextra -Werror -Wno-unused-parameter
 

@@ -14,15 +14,15 @@
 #include "miscadmin.h"
 #include "storage/ipc.h"
 
-#include "enctypes.h"
+#include "columns/enctypes.h"
 #include "guc.h"
 #include "hooks.h"
-#include "keyapi.h"
-#include "keystore.h"
-#include "redact.h"
-#include "reencrypt.h"
-#include "wal.h"
-#include "writeonly.h"
+#include "keys/keyapi.h"
+#include "keys/keystore.h"
+#include "keys/redact.h"
+#include "rotation/reencrypt.h"
+#include "keys/wal.h"
+#include "columns/writeonly.h"
 
 PG_MODULE_MAGIC;
 

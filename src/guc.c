@@ -17,7 +17,7 @@
 #include "utils/guc.h"
 
 #include "guc.h"
-#include "reencrypt.h"
+#include "rotation/reencrypt.h"
 
 int			fc_key_provider = FC_PROVIDER_FILE;
 char	   *fc_key_file = NULL;

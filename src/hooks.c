@@ -23,13 +23,13 @@
 #include "tcop/utility.h"
 
 #include "hooks.h"
-#include "tam.h"
-#include "keyapi.h"
-#include "enctypes.h"
-#include "keystore.h"
-#include "redact.h"
-#include "reencrypt.h"
-#include "restrict.h"
+#include "tde/tam.h"
+#include "keys/keyapi.h"
+#include "columns/enctypes.h"
+#include "keys/keystore.h"
+#include "keys/redact.h"
+#include "rotation/reencrypt.h"
+#include "columns/restrict.h"
 
 static ProcessUtility_hook_type prev_ProcessUtility = NULL;
 static object_access_hook_type prev_object_access = NULL;

@@ -1,0 +1,33 @@
+/*-------------------------------------------------------------------------
+ *
+ * keyring.h
+ *	  The sealed keyring in $PGDATA/pg_fieldcrypt and the cluster key
+ *	  providers.
+ *
+ * src/keys/keyring.h
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef FIELDCRYPT_KEYRING_H
+#define FIELDCRYPT_KEYRING_H
+
+#include "keys/keystore.h"
+
+#define FC_KEYRING_DIR		"pg_fieldcrypt"
+#define FC_KEYRING_FILE		FC_KEYRING_DIR "/keyring"
+#define FC_KEYRING_PENDING	FC_KEYRING_DIR "/keyring.pending"
+#define FC_DEFAULT_KEY_FILE FC_KEYRING_DIR "/cluster.key"
+
+extern bool fc_kek_load(uint8 *kek, char *why, size_t whylen);
+extern FcRingState fc_keyring_read(const uint8 *kek, FcDbKeys *dbs, int max_dbs,
+								   char *why, size_t whylen);
+extern FcRingState fc_keyring_unseal(const uint8 *kek, const uint8 *image, size_t len,
+									 FcDbKeys *dbs, int max_dbs, int *ndbs,
+									 const char *what, char *why, size_t whylen);
+extern uint8 *fc_keyring_seal(const uint8 *kek, const FcDbKeys *dbs, int n, size_t *len);
+extern void fc_keyring_write_image(const char *path, const uint8 *image, size_t len);
+extern void fc_keyring_adopt_pending(const uint8 *kek, int max_dbs);
+extern bool fc_run_command(const char *command, const char *name, char *out, size_t outsize,
+						   size_t *outlen, char *why, size_t whylen);
+
+#endif

@@ -1,0 +1,25 @@
+/*-------------------------------------------------------------------------
+ *
+ * redact.h
+ *	  Keeping secrets out of the server log and pg_stat_activity.
+ *
+ * src/keys/redact.h
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef FIELDCRYPT_REDACT_H
+#define FIELDCRYPT_REDACT_H
+
+#define FC_REDACTED			"[redacted]"
+#define FC_MIN_REDACT_LEN	6
+
+extern void fc_register_secret(const char *s, size_t len);
+extern void fc_register_literal_at(const char *src, size_t srclen, int loc);
+extern void fc_redact_activity(void);
+extern void fc_mark_sensitive_statement(const char *src);
+extern bool fc_statement_is_sensitive(const char *src);
+extern void fc_redact_init(void);
+extern void fc_redact_copy_from(bool on);
+extern bool fc_redact_copy_from_active(void);
+
+#endif

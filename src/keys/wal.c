@@ -1,0 +1,97 @@
+/*-------------------------------------------------------------------------
+ *
+ * wal.c
+ *	  Custom WAL resource manager (ID 205, "fieldcrypt") that carries every
+ *	  change of key state to standbys and through crash recovery and PITR.
+ *
+ *	  A record holds the whole keyring image exactly as written to
+ *	  $PGDATA/pg_fieldcrypt/keyring: sealed under the cluster key, which is
+ *	  never in WAL.  Replaying it unseals the image with this server's own
+ *	  cluster key (from its own key provider), replaces the keyring file and
+ *	  the keys in shared memory.  In a tenant key mode (tenant.c) the image
+ *	  starts with the tenant key header, so a change of tenant key travels
+ *	  the same way; a server that cannot use the new tenant key keeps the
+ *	  record in keyring.pending.  Records are whole images, so replay is
+ *	  idempotent and the last record replayed wins.  A server whose cluster
+ *	  key differs keeps its previous keys and says so in the log.
+ *
+ *	  The library must be loaded (shared_preload_libraries) wherever this
+ *	  WAL is replayed: standbys, crash recovery, PITR.
+ *
+ * src/keys/wal.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xlog.h"
+#include "access/xlog_internal.h"
+#include "access/xloginsert.h"
+#include "access/xlogreader.h"
+#include "lib/stringinfo.h"
+
+#include "keys/keystore.h"
+#include "keys/wal.h"
+
+static void fc_rm_redo(XLogReaderState *record);
+static void fc_rm_desc(StringInfo buf, XLogReaderState *record);
+static const char *fc_rm_identify(uint8 info);
+
+static RmgrData fc_rmgr = {
+	.rm_name = FC_RMGR_NAME,
+	.rm_redo = fc_rm_redo,
+	.rm_desc = fc_rm_desc,
+	.rm_identify = fc_rm_identify,
+};
+
+/* Register the resource manager; called from _PG_init. */
+void
+fc_wal_init(void)
+{
+	RegisterCustomRmgr(FC_RMGR_ID, &fc_rmgr);
+}
+
+/* WAL-log a keyring image and flush it. */
+void
+fc_wal_log_keyring(const uint8 *image, size_t len)
+{
+	XLogRecPtr	lsn;
+
+	if (RecoveryInProgress())
+		return;
+	XLogBeginInsert();
+	XLogRegisterData((char *) image, (int) len);
+	lsn = XLogInsert(FC_RMGR_ID, XLOG_FC_KEYRING);
+	XLogFlush(lsn);
+}
+
+/* Replay: install the keyring image. */
+static void
+fc_rm_redo(XLogReaderState *record)
+{
+	uint8		info = XLogRecGetInfo(record) & ~XLR_INFO_MASK;
+
+	if (info != XLOG_FC_KEYRING)
+		elog(PANIC, "fieldcrypt redo: unknown record type %u", info);
+	fc_keystore_redo_image((const uint8 *) XLogRecGetData(record),
+						   XLogRecGetDataLen(record));
+}
+
+/* Describe a record for pg_waldump; never anything about keys. */
+static void
+fc_rm_desc(StringInfo buf, XLogReaderState *record)
+{
+	uint8		info = XLogRecGetInfo(record) & ~XLR_INFO_MASK;
+
+	if (info == XLOG_FC_KEYRING)
+		appendStringInfo(buf, "sealed keyring image of %u bytes",
+						 (unsigned) XLogRecGetDataLen(record));
+}
+
+static const char *
+fc_rm_identify(uint8 info)
+{
+	if ((info & ~XLR_INFO_MASK) == XLOG_FC_KEYRING)
+		return "KEYRING";
+	return NULL;
+}

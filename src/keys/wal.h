@@ -1,0 +1,20 @@
+/*-------------------------------------------------------------------------
+ *
+ * wal.h
+ *	  fieldcrypt's custom WAL resource manager: key state reaches standbys.
+ *
+ * src/keys/wal.h
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef FIELDCRYPT_WAL_H
+#define FIELDCRYPT_WAL_H
+
+#define FC_RMGR_ID			205
+#define FC_RMGR_NAME		"fieldcrypt"
+#define XLOG_FC_KEYRING		0x10	/* a whole sealed keyring image */
+
+extern void fc_wal_init(void);
+extern void fc_wal_log_keyring(const uint8 *image, size_t len);
+
+#endif
