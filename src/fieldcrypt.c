@@ -19,6 +19,7 @@
 #include "hooks.h"
 #include "keys/keyapi.h"
 #include "keys/keystore.h"
+#include "keys/rotstate.h"
 #include "keys/redact.h"
 #include "rotation/reencrypt.h"
 #include "keys/wal.h"
@@ -39,7 +40,7 @@ fc_shmem_request(void)
 	if (prev_shmem_request_hook)
 		prev_shmem_request_hook();
 	fc_keystore_request();
-	fc_reencrypt_request();
+	fc_rotstate_request();
 }
 
 /* shmem_startup_hook: create the key store and load the keyring. */
@@ -49,7 +50,7 @@ fc_shmem_startup(void)
 	if (prev_shmem_startup_hook)
 		prev_shmem_startup_hook();
 	fc_keystore_startup();
-	fc_reencrypt_startup();
+	fc_rotstate_startup();
 }
 
 /* Module load. */
@@ -67,7 +68,7 @@ _PG_init(void)
 	loaded = true;
 
 	fc_define_gucs();
-	fc_wal_init();
+	fc_wal_init(fc_keystore_redo_image);	/* wal.c knows nothing of the store */
 
 	prev_shmem_request_hook = shmem_request_hook;
 	shmem_request_hook = fc_shmem_request;

@@ -17,24 +17,13 @@
 #include "utils/guc.h"
 
 #include "guc.h"
+#include "keys/keyapi.h"
+#include "keys/keyring.h"
+#include "keys/keystore.h"
+#include "keys/pkcs11.h"
+#include "keys/rotstate.h"
 #include "rotation/reencrypt.h"
-
-int			fc_key_provider = FC_PROVIDER_FILE;
-char	   *fc_key_file = NULL;
-char	   *fc_key_command = NULL;
-int			fc_key_command_timeout = 30;
-int			fc_max_databases = 64;
-bool		fc_auto_activate = true;
-bool		fc_analyze_values = false;
-int			fc_kdf_iterations = 600000;
-char	   *fc_hsm_pin_command = NULL;
-char	   *fc_hsm_modules = NULL;
-
-bool		fc_reencrypt_enabled = true;
-int			fc_reencrypt_rows_per_second = FC_REENCRYPT_DEFAULT_RATE;
-int			fc_reencrypt_batch_pages = 64;
-int			fc_test_reencrypt_pause_after_batches = -1;
-bool		fc_test_reencrypt_pause_before_destroy = false;
+#include "tde/tam.h"
 
 static const struct config_enum_entry provider_options[] = {
 	{"file", FC_PROVIDER_FILE, false},

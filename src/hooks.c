@@ -25,10 +25,10 @@
 #include "hooks.h"
 #include "tde/tam.h"
 #include "keys/keyapi.h"
+#include "keys/rotstate.h"
 #include "columns/enctypes.h"
 #include "keys/keystore.h"
 #include "keys/redact.h"
-#include "rotation/reencrypt.h"
 #include "columns/restrict.h"
 
 static ProcessUtility_hook_type prev_ProcessUtility = NULL;
@@ -163,7 +163,7 @@ copy_template_tde_keys(CreatedbStmt *stmt)
  * After DROP DATABASE: remove the database's keys from the keyring.  The
  * database is already gone, so this never waits and never fails the
  * statement: if a key change is running or the keyring cannot be written,
- * the entry stays (a stale entry, see README) and a WARNING says so.
+ * the entry stays (a stale entry, see docs/security.md) and a WARNING says so.
  */
 static void
 forget_dropped_database(Oid dboid)
@@ -202,7 +202,7 @@ fc_ProcessUtility(PlannedStmt *pstmt, const char *queryString,
 	if (IsA(parsetree, DropdbStmt))
 	{
 		dropped = get_database_oid(((DropdbStmt *) parsetree)->dbname, true);
-		fc_reencrypt_stop(dropped);	/* its re-encryption worker is connected */
+		fc_rotstate_stop(dropped);	/* its re-encryption worker is connected */
 	}
 	check_drop_extension(parsetree);
 	fc_restrict_before(parsetree);

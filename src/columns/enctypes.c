@@ -15,7 +15,7 @@
  *	  and the counter.  Instance and counter come from the key store: the
  *	  instance is drawn at random each time shared memory is created and
  *	  the counter only grows during that lifetime, so a (key, nonce) pair
- *	  never repeats (README "Nonces").
+ *	  never repeats (docs/security.md "Nonces").
  *
  *	  Text form (output, and input accepted back without the key):
  *	  "fcenc:v1:" followed by the base64 of the envelope.  Binary form
@@ -52,7 +52,7 @@
 #include "utils/typcache.h"
 
 #include "columns/enctypes.h"
-#include "keys/keyapi.h"
+#include "keys/policy.h"
 #include "keys/keystore.h"
 #include "keys/redact.h"
 

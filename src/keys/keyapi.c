@@ -49,14 +49,16 @@
 #include "utils/syscache.h"
 #include "utils/timestamp.h"
 
-#include "guc.h"
 #include "keys/keyapi.h"
 #include "keys/keystore.h"
+#include "keys/policy.h"
 #include "keys/redact.h"
-#include "rotation/reencrypt.h"
+#include "keys/rotstate.h"
 
-#define LOCK_FIELD4		0x4643	/* "FC": distinct from pg_advisory_lock's 1 and 2 */
 #define MIN_KEY_CHARS	10
+
+bool		fc_auto_activate = true;
+int			fc_kdf_iterations = 600000;
 
 PG_FUNCTION_INFO_V1(fieldcrypt_is_data_encryption_active);
 PG_FUNCTION_INFO_V1(fieldcrypt_set_data_encryption_key);
@@ -79,26 +81,14 @@ static FcDbKeys *pending_entry = NULL;	/* secure region */
 static bool pending_staged = false;	/* keyring already written at PRE_COMMIT */
 static bool internal_write = false; /* our own writes to key_generations */
 
-typedef struct MetaRow
-{
-	bool		found;
-	uint32		gen;
-	uint32		iterations;
-	uint8		salt[FC_SALT_LEN];
-	uint8		kcv[FC_KCV_LEN];
-	char		source[16];
-	TimestampTz set_at;
-} MetaRow;
 
 static void clear_pending(void);
 static void xact_callback(XactEvent event, void *arg);
 static void subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 							 SubTransactionId parentSubid, void *arg);
-static void acquire_change_lock(void);
 static void check_key_policy(const char *key);
 static void derive_generation(const char *pass, uint32 gen, const uint8 *salt,
 							  uint32 iterations, FcGeneration *out);
-static MetaRow current_meta(void);
 static void insert_meta(const FcGeneration *g, const char *source, TimestampTz at);
 static void set_pending(PendingKind kind);
 
@@ -108,176 +98,6 @@ fc_keyapi_init(void)
 {
 	RegisterXactCallback(xact_callback, NULL);
 	RegisterSubXactCallback(subxact_callback, NULL);
-}
-
-/* ERROR 42501 unless the user is a superuser or has the privileges of role. */
-void
-fc_require_role(const char *role, const char *what)
-{
-	Oid			roleid = get_role_oid(role, true);
-
-	if (superuser() || (OidIsValid(roleid) && has_privs_of_role(GetUserId(), roleid)))
-		return;
-	ereport(ERROR,
-			(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-			 errmsg("permission denied to %s", what),
-			 errhint("Only superusers and members of role %s may do this.", role)));
-}
-
-/* ERROR 28000 unless this backend's client connection uses TLS. */
-void
-fc_require_tls(const char *what)
-{
-	if (MyProcPort != NULL && MyProcPort->ssl_in_use)
-		return;
-	ereport(ERROR,
-			(errcode(ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION),
-			 errmsg("%s requires an SSL connection", what),
-			 errdetail("This connection is not encrypted with TLS."),
-			 errhint("Connect over TCP with sslmode=require or stronger.")));
-}
-
-/*
- * OID of the key metadata table, or InvalidOid: the configuration table
- * recorded in pg_extension.extconfig, so that renaming the schema or the
- * table does not hide it from the guards.
- */
-Oid
-fc_config_table_oid(void)
-{
-	Oid			extoid = get_extension_oid("fieldcrypt", true);
-	Oid			result = InvalidOid;
-	Relation	rel;
-	ScanKeyData key;
-	SysScanDesc scan;
-	HeapTuple	tup;
-
-	if (!OidIsValid(extoid))
-		return InvalidOid;
-	rel = table_open(ExtensionRelationId, AccessShareLock);
-	ScanKeyInit(&key, Anum_pg_extension_oid, BTEqualStrategyNumber, F_OIDEQ,
-				ObjectIdGetDatum(extoid));
-	scan = systable_beginscan(rel, ExtensionOidIndexId, true, NULL, 1, &key);
-	tup = systable_getnext(scan);
-	if (HeapTupleIsValid(tup))
-	{
-		bool		isnull;
-		Datum		d = heap_getattr(tup, Anum_pg_extension_extconfig,
-									 RelationGetDescr(rel), &isnull);
-
-		if (!isnull)
-		{
-			Datum	   *elems;
-			bool	   *nulls;
-			int			n;
-
-			deconstruct_array(DatumGetArrayTypeP(d), OIDOID, sizeof(Oid), true,
-							  TYPALIGN_INT, &elems, &nulls, &n);
-			if (n >= 1 && !nulls[0])
-				result = DatumGetObjectId(elems[0]);
-		}
-	}
-	systable_endscan(scan);
-	table_close(rel, AccessShareLock);
-	return result;
-}
-
-/*
- * Run the metadata table's SQL as the table's owner (the extension owner):
- * callers may be fieldcrypt_admin members or anyone reading key_status,
- * none of whom has privileges on the table itself.  Privileges were checked
- * as the caller before this.  Transaction abort restores the user.
- */
-static void
-become_owner(Oid *save_user, int *save_sec)
-{
-	HeapTuple	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(fc_config_table_oid()));
-	Oid			owner;
-
-	if (!HeapTupleIsValid(tup))
-		elog(ERROR, "fieldcrypt.key_generations does not exist");
-	owner = ((Form_pg_class) GETSTRUCT(tup))->relowner;
-	ReleaseSysCache(tup);
-	GetUserIdAndSecContext(save_user, save_sec);
-	SetUserIdAndSecContext(owner, *save_sec | SECURITY_LOCAL_USERID_CHANGE |
-						   SECURITY_RESTRICTED_OPERATION);
-}
-
-/* Schema-qualified, quoted name of the metadata table (it may be renamed). */
-static char *
-meta_table_name(void)
-{
-	Oid			relid = fc_config_table_oid();
-
-	if (!OidIsValid(relid))
-		elog(ERROR, "fieldcrypt key metadata table does not exist");
-	return quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)),
-									  get_rel_name(relid));
-}
-
-/* Connect to SPI as the metadata owner. */
-static void
-meta_spi_connect(Oid *save_user, int *save_sec)
-{
-	become_owner(save_user, save_sec);
-	SPI_connect();
-}
-
-/* Disconnect from SPI and become the caller again. */
-static void
-meta_spi_finish(Oid save_user, int save_sec)
-{
-	SPI_finish();
-	SetUserIdAndSecContext(save_user, save_sec);
-}
-
-/* The metadata row of the highest generation in key_generations. */
-static MetaRow
-current_meta(void)
-{
-	MetaRow		m = {0};
-	bool		isnull;
-	Oid			save_user;
-	int			save_sec;
-
-	if (!OidIsValid(fc_config_table_oid()))
-		return m;
-	meta_spi_connect(&save_user, &save_sec);
-	if (SPI_execute(psprintf("SELECT generation, iterations, salt, kcv, key_source, set_at "
-							 "FROM %s ORDER BY generation DESC LIMIT 1", meta_table_name()),
-					true, 1) != SPI_OK_SELECT)
-		elog(ERROR, "could not read fieldcrypt.key_generations");
-	if (SPI_processed == 1)
-	{
-		HeapTuple	tup = SPI_tuptable->vals[0];
-		TupleDesc	td = SPI_tuptable->tupdesc;
-		bytea	   *salt = DatumGetByteaPP(SPI_getbinval(tup, td, 3, &isnull));
-		bytea	   *kcv = DatumGetByteaPP(SPI_getbinval(tup, td, 4, &isnull));
-
-		m.found = true;
-		m.gen = DatumGetInt32(SPI_getbinval(tup, td, 1, &isnull));
-		m.iterations = DatumGetInt32(SPI_getbinval(tup, td, 2, &isnull));
-		if (VARSIZE_ANY_EXHDR(salt) != FC_SALT_LEN || VARSIZE_ANY_EXHDR(kcv) != FC_KCV_LEN)
-			ereport(ERROR,
-					(errcode(ERRCODE_DATA_CORRUPTED),
-					 errmsg("fieldcrypt.key_generations row of generation %u is malformed", m.gen)));
-		memcpy(m.salt, VARDATA_ANY(salt), FC_SALT_LEN);
-		memcpy(m.kcv, VARDATA_ANY(kcv), FC_KCV_LEN);
-		strlcpy(m.source, TextDatumGetCString(SPI_getbinval(tup, td, 5, &isnull)),
-				sizeof(m.source));
-		m.set_at = DatumGetTimestampTz(SPI_getbinval(tup, td, 6, &isnull));
-	}
-	meta_spi_finish(save_user, save_sec);
-	return m;
-}
-
-/* True if encryption is active in the current database (keys loaded or not). */
-bool
-fc_db_is_active(void)
-{
-	if (fc_db_lookup(MyDatabaseId, NULL))
-		return true;
-	return current_meta().found;
 }
 
 /* Append the metadata of a new generation to key_generations. */
@@ -303,13 +123,13 @@ insert_meta(const FcGeneration *g, const char *source, TimestampTz at)
 	values[4] = CStringGetTextDatum(source);
 	values[5] = TimestampTzGetDatum(at);
 
-	meta_spi_connect(&save_user, &save_sec);
+	fc_meta_spi_connect(&save_user, &save_sec);
 	internal_write = true;
 	PG_TRY();
 	{
 		rc = SPI_execute_with_args(psprintf("INSERT INTO %s "
 											"(generation, salt, iterations, kcv, key_source, set_at) "
-											"VALUES ($1, $2, $3, $4, $5, $6)", meta_table_name()),
+											"VALUES ($1, $2, $3, $4, $5, $6)", fc_meta_table_name()),
 								   6, types, values, NULL, false, 0);
 	}
 	PG_FINALLY();
@@ -319,32 +139,7 @@ insert_meta(const FcGeneration *g, const char *source, TimestampTz at)
 	PG_END_TRY();
 	if (rc != SPI_OK_INSERT)
 		elog(ERROR, "could not insert into fieldcrypt.key_generations");
-	meta_spi_finish(save_user, save_sec);
-}
-
-/* Try the cluster-wide key change lock without waiting (DROP DATABASE cleanup). */
-bool
-fc_try_change_lock(void)
-{
-	LOCKTAG		tag;
-
-	SET_LOCKTAG_ADVISORY(tag, InvalidOid, 0, 0, LOCK_FIELD4);
-	return LockAcquire(&tag, ExclusiveLock, false, true) != LOCKACQUIRE_NOT_AVAIL;
-}
-
-/* Take the cluster-wide key change lock without waiting, or ERROR 55P03. */
-static void
-acquire_change_lock(void)
-{
-	LOCKTAG		tag;
-
-	SET_LOCKTAG_ADVISORY(tag, InvalidOid, 0, 0, LOCK_FIELD4);
-	if (LockAcquire(&tag, ExclusiveLock, false, true) == LOCKACQUIRE_NOT_AVAIL)
-		ereport(ERROR,
-				(errcode(ERRCODE_LOCK_NOT_AVAILABLE),
-				 errmsg("a data encryption key change is already in progress"),
-				 errdetail("Only one key change can run at a time in the cluster."),
-				 errhint("Retry when the other key change has finished.")));
+	fc_meta_spi_finish(save_user, save_sec);
 }
 
 /* ERROR 22023 unless the key is a strong enough passphrase. */
@@ -466,7 +261,7 @@ xact_callback(XactEvent event, void *arg)
 		case XACT_EVENT_COMMIT:
 			fc_db_publish(MyDatabaseId, entry);
 			if (entry && entry->ngens > 1)
-				fc_reencrypt_wake();	/* re-encrypt values of older generations */
+				fc_rotstate_wake();	/* re-encrypt values of older generations */
 			clear_pending();
 			break;
 		case XACT_EVENT_PRE_PREPARE:
@@ -540,7 +335,7 @@ fieldcrypt_set_data_encryption_key(PG_FUNCTION_ARGS)
 	char	   *pass;
 	FcDbKeys   *cur;
 	bool		have;
-	MetaRow		meta;
+	FcMetaRow		meta;
 	TimestampTz now = GetCurrentTransactionStartTimestamp();
 
 	if (!PG_ARGISNULL(0))
@@ -565,13 +360,13 @@ fieldcrypt_set_data_encryption_key(PG_FUNCTION_ARGS)
 	check_key_policy(pass);
 	fc_check_ring_usable();
 	check_no_pending();
-	acquire_change_lock();
+	fc_acquire_change_lock();
 
 	fc_secure_region_alloc((void **) &cur, sizeof(FcDbKeys));
 	PG_TRY();
 	{
 		have = fc_db_lookup(MyDatabaseId, cur);
-		meta = current_meta();
+		meta = fc_meta_current();
 		memset(pending_entry, 0, sizeof(FcDbKeys));
 
 		if (have)
@@ -579,7 +374,7 @@ fieldcrypt_set_data_encryption_key(PG_FUNCTION_ARGS)
 			/* key change: a new generation becomes current, older ones stay */
 			uint32		gen = Max(cur->current_gen, meta.gen) + 1;
 
-			fc_reencrypt_check_idle(cur);
+			fc_rotstate_check_idle(cur);
 			if (strcmp(cur->passphrase, pass) == 0)
 				ereport(ERROR,
 						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -655,7 +450,7 @@ fieldcrypt_retrieve_data_encryption_key(PG_FUNCTION_ARGS)
 		memcpy(cur, pending_entry, sizeof(FcDbKeys));
 	else if (!fc_db_lookup(MyDatabaseId, cur))
 	{
-		bool		imported = current_meta().found;
+		bool		imported = fc_meta_current().found;
 
 		fc_secure_region_free(cur, sizeof(FcDbKeys));
 		if (imported)
@@ -687,7 +482,7 @@ fieldcrypt_key_status(PG_FUNCTION_ARGS)
 	bool		nulls[9] = {0};
 	FcDbKeys   *cur;
 	bool		have;
-	MetaRow		meta = current_meta();
+	FcMetaRow		meta = fc_meta_current();
 	TimestampTz now = GetCurrentTimestamp();
 
 	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
@@ -743,7 +538,7 @@ fieldcrypt_activate_on_create(PG_FUNCTION_ARGS)
 		PG_RETURN_VOID();
 	fc_check_ring_usable();
 	check_no_pending();
-	acquire_change_lock();
+	fc_acquire_change_lock();
 
 	if (!fc_random_bytes(rnd, sizeof(rnd)))
 		ereport(ERROR,
@@ -834,15 +629,15 @@ fieldcrypt_key_generations_guard(PG_FUNCTION_ARGS)
 					 errmsg("cannot import key metadata into a database that has its own data encryption key"),
 					 errdetail("Key metadata can only be imported into a database whose key was "
 							   "generated by CREATE EXTENSION and never changed.")));
-		acquire_change_lock();
+		fc_acquire_change_lock();
 	}
 
 	/* drop the generated key's metadata; its key goes at commit */
-	meta_spi_connect(&save_user, &save_sec);
+	fc_meta_spi_connect(&save_user, &save_sec);
 	internal_write = true;
 	PG_TRY();
 	{
-		if (SPI_execute(psprintf("DELETE FROM %s", meta_table_name()), false, 0) != SPI_OK_DELETE)
+		if (SPI_execute(psprintf("DELETE FROM %s", fc_meta_table_name()), false, 0) != SPI_OK_DELETE)
 			elog(ERROR, "could not clear fieldcrypt.key_generations");
 	}
 	PG_FINALLY();
@@ -850,7 +645,7 @@ fieldcrypt_key_generations_guard(PG_FUNCTION_ARGS)
 		internal_write = false;
 	}
 	PG_END_TRY();
-	meta_spi_finish(save_user, save_sec);
+	fc_meta_spi_finish(save_user, save_sec);
 	set_pending(PENDING_IMPORT);
 	return PointerGetDatum(trigdata->tg_trigtuple);
 }
@@ -868,12 +663,12 @@ fc_meta_forget_generations(uint32 keep_gen)
 	int			save_sec;
 	int			rc;
 
-	meta_spi_connect(&save_user, &save_sec);
+	fc_meta_spi_connect(&save_user, &save_sec);
 	internal_write = true;
 	PG_TRY();
 	{
 		rc = SPI_execute_with_args(psprintf("DELETE FROM %s WHERE generation <> $1",
-											meta_table_name()),
+											fc_meta_table_name()),
 								   1, types, values, NULL, false, 0);
 	}
 	PG_FINALLY();
@@ -883,5 +678,5 @@ fc_meta_forget_generations(uint32 keep_gen)
 	PG_END_TRY();
 	if (rc != SPI_OK_DELETE)
 		elog(ERROR, "could not delete from fieldcrypt.key_generations");
-	meta_spi_finish(save_user, save_sec);
+	fc_meta_spi_finish(save_user, save_sec);
 }

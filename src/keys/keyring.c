@@ -12,8 +12,9 @@
  *	  only ever replaced whole: written to keyring.tmp, fsynced and renamed
  *	  with durable_rename(), so a crash leaves the old or the new keyring.
  *	  Behind a tenant key header ("FCKT", tenant.c) the same image is sealed
- *	  under the tenant's data KEK instead; fc_keyring_unseal hands such
- *	  images to tenant.c.
+ *	  under the tenant's data KEK instead: the tenant layer (tenant.c)
+ *	  strips its header and calls this file for what is behind it; this
+ *	  file knows nothing of tenants.
  *
  *	  The KEK comes from fieldcrypt.key_provider: "file" (a random key made
  *	  at the first start, never over an existing keyring) or "command" (the
@@ -39,9 +40,7 @@
 #include "miscadmin.h"
 #include "storage/fd.h"
 
-#include "guc.h"
 #include "keys/keyring.h"
-#include "keys/tenant.h"
 
 #define KEYRING_MAGIC		"FCKR"
 #define KEYRING_FORMAT		1
@@ -49,8 +48,12 @@
 #define KEYRING_HDR_LEN		(KEYRING_HDR_AAD + FC_NONCE_LEN + FC_TAG_LEN)
 #define KEY_HEX_LEN			(FC_KEY_LEN * 2)
 
+int			fc_key_provider = FC_PROVIDER_FILE;
+char	   *fc_key_file = NULL;
+char	   *fc_key_command = NULL;
+int			fc_key_command_timeout = 30;
+
 static bool parse_hex_key(const char *text, size_t len, uint8 *kek);
-static bool read_whole_file(const char *path, char **data, size_t *len);
 static bool run_key_command(uint8 *kek, char *why, size_t whylen);
 static bool file_provider(uint8 *kek, char *why, size_t whylen);
 
@@ -91,8 +94,8 @@ parse_hex_key(const char *text, size_t len, uint8 *kek)
 }
 
 /* Read a file into palloc'd memory; false with errno set on failure. */
-static bool
-read_whole_file(const char *path, char **data, size_t *len)
+bool
+fc_keyring_read_file(const char *path, char **data, size_t *len)
 {
 	int			fd = open(path, O_RDONLY | PG_BINARY);
 	struct stat st;
@@ -138,7 +141,7 @@ file_provider(uint8 *kek, char *why, size_t whylen)
 				 path);
 		return false;
 	}
-	if (read_whole_file(path, &data, &len))
+	if (fc_keyring_read_file(path, &data, &len))
 	{
 		bool		ok = parse_hex_key(data, len, kek);
 
@@ -344,8 +347,8 @@ fc_kek_load(uint8 *kek, char *why, size_t whylen)
 }
 
 /*
- * Unseal a keyring image (file bytes) into dbs[].  Returns FC_RING_OK or
- * FC_RING_UNREADABLE with the reason in why.
+ * Unseal a plain keyring image ("FCKR", no tenant header) into dbs[].
+ * Returns FC_RING_OK or FC_RING_UNREADABLE with the reason in why.
  */
 FcRingState
 fc_keyring_unseal(const uint8 *kek, const uint8 *p, size_t len,
@@ -361,10 +364,6 @@ fc_keyring_unseal(const uint8 *kek, const uint8 *p, size_t len,
 	bool		ok;
 
 	*ndbs = 0;
-	/* a keyring behind a tenant key header (tenant.c) */
-	if (len >= 4 && memcmp(p, FC_TENANT_MAGIC, 4) == 0)
-		return fc_tenant_unseal(p, len, dbs, max_dbs, ndbs, what, why, whylen);
-	fc_tenant_forget_opened();
 	if (len < KEYRING_HDR_LEN || memcmp(p, KEYRING_MAGIC, 4) != 0)
 	{
 		snprintf(why, whylen, "%s is not a fieldcrypt keyring or is truncated", what);
@@ -414,32 +413,6 @@ fc_keyring_unseal(const uint8 *kek, const uint8 *p, size_t len,
 	explicit_bzero(plain, plen);
 	pfree(plain);
 	return FC_RING_OK;
-}
-
-/*
- * Read and unseal the keyring file into dbs[].  A missing keyring is an
- * empty one.
- */
-FcRingState
-fc_keyring_read(const uint8 *kek, FcDbKeys *dbs, int max_dbs,
-				char *why, size_t whylen)
-{
-	char	   *data;
-	size_t		len;
-	int			n;
-	FcRingState st;
-
-	if (!read_whole_file(FC_KEYRING_FILE, &data, &len))
-	{
-		if (errno == ENOENT)
-			return FC_RING_OK;
-		snprintf(why, whylen, "could not read \"%s\": %m", FC_KEYRING_FILE);
-		return FC_RING_UNREADABLE;
-	}
-	st = fc_keyring_unseal(kek, (const uint8 *) data, len, dbs, max_dbs, &n,
-						   "\"" FC_KEYRING_FILE "\"", why, whylen);
-	pfree(data);
-	return st;
 }
 
 /*
@@ -518,39 +491,4 @@ fc_keyring_write_image(const char *path, const uint8 *image, size_t len)
 				(errcode_for_file_access(),
 				 errmsg("could not close file \"%s\": %m", tmp)));
 	durable_rename(tmp, path, ERROR);
-}
-
-/*
- * At start: a keyring image received through WAL that this server could not
- * unseal then (pg_fieldcrypt/keyring.pending) is newer than the keyring.
- * Install it if the cluster key now unseals it; otherwise keep it waiting.
- */
-void
-fc_keyring_adopt_pending(const uint8 *kek, int max_dbs)
-{
-	char	   *data;
-	size_t		len;
-	FcDbKeys   *tmp;
-	int			n;
-	char		why[256];
-
-	if (!read_whole_file(FC_KEYRING_PENDING, &data, &len))
-		return;
-	tmp = palloc(sizeof(FcDbKeys) * max_dbs);
-	if (fc_keyring_unseal(kek, (const uint8 *) data, len, tmp, max_dbs, &n,
-						  "\"" FC_KEYRING_PENDING "\"", why, sizeof(why)) == FC_RING_OK)
-	{
-		if (durable_rename(FC_KEYRING_PENDING, FC_KEYRING_FILE, LOG) == 0)
-			ereport(LOG,
-					(errmsg("fieldcrypt: installed a key change received through WAL earlier")));
-	}
-	else
-		ereport(WARNING,
-				(errmsg("fieldcrypt: a key change received through WAL still waits for the right cluster key"),
-				 errdetail("%s", why),
-				 errhint("A standby needs the same cluster key as its primary (fieldcrypt.key_provider), "
-						 "and access to its tenant key if that is in an HSM.")));
-	explicit_bzero(tmp, sizeof(FcDbKeys) * max_dbs);
-	pfree(tmp);
-	pfree(data);
 }

@@ -11,7 +11,19 @@
 #ifndef FIELDCRYPT_KEYRING_H
 #define FIELDCRYPT_KEYRING_H
 
-#include "keys/keystore.h"
+#include "keys/keystate.h"
+
+typedef enum FcKeyProvider
+{
+	FC_PROVIDER_FILE,
+	FC_PROVIDER_COMMAND
+} FcKeyProvider;
+
+/* settings (guc.c registers them) */
+extern int	fc_key_provider;
+extern char *fc_key_file;
+extern char *fc_key_command;
+extern int	fc_key_command_timeout;
 
 #define FC_KEYRING_DIR		"pg_fieldcrypt"
 #define FC_KEYRING_FILE		FC_KEYRING_DIR "/keyring"
@@ -19,14 +31,12 @@
 #define FC_DEFAULT_KEY_FILE FC_KEYRING_DIR "/cluster.key"
 
 extern bool fc_kek_load(uint8 *kek, char *why, size_t whylen);
-extern FcRingState fc_keyring_read(const uint8 *kek, FcDbKeys *dbs, int max_dbs,
-								   char *why, size_t whylen);
+extern bool fc_keyring_read_file(const char *path, char **data, size_t *len);
 extern FcRingState fc_keyring_unseal(const uint8 *kek, const uint8 *image, size_t len,
 									 FcDbKeys *dbs, int max_dbs, int *ndbs,
 									 const char *what, char *why, size_t whylen);
 extern uint8 *fc_keyring_seal(const uint8 *kek, const FcDbKeys *dbs, int n, size_t *len);
 extern void fc_keyring_write_image(const char *path, const uint8 *image, size_t len);
-extern void fc_keyring_adopt_pending(const uint8 *kek, int max_dbs);
 extern bool fc_run_command(const char *command, const char *name, char *out, size_t outsize,
 						   size_t *outlen, char *why, size_t whylen);
 

@@ -1,8 +1,11 @@
 /*-------------------------------------------------------------------------
  *
  * keystore.c
- *	  Shared memory holding the key state of every database, and the
- *	  per-backend cache of it.
+ *	  The key state of every database: loading the keyring at start,
+ *	  looking keys up, staging and publishing changes (keyring file, WAL,
+ *	  shared memory), WAL replay of changes, and the per-backend cache.
+ *	  The segment itself and key memory are keystate.c's; sealing goes
+ *	  through the tenant layer (tenant.c).
  *
  *	  Locking: fc_shared->lock (one LWLock of tranche "fieldcrypt") protects
  *	  ring_state, kek and dbs[].  Readers take it shared and copy what they
@@ -20,10 +23,6 @@
  *	  Every change is also WAL-logged as a whole sealed keyring image
  *	  (wal.c), so standbys, crash recovery and PITR follow it.
  *
- *	  Nonces: a 64-bit counter in shared memory, handed out to backends in
- *	  blocks, plus an instance id drawn at every shared memory
- *	  initialization.  See README "Nonces" for why this never repeats.
- *
  * src/keys/keystore.c
  *
  *-------------------------------------------------------------------------
@@ -40,15 +39,10 @@
 #include "storage/shmem.h"
 #include "utils/timestamp.h"
 
-#include "guc.h"
 #include "keys/keyring.h"
 #include "keys/keystore.h"
 #include "keys/tenant.h"
 #include "keys/wal.h"
-
-#define NONCE_BLOCK		1024
-
-FcShared   *fc_shared = NULL;
 
 /* Backend-local cache of this database's entry, in a secure region. */
 typedef struct LocalCache
@@ -66,68 +60,14 @@ static LocalCache *local_cache = NULL;
  * inside the postmaster's child-exit handling.
  */
 static uint8 *pm_kek = NULL;
-static uint64 nonce_next = 0;
-static uint64 nonce_end = 0;
 
-static Size keystore_size(void);
-
-/* Bytes of shared memory we need, with slack for page alignment. */
-static Size
-keystore_size(void)
-{
-	Size		sz = add_size(offsetof(FcShared, dbs),
-							  mul_size(sizeof(FcDbKeys), mul_size(2, fc_max_databases)));
-
-	return add_size(TYPEALIGN(getpagesize(), sz), getpagesize());
-}
 
 /* Called from the shmem_request_hook. */
 void
 fc_keystore_request(void)
 {
-	RequestAddinShmemSpace(keystore_size());
-	RequestNamedLWLockTranche("fieldcrypt", 1);
+	fc_keystate_request();
 	fc_tenant_request();
-}
-
-/* Keep key memory out of core dumps and swap; degrade with a log line. */
-void
-fc_protect_region(void *ptr, Size size, const char *what)
-{
-#ifdef MADV_DONTDUMP
-	if (madvise(ptr, size, MADV_DONTDUMP) != 0)
-		ereport(LOG,
-				(errmsg("fieldcrypt: could not exclude %s from core dumps: %m", what)));
-#endif
-	if (mlock(ptr, size) != 0)
-		ereport(LOG,
-				(errmsg("fieldcrypt: could not lock %s in memory: %m", what),
-				 errhint("Raise the memlock limit (ulimit -l) of the server to keep keys out of swap.")));
-}
-
-/* Allocate a page-aligned region for key material outside palloc. */
-void
-fc_secure_region_alloc(void **ptr, Size size)
-{
-	void	   *p;
-
-	size = TYPEALIGN(getpagesize(), size);
-	p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	if (p == MAP_FAILED)
-		ereport(FATAL,
-				(errcode(ERRCODE_OUT_OF_MEMORY),
-				 errmsg("could not map memory for fieldcrypt keys: %m")));
-	fc_protect_region(p, size, "the backend key cache");
-	*ptr = p;
-}
-
-/* Zero and unmap a region from fc_secure_region_alloc. */
-void
-fc_secure_region_free(void *ptr, Size size)
-{
-	size = TYPEALIGN(getpagesize(), size);
-	explicit_bzero(ptr, size);
-	munmap(ptr, size);
 }
 
 /*
@@ -138,32 +78,16 @@ void
 fc_keystore_startup(void)
 {
 	bool		found;
-	char	   *raw;
-	Size		usable;
 	char		why[256] = "";
 
 	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
-	raw = ShmemInitStruct("fieldcrypt keystore", keystore_size(), &found);
-	fc_shared = (FcShared *) TYPEALIGN(getpagesize(), raw);
-	usable = keystore_size() - getpagesize();
+	found = fc_keystate_attach();
 	fc_tenant_shmem_init();
 	if (found)
 	{
 		LWLockRelease(AddinShmemInitLock);
 		return;
 	}
-
-	memset(fc_shared, 0, usable);
-	fc_shared->lock = &(GetNamedLWLockTranche("fieldcrypt"))->lock;
-	fc_shared->max_dbs = fc_max_databases;
-	pg_atomic_init_u64(&fc_shared->version, 1);
-	pg_atomic_init_u64(&fc_shared->nonce_counter, 0);
-	fc_protect_region(fc_shared, usable, "the shared key store");
-
-	if (!fc_random_bytes(fc_shared->instance_id, FC_INSTANCE_ID_LEN))
-		ereport(FATAL,
-				(errmsg("fieldcrypt: random number generator failed: %s",
-						fc_crypto_last_error())));
 
 	if (mkdir(FC_KEYRING_DIR, S_IRWXU) != 0 && errno != EEXIST)
 	{
@@ -193,9 +117,9 @@ fc_keystore_startup(void)
 		{
 			/* the cluster key; fc_tenant_adopt_opened sets the data KEK */
 			fc_tenant_startup(fc_shared->kek);
-			fc_keyring_adopt_pending(fc_shared->kek, fc_shared->max_dbs);
-			fc_shared->ring_state = fc_keyring_read(fc_shared->kek, fc_shared->dbs,
-													fc_shared->max_dbs, why, sizeof(why));
+			fc_tenant_adopt_pending(fc_shared->kek, fc_shared->max_dbs);
+			fc_shared->ring_state = fc_tenant_read_keyring(fc_shared->kek, fc_shared->dbs,
+														 fc_shared->max_dbs, why, sizeof(why));
 			if (fc_shared->ring_state == FC_RING_OK)
 				fc_tenant_adopt_opened();
 		}
@@ -224,25 +148,6 @@ fc_keystore_startup(void)
 				(errmsg("fieldcrypt: keyring loaded with keys of %d database(s)", n)));
 	}
 	LWLockRelease(AddinShmemInitLock);
-}
-
-/* ERROR unless the keyring was loaded at start. */
-void
-fc_check_ring_usable(void)
-{
-	char		detail[256];
-	int			state;
-
-	LWLockAcquire(fc_shared->lock, LW_SHARED);
-	state = fc_shared->ring_state;
-	strlcpy(detail, fc_shared->ring_detail, sizeof(detail));
-	LWLockRelease(fc_shared->lock);
-	if (state != FC_RING_OK)
-		ereport(ERROR,
-				(errcode(ERRCODE_SYSTEM_ERROR),
-				 errmsg("fieldcrypt keyring is not available"),
-				 errdetail("%s", detail),
-				 errhint("Check fieldcrypt.key_provider and the server log, then restart the server.")));
 }
 
 #define STAGED(i)	(&fc_shared->dbs[fc_shared->max_dbs + (i)])
@@ -656,24 +561,6 @@ fc_db_tde_drop_generations(Oid dboid, const bool *used, uint32 keep_from)
 	return dropped;
 }
 
-/*
- * In a PG_CATCH where the operation must not fail its caller: turn the
- * caught error into a WARNING "<what>: <message>" (with an optional hint).
- */
-void
-fc_demote_error(MemoryContext cxt, const char *what, const char *hint)
-{
-	ErrorData  *edata;
-
-	MemoryContextSwitchTo(cxt);
-	edata = CopyErrorData();
-	FlushErrorState();
-	ereport(WARNING,
-			(errmsg("%s: %s", what, edata->message),
-			 hint ? errhint("%s", hint) : 0));
-	FreeErrorData(edata);
-}
-
 /* Keep an image we cannot apply in keyring.pending; never fails recovery. */
 static void
 keep_pending(const uint8 *image, size_t len)
@@ -717,7 +604,7 @@ fc_keystore_redo_image(const uint8 *image, size_t len)
 		return;
 	}
 	tmp = palloc(sizeof(FcDbKeys) * fc_shared->max_dbs);
-	if (fc_keyring_unseal(fc_tenant_managed_kek(), image, len, tmp, fc_shared->max_dbs, &n,
+	if (fc_tenant_open_image(fc_tenant_managed_kek(), image, len, tmp, fc_shared->max_dbs, &n,
 						  "a key change record in WAL", why, sizeof(why)) != FC_RING_OK)
 	{
 		LWLockRelease(fc_shared->lock);
@@ -903,48 +790,4 @@ fc_local_tde_generation(uint32 gen, bool current)
 		if (t->gens[i].gen == gen && gen != 0)
 			return &t->gens[i];
 	return NULL;
-}
-
-/*
- * An AES-256-GCM context under HKDF-SHA256(key, salt = instance id, info):
- * the per-instance subkey that column values and encrypted_heap rows are
- * sealed with (see README "Nonces").  ERRORs on failure.
- */
-FcCipher *
-fc_derived_cipher(const uint8 *key, const uint8 *instance, const char *info, bool encrypt)
-{
-	uint8		subkey[FC_KEY_LEN];
-	FcCipher   *ctx;
-
-	if (!fc_hkdf_sha256(key, FC_KEY_LEN, instance, FC_INSTANCE_ID_LEN, info,
-						subkey, FC_KEY_LEN))
-		ereport(ERROR,
-				(errcode(ERRCODE_INTERNAL_ERROR),
-				 errmsg("could not derive a key: %s", fc_crypto_last_error())));
-	ctx = fc_cipher_new(subkey, encrypt);
-	explicit_bzero(subkey, sizeof(subkey));
-	if (ctx == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_OUT_OF_MEMORY),
-				 errmsg("could not create a cipher context: %s", fc_crypto_last_error())));
-	return ctx;
-}
-
-/* A nonce counter value never handed out before since shmem was created. */
-uint64
-fc_next_nonce_counter(void)
-{
-	if (nonce_next == nonce_end)
-	{
-		nonce_next = pg_atomic_fetch_add_u64(&fc_shared->nonce_counter, NONCE_BLOCK);
-		nonce_end = nonce_next + NONCE_BLOCK;
-	}
-	return nonce_next++;
-}
-
-/* The random id of this shared memory lifetime (see README "Nonces"). */
-const uint8 *
-fc_instance_id(void)
-{
-	return fc_shared->instance_id;
 }

@@ -29,9 +29,11 @@
 
 #include <dlfcn.h>
 
-#include "guc.h"
 #include "keys/keyring.h"
 #include "keys/pkcs11.h"
+
+char	   *fc_hsm_pin_command = NULL;
+char	   *fc_hsm_modules = NULL;
 
 /* last: its compatibility macros rename common identifiers (value, count) */
 #include <p11-kit/pkcs11.h>

@@ -12,6 +12,10 @@
 
 #include "keys/rsakey.h"
 
+/* settings (guc.c registers them) */
+extern char *fc_hsm_pin_command;
+extern char *fc_hsm_modules;
+
 extern bool fc_hsm_public_key(const char *module, const char *token, const char *label,
 							  FcPkey **pub, char *why, size_t whylen);
 extern bool fc_hsm_unwrap(const char *module, const char *token, const char *label,

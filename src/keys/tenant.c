@@ -56,41 +56,13 @@
 #include "storage/shmem.h"
 #include "utils/timestamp.h"
 
-#include "guc.h"
 #include "keys/keyring.h"
 #include "keys/pkcs11.h"
 #include "keys/tenant.h"
+#include "keys/tenant_header.h"
 #include "keys/wal.h"
 
-#define TENANT_FORMAT		1
-#define TENANT_PREFIX		12	/* magic, format, body length */
-#define TENANT_MAC_LEN		32
-#define TENANT_MAX_HDR		16384
-#define SEALED_OVERHEAD		(FC_NONCE_LEN + FC_TAG_LEN)
 
-#define HKDF_SALT			"fieldcrypt tenant key layer"
-#define INFO_GENERATED		"fieldcrypt tenant generated key"
-#define INFO_PRIVATE		"fieldcrypt tenant private key"
-#define INFO_KEY_ID			"fieldcrypt tenant key id"
-
-/* A parsed tenant header; blobs point into the header bytes. */
-typedef struct TenantInfo
-{
-	uint32		mode;
-	uint32		key_bits;
-	uint32		oaep_hash;		/* FC_OAEP_SHA256 or FC_OAEP_SHA1 */
-	int64		created_at;
-	int64		installed_at;
-	uint8		key_id[FC_FINGERPRINT_LEN];
-	const uint8 *wrapped;
-	uint32		wrapped_len;
-	const uint8 *priv;
-	uint32		priv_len;
-	char		module[MAXPGPATH];
-	char		token[64];
-	char		label[256];
-	size_t		hdrlen;			/* prefix + body + MAC */
-} TenantInfo;
 
 typedef struct TenantShared
 {
@@ -109,38 +81,18 @@ typedef struct TenantMemo
 	uint8		kek[FC_KEY_LEN];
 } TenantMemo;
 
-/* Bounded reader over a header body. */
-typedef struct Reader
-{
-	const uint8 *p;
-	size_t		left;
-} Reader;
 
 static TenantShared *tenant = NULL;
 static TenantMemo *memo = NULL;
 
 static Size tenant_size(void);
-static bool read_bytes(Reader *r, void *out, size_t n);
-static bool read_blob(Reader *r, const uint8 **out, uint32 *len);
-static bool read_string(Reader *r, char *out, size_t outsize);
-static void append_blob(StringInfo buf, const void *data, uint32 len);
 static void write_locked(const uint8 *hdr, size_t hdrlen, const uint8 *kek,
 						 FcDbKeys *copy, int n);
 static void copy_cluster_kek(uint8 *out);
 static void new_kek(uint8 *kek);
 static void wrap_rsa(TenantInfo *ti, FcPkey *pub, uint8 *kek);
 static void hsm_wrap_checked(TenantInfo *ti, FcPkey *pub, uint8 *kek);
-static bool parse_header(const uint8 *p, size_t len, TenantInfo *ti);
-static uint8 *build_header(const TenantInfo *ti, const uint8 *kek, size_t *len);
-static uint8 *seal_under(const uint8 *cluster_kek, const char *info, const uint8 *aad,
-						 const uint8 *in, size_t len, size_t *outlen);
-static bool open_under(const uint8 *cluster_kek, const char *info, const uint8 *aad,
-					   const uint8 *in, size_t len, uint8 *out);
-static bool unwrap_kek(const TenantInfo *ti, const uint8 *cluster_kek, uint8 *kek,
-					   char *why, size_t whylen);
 static char *install(const TenantInfo *ti, const uint8 *kek);
-static void hex_encode(const uint8 *in, size_t len, char *out);
-static char *sentence(char *why);
 
 /* Bytes of shared memory, with slack for page alignment. */
 static Size
@@ -189,275 +141,9 @@ fc_tenant_managed_kek(void)
 	return tenant->cluster_kek;
 }
 
-/* Lower-case hex of len bytes into out (2 * len + 1 bytes). */
-static void
-hex_encode(const uint8 *in, size_t len, char *out)
-{
-	static const char digits[] = "0123456789abcdef";
-
-	for (size_t i = 0; i < len; i++)
-	{
-		out[2 * i] = digits[in[i] >> 4];
-		out[2 * i + 1] = digits[in[i] & 15];
-	}
-	out[2 * len] = '\0';
-}
-
-/* A reason (lower case, for log lines) as the start of a sentence. */
-static char *
-sentence(char *why)
-{
-	why[0] = pg_toupper((unsigned char) why[0]);
-	return why;
-}
-
-/* Read n bytes; false past the end. */
-static bool
-read_bytes(Reader *r, void *out, size_t n)
-{
-	if (r->left < n)
-		return false;
-	memcpy(out, r->p, n);
-	r->p += n;
-	r->left -= n;
-	return true;
-}
-
-/* A u32-length-prefixed blob, pointing into the body. */
-static bool
-read_blob(Reader *r, const uint8 **out, uint32 *len)
-{
-	if (!read_bytes(r, len, 4) || r->left < *len)
-		return false;
-	*out = r->p;
-	r->p += *len;
-	r->left -= *len;
-	return true;
-}
-
-/* A u32-length-prefixed string without NUL, copied into out. */
-static bool
-read_string(Reader *r, char *out, size_t outsize)
-{
-	const uint8 *s;
-	uint32		len;
-
-	if (!read_blob(r, &s, &len) || len >= outsize || memchr(s, '\0', len) != NULL)
-		return false;
-	memcpy(out, s, len);
-	out[len] = '\0';
-	return true;
-}
-
-/* Parse the tenant header at the start of an image; false if malformed. */
-static bool
-parse_header(const uint8 *p, size_t len, TenantInfo *ti)
-{
-	uint32		format,
-				bodylen;
-	Reader		r;
-
-	memset(ti, 0, sizeof(*ti));
-	if (len < TENANT_PREFIX || memcmp(p, FC_TENANT_MAGIC, 4) != 0)
-		return false;
-	memcpy(&format, p + 4, 4);
-	memcpy(&bodylen, p + 8, 4);
-	if (format != TENANT_FORMAT || bodylen > TENANT_MAX_HDR ||
-		(size_t) TENANT_PREFIX + bodylen + TENANT_MAC_LEN > len ||
-		TENANT_PREFIX + bodylen + TENANT_MAC_LEN > TENANT_MAX_HDR)
-		return false;
-	r.p = p + TENANT_PREFIX;
-	r.left = bodylen;
-	if (!read_bytes(&r, &ti->mode, 4) || !read_bytes(&r, &ti->key_bits, 4) ||
-		!read_bytes(&r, &ti->oaep_hash, 4) ||
-		!read_bytes(&r, &ti->created_at, 8) || !read_bytes(&r, &ti->installed_at, 8) ||
-		!read_bytes(&r, ti->key_id, FC_FINGERPRINT_LEN) ||
-		!read_blob(&r, &ti->wrapped, &ti->wrapped_len) ||
-		!read_blob(&r, &ti->priv, &ti->priv_len) ||
-		!read_string(&r, ti->module, sizeof(ti->module)) ||
-		!read_string(&r, ti->token, sizeof(ti->token)) ||
-		!read_string(&r, ti->label, sizeof(ti->label)) ||
-		r.left != 0)
-		return false;
-	if (ti->mode < FC_TENANT_GENERATED || ti->mode > FC_TENANT_HSM)
-		return false;
-	ti->hdrlen = TENANT_PREFIX + bodylen + TENANT_MAC_LEN;
-	return true;
-}
-
-/* Append a u32-length-prefixed blob. */
-static void
-append_blob(StringInfo buf, const void *data, uint32 len)
-{
-	appendBinaryStringInfo(buf, (const char *) &len, 4);
-	if (len > 0)
-		appendBinaryStringInfo(buf, data, len);
-}
-
-/* Serialize a header, authenticated with the data KEK.  ERRORs if too large. */
-static uint8 *
-build_header(const TenantInfo *ti, const uint8 *kek, size_t *len)
-{
-	StringInfoData buf;
-	uint32		format = TENANT_FORMAT;
-	uint32		bodylen;
-	uint8		mac[TENANT_MAC_LEN];
-
-	initStringInfo(&buf);
-	appendBinaryStringInfo(&buf, FC_TENANT_MAGIC, 4);
-	appendBinaryStringInfo(&buf, (const char *) &format, 4);
-	appendBinaryStringInfo(&buf, "\0\0\0\0", 4);
-	appendBinaryStringInfo(&buf, (const char *) &ti->mode, 4);
-	appendBinaryStringInfo(&buf, (const char *) &ti->key_bits, 4);
-	appendBinaryStringInfo(&buf, (const char *) &ti->oaep_hash, 4);
-	appendBinaryStringInfo(&buf, (const char *) &ti->created_at, 8);
-	appendBinaryStringInfo(&buf, (const char *) &ti->installed_at, 8);
-	appendBinaryStringInfo(&buf, (const char *) ti->key_id, FC_FINGERPRINT_LEN);
-	append_blob(&buf, ti->wrapped, ti->wrapped_len);
-	append_blob(&buf, ti->priv, ti->priv_len);
-	append_blob(&buf, ti->module, strlen(ti->module));
-	append_blob(&buf, ti->token, strlen(ti->token));
-	append_blob(&buf, ti->label, strlen(ti->label));
-	bodylen = buf.len - TENANT_PREFIX;
-	memcpy(buf.data + 8, &bodylen, 4);
-	if (buf.len + TENANT_MAC_LEN > TENANT_MAX_HDR)
-		ereport(ERROR,
-				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
-				 errmsg("tenant key header would exceed %d bytes", TENANT_MAX_HDR)));
-	if (!fc_hmac_sha256(kek, FC_KEY_LEN, (const uint8 *) buf.data, buf.len, mac))
-		ereport(ERROR,
-				(errcode(ERRCODE_INTERNAL_ERROR),
-				 errmsg("could not authenticate the tenant key header: %s",
-						fc_crypto_last_error())));
-	appendBinaryStringInfo(&buf, (const char *) mac, TENANT_MAC_LEN);
-	*len = buf.len;
-	return (uint8 *) buf.data;
-}
 
 /*
- * AES-256-GCM seal under a key derived from the cluster key (HKDF, info),
- * binding aad (a key id): nonce | tag | ciphertext, palloc'd; NULL on failure.
- */
-static uint8 *
-seal_under(const uint8 *cluster_kek, const char *info, const uint8 *aad,
-		   const uint8 *in, size_t len, size_t *outlen)
-{
-	uint8		key[FC_KEY_LEN];
-	uint8	   *out = palloc(SEALED_OVERHEAD + len);
-	FcCipher   *ctx = NULL;
-	bool		ok;
-
-	ok = fc_hkdf_sha256(cluster_kek, FC_KEY_LEN, (const uint8 *) HKDF_SALT,
-					   sizeof(HKDF_SALT) - 1, info, key, FC_KEY_LEN) &&
-		(ctx = fc_cipher_new(key, true)) != NULL &&
-		fc_random_bytes(out, FC_NONCE_LEN) &&
-		fc_gcm_seal(ctx, out, aad, FC_FINGERPRINT_LEN, in, len,
-					out + SEALED_OVERHEAD, out + FC_NONCE_LEN);
-	fc_cipher_free(ctx);
-	explicit_bzero(key, sizeof(key));
-	if (!ok)
-	{
-		pfree(out);
-		return NULL;
-	}
-	*outlen = SEALED_OVERHEAD + len;
-	return out;
-}
-
-/* Open what seal_under sealed; out gets len - SEALED_OVERHEAD bytes. */
-static bool
-open_under(const uint8 *cluster_kek, const char *info, const uint8 *aad,
-		   const uint8 *in, size_t len, uint8 *out)
-{
-	uint8		key[FC_KEY_LEN];
-	FcCipher   *ctx = NULL;
-	bool		ok;
-
-	if (len < SEALED_OVERHEAD)
-		return false;
-	ok = fc_hkdf_sha256(cluster_kek, FC_KEY_LEN, (const uint8 *) HKDF_SALT,
-					   sizeof(HKDF_SALT) - 1, info, key, FC_KEY_LEN) &&
-		(ctx = fc_cipher_new(key, false)) != NULL &&
-		fc_gcm_open(ctx, in, aad, FC_FINGERPRINT_LEN, in + SEALED_OVERHEAD,
-					len - SEALED_OVERHEAD, out, in + FC_NONCE_LEN);
-	fc_cipher_free(ctx);
-	explicit_bzero(key, sizeof(key));
-	return ok;
-}
-
-/* Recover the data KEK of a header; the reason in why on failure. */
-static bool
-unwrap_kek(const TenantInfo *ti, const uint8 *cluster_kek, uint8 *kek,
-		   char *why, size_t whylen)
-{
-	size_t		n = 0;
-
-	switch (ti->mode)
-	{
-		case FC_TENANT_GENERATED:
-			if (ti->wrapped_len != SEALED_OVERHEAD + FC_KEY_LEN ||
-				!open_under(cluster_kek, INFO_GENERATED, ti->key_id,
-							ti->wrapped, ti->wrapped_len, kek))
-			{
-				snprintf(why, whylen, "the generated tenant key could not be unwrapped "
-						 "with this server's cluster key");
-				return false;
-			}
-			return true;
-		case FC_TENANT_PFX:
-			{
-				uint8	   *der;
-				FcPkey	   *key = NULL;
-				bool		ok;
-
-				if (ti->priv_len <= SEALED_OVERHEAD)
-				{
-					snprintf(why, whylen, "the tenant key header holds no private key");
-					return false;
-				}
-				der = palloc(ti->priv_len);
-				ok = open_under(cluster_kek, INFO_PRIVATE, ti->key_id, ti->priv,
-								ti->priv_len, der) &&
-					(key = fc_pkey_from_private_der(der, ti->priv_len - SEALED_OVERHEAD)) != NULL;
-				explicit_bzero(der, ti->priv_len);
-				pfree(der);
-				if (!ok)
-				{
-					snprintf(why, whylen, "the private key of the uploaded tenant key could not "
-							 "be unsealed with this server's cluster key");
-					return false;
-				}
-				ok = fc_rsa_oaep_unwrap(key, ti->oaep_hash, ti->wrapped, ti->wrapped_len,
-										kek, FC_KEY_LEN, &n) &&
-					n == FC_KEY_LEN;
-				fc_pkey_free(key);
-				if (!ok)
-					snprintf(why, whylen, "the uploaded tenant key could not unwrap the "
-							 "key-encryption key");
-				return ok;
-			}
-		case FC_TENANT_HSM:
-			{
-				char		reason[256];
-				bool		unsupported;
-
-				if (fc_hsm_unwrap(ti->module, ti->token, ti->label, ti->oaep_hash, ti->wrapped,
-								  ti->wrapped_len, kek, FC_KEY_LEN, &n, &unsupported,
-								  reason, sizeof(reason)) &&
-					n == FC_KEY_LEN)
-					return true;
-				if (n != 0 && n != FC_KEY_LEN)
-					strlcpy(reason, "the HSM returned a key of the wrong size", sizeof(reason));
-				snprintf(why, whylen, "the tenant key in the HSM is not available: %s", reason);
-				return false;
-			}
-	}
-	snprintf(why, whylen, "unknown tenant key mode %u", ti->mode);
-	return false;
-}
-
-/*
- * keyring.c's fc_keyring_unseal for an image with a tenant header: recover
+ * fc_tenant_open_image for an image with a tenant header: recover
  * the data KEK (remembered, or unwrapped), check the header, unseal the
  * keyring behind it.  On success the header is remembered as the one of
  * the image opened last (fc_tenant_adopt_opened).
@@ -474,7 +160,7 @@ fc_tenant_unseal(const uint8 *p, size_t len, FcDbKeys *dbs, int max_dbs, int *nd
 
 	*ndbs = 0;
 	memo->current = false;
-	if (!parse_header(p, len, &ti) ||
+	if (!fc_tenant_parse_header(p, len, &ti) ||
 		(len - ti.hdrlen >= 4 && memcmp(p + ti.hdrlen, FC_TENANT_MAGIC, 4) == 0))
 	{
 		snprintf(why, whylen, "%s has a malformed tenant key header", what);
@@ -483,7 +169,7 @@ fc_tenant_unseal(const uint8 *p, size_t len, FcDbKeys *dbs, int max_dbs, int *nd
 	if (memo->valid && memo->hdrlen == (int32) ti.hdrlen &&
 		memcmp(memo->hdr, p, ti.hdrlen) == 0)
 		memcpy(kek, memo->kek, FC_KEY_LEN);
-	else if (!unwrap_kek(&ti, tenant->cluster_kek, kek, reason, sizeof(reason)))
+	else if (!fc_tenant_unwrap_kek(&ti, tenant->cluster_kek, kek, reason, sizeof(reason)))
 	{
 		snprintf(why, whylen, "%s is sealed under a tenant key this server cannot use: %s",
 				 what, reason);
@@ -508,14 +194,6 @@ fc_tenant_unseal(const uint8 *p, size_t len, FcDbKeys *dbs, int max_dbs, int *nd
 	}
 	explicit_bzero(kek, sizeof(kek));
 	return st;
-}
-
-/* A plain keyring image is being unsealed: no tenant header. */
-void
-fc_tenant_forget_opened(void)
-{
-	if (memo)
-		memo->current = false;
 }
 
 /*
@@ -613,8 +291,8 @@ install(const TenantInfo *ti, const uint8 *kek)
 
 	if (ti)
 	{
-		hdr = build_header(ti, kek, &hdrlen);
-		hex_encode(ti->key_id, FC_FINGERPRINT_LEN, id);
+		hdr = fc_tenant_build_header(ti, kek, &hdrlen);
+		fc_hex_encode(ti->key_id, FC_FINGERPRINT_LEN, id);
 	}
 
 	LWLockAcquire(fc_shared->lock, LW_EXCLUSIVE);
@@ -631,7 +309,7 @@ install(const TenantInfo *ti, const uint8 *kek)
 		if (!fc_hmac_sha256(kek, FC_KEY_LEN, (const uint8 *) INFO_KEY_ID,
 							strlen(INFO_KEY_ID), mac))
 			elog(ERROR, "HMAC failed");
-		hex_encode(mac, 16, id);
+		fc_hex_encode(mac, 16, id);
 		explicit_bzero(mac, sizeof(mac));
 	}
 	copy = palloc(sizeof(FcDbKeys) * fc_shared->max_dbs);
@@ -734,7 +412,7 @@ fc_tenant_install_pfx(FcPkey *key, time_t not_before)
 				(errcode(ERRCODE_INTERNAL_ERROR),
 				 errmsg("could not encode the private key")));
 	copy_cluster_kek(cluster_kek);
-	ti.priv = seal_under(cluster_kek, INFO_PRIVATE, ti.key_id, der, derlen, &plen);
+	ti.priv = fc_tenant_seal_under(cluster_kek, INFO_PRIVATE, ti.key_id, der, derlen, &plen);
 	ti.priv_len = plen;
 	explicit_bzero(der, derlen);
 	explicit_bzero(cluster_kek, sizeof(cluster_kek));
@@ -783,7 +461,7 @@ hsm_wrap_checked(TenantInfo *ti, FcPkey *pub, uint8 *kek)
 		ereport(ERROR,
 				(errcode(ERRCODE_SYSTEM_ERROR),
 				 errmsg("the HSM key could not unwrap a test key-encryption key"),
-				 errdetail("%s.", ok ? "It unwrapped to a different key" : sentence(why))));
+				 errdetail("%s.", ok ? "It unwrapped to a different key" : fc_sentence(why))));
 	}
 	explicit_bzero(check, sizeof(check));
 }
@@ -810,7 +488,7 @@ fc_tenant_install_hsm(const char *module, const char *token, const char *label)
 		ereport(ERROR,
 				(errcode(ERRCODE_SYSTEM_ERROR),
 				 errmsg("could not use the HSM key"),
-				 errdetail("%s.", sentence(why))));
+				 errdetail("%s.", fc_sentence(why))));
 	if (fc_pkey_bits(pub) < FC_RSA_MIN_BITS || fc_pkey_bits(pub) > FC_RSA_MAX_BITS)
 	{
 		int			bits = fc_pkey_bits(pub);
@@ -856,7 +534,7 @@ fc_tenant_install_generated(void)
 				 errmsg("random number generator failed: %s", fc_crypto_last_error())));
 	new_kek(kek);
 	copy_cluster_kek(cluster_kek);
-	ti.wrapped = seal_under(cluster_kek, INFO_GENERATED, ti.key_id, kek, FC_KEY_LEN, &wlen);
+	ti.wrapped = fc_tenant_seal_under(cluster_kek, INFO_GENERATED, ti.key_id, kek, FC_KEY_LEN, &wlen);
 	ti.wrapped_len = wlen;
 	explicit_bzero(cluster_kek, sizeof(cluster_kek));
 	if (ti.wrapped == NULL)
@@ -887,14 +565,14 @@ fc_tenant_status(FcTenantStatus *st)
 	memset(st, 0, sizeof(*st));
 	LWLockAcquire(fc_shared->lock, LW_SHARED);
 	if (fc_shared->ring_state == FC_RING_OK && tenant->hdrlen > 0)
-		have = parse_header(tenant->hdr, tenant->hdrlen, &ti);
+		have = fc_tenant_parse_header(tenant->hdr, tenant->hdrlen, &ti);
 	if (!have && fc_shared->ring_state == FC_RING_OK)
 	{
 		uint8		mac[32];
 
 		if (fc_hmac_sha256(tenant->cluster_kek, FC_KEY_LEN, (const uint8 *) INFO_KEY_ID,
 						   strlen(INFO_KEY_ID), mac))
-			hex_encode(mac, 16, st->key_id);
+			fc_hex_encode(mac, 16, st->key_id);
 		explicit_bzero(mac, sizeof(mac));
 	}
 	LWLockRelease(fc_shared->lock);
@@ -911,7 +589,7 @@ fc_tenant_status(FcTenantStatus *st)
 			n = fread(buf, 1, sizeof(buf), f);
 			FreeFile(f);
 		}
-		have = parse_header(buf, n, &ti);
+		have = fc_tenant_parse_header(buf, n, &ti);
 	}
 	if (!have)
 	{
@@ -923,8 +601,85 @@ fc_tenant_status(FcTenantStatus *st)
 	st->oaep_hash = ti.oaep_hash;
 	st->created_at = ti.created_at;
 	st->installed_at = ti.installed_at;
-	hex_encode(ti.key_id, ti.mode == FC_TENANT_GENERATED ? 16 : FC_FINGERPRINT_LEN, st->key_id);
+	fc_hex_encode(ti.key_id, ti.mode == FC_TENANT_GENERATED ? 16 : FC_FINGERPRINT_LEN, st->key_id);
 	strlcpy(st->module, ti.module, sizeof(st->module));
 	strlcpy(st->token, ti.token, sizeof(st->token));
 	strlcpy(st->label, ti.label, sizeof(st->label));
+}
+
+/*
+ * Unseal a keyring image as found in the file or in WAL: behind a tenant
+ * header (fc_tenant_unseal), or plain, sealed under kek (the cluster key).
+ */
+FcRingState
+fc_tenant_open_image(const uint8 *kek, const uint8 *p, size_t len, FcDbKeys *dbs,
+					 int max_dbs, int *ndbs, const char *what, char *why, size_t whylen)
+{
+	if (len >= 4 && memcmp(p, FC_TENANT_MAGIC, 4) == 0)
+		return fc_tenant_unseal(p, len, dbs, max_dbs, ndbs, what, why, whylen);
+	if (memo)
+		memo->current = false;	/* no tenant header: nothing to adopt */
+	return fc_keyring_unseal(kek, p, len, dbs, max_dbs, ndbs, what, why, whylen);
+}
+
+/*
+ * Read and unseal the keyring file (with or without a tenant header)
+ * into dbs[].  A missing keyring is an
+ * empty one.
+ */
+FcRingState
+fc_tenant_read_keyring(const uint8 *kek, FcDbKeys *dbs, int max_dbs,
+				char *why, size_t whylen)
+{
+	char	   *data;
+	size_t		len;
+	int			n;
+	FcRingState st;
+
+	if (!fc_keyring_read_file(FC_KEYRING_FILE, &data, &len))
+	{
+		if (errno == ENOENT)
+			return FC_RING_OK;
+		snprintf(why, whylen, "could not read \"%s\": %m", FC_KEYRING_FILE);
+		return FC_RING_UNREADABLE;
+	}
+	st = fc_tenant_open_image(kek, (const uint8 *) data, len, dbs, max_dbs, &n,
+						   "\"" FC_KEYRING_FILE "\"", why, whylen);
+	pfree(data);
+	return st;
+}
+
+/*
+ * At start: a keyring image received through WAL that this server could not
+ * unseal then (pg_fieldcrypt/keyring.pending) is newer than the keyring.
+ * Install it if the cluster key now unseals it; otherwise keep it waiting.
+ */
+void
+fc_tenant_adopt_pending(const uint8 *kek, int max_dbs)
+{
+	char	   *data;
+	size_t		len;
+	FcDbKeys   *tmp;
+	int			n;
+	char		why[256];
+
+	if (!fc_keyring_read_file(FC_KEYRING_PENDING, &data, &len))
+		return;
+	tmp = palloc(sizeof(FcDbKeys) * max_dbs);
+	if (fc_tenant_open_image(kek, (const uint8 *) data, len, tmp, max_dbs, &n,
+						  "\"" FC_KEYRING_PENDING "\"", why, sizeof(why)) == FC_RING_OK)
+	{
+		if (durable_rename(FC_KEYRING_PENDING, FC_KEYRING_FILE, LOG) == 0)
+			ereport(LOG,
+					(errmsg("fieldcrypt: installed a key change received through WAL earlier")));
+	}
+	else
+		ereport(WARNING,
+				(errmsg("fieldcrypt: a key change received through WAL still waits for the right cluster key"),
+				 errdetail("%s", why),
+				 errhint("A standby needs the same cluster key as its primary (fieldcrypt.key_provider), "
+						 "and access to its tenant key if that is in an HSM.")));
+	explicit_bzero(tmp, sizeof(FcDbKeys) * max_dbs);
+	pfree(tmp);
+	pfree(data);
 }

@@ -11,7 +11,7 @@
 #ifndef FIELDCRYPT_TENANT_H
 #define FIELDCRYPT_TENANT_H
 
-#include "keys/keystore.h"
+#include "keys/keystate.h"
 #include "keys/rsakey.h"
 
 #define FC_TENANT_MAGIC		"FCKT"
@@ -38,7 +38,7 @@ typedef struct FcTenantStatus
 	char		label[256];
 } FcTenantStatus;
 
-/* hooks in keystore.c and keyring.c */
+/* for keystore.c */
 extern void fc_tenant_request(void);
 extern void fc_tenant_shmem_init(void);
 extern void fc_tenant_startup(const uint8 *cluster_kek);
@@ -46,7 +46,12 @@ extern const uint8 *fc_tenant_managed_kek(void);
 extern FcRingState fc_tenant_unseal(const uint8 *image, size_t len, FcDbKeys *dbs,
 									int max_dbs, int *ndbs, const char *what,
 									char *why, size_t whylen);
-extern void fc_tenant_forget_opened(void);
+extern FcRingState fc_tenant_open_image(const uint8 *kek, const uint8 *p, size_t len,
+										FcDbKeys *dbs, int max_dbs, int *ndbs,
+										const char *what, char *why, size_t whylen);
+extern FcRingState fc_tenant_read_keyring(const uint8 *kek, FcDbKeys *dbs, int max_dbs,
+										  char *why, size_t whylen);
+extern void fc_tenant_adopt_pending(const uint8 *kek, int max_dbs);
 extern void fc_tenant_adopt_opened(void);
 extern uint8 *fc_tenant_seal_image(const FcDbKeys *dbs, int n, size_t *len);
 

@@ -34,10 +34,10 @@
 #include "utils/timestamp.h"
 #include "utils/varlena.h"
 
-#include "guc.h"
-#include "keys/keyapi.h"
+#include "keys/policy.h"
 #include "keys/keyring.h"
 #include "keys/keystore.h"
+#include "keys/pkcs11.h"
 #include "keys/redact.h"
 #include "keys/tenant.h"
 

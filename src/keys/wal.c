@@ -30,10 +30,12 @@
 #include "access/xlogreader.h"
 #include "lib/stringinfo.h"
 
-#include "keys/keystore.h"
 #include "keys/wal.h"
 
 static void fc_rm_redo(XLogReaderState *record);
+
+/* What replaying a keyring image does (keystore.c), set by fc_wal_init. */
+static FcWalRedoImage redo_image = NULL;
 static void fc_rm_desc(StringInfo buf, XLogReaderState *record);
 static const char *fc_rm_identify(uint8 info);
 
@@ -46,8 +48,9 @@ static RmgrData fc_rmgr = {
 
 /* Register the resource manager; called from _PG_init. */
 void
-fc_wal_init(void)
+fc_wal_init(FcWalRedoImage redo)
 {
+	redo_image = redo;
 	RegisterCustomRmgr(FC_RMGR_ID, &fc_rmgr);
 }
 
@@ -73,7 +76,7 @@ fc_rm_redo(XLogReaderState *record)
 
 	if (info != XLOG_FC_KEYRING)
 		elog(PANIC, "fieldcrypt redo: unknown record type %u", info);
-	fc_keystore_redo_image((const uint8 *) XLogRecGetData(record),
+	redo_image((const uint8 *) XLogRecGetData(record),
 						   XLogRecGetDataLen(record));
 }
 

@@ -14,7 +14,10 @@
 #define FC_RMGR_NAME		"fieldcrypt"
 #define XLOG_FC_KEYRING		0x10	/* a whole sealed keyring image */
 
-extern void fc_wal_init(void);
+/* Applies a keyring image replayed from WAL (fc_keystore_redo_image). */
+typedef void (*FcWalRedoImage) (const uint8 *image, size_t len);
+
+extern void fc_wal_init(FcWalRedoImage redo);
 extern void fc_wal_log_keyring(const uint8 *image, size_t len);
 
 #endif

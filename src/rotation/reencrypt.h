@@ -1,8 +1,9 @@
 /*-------------------------------------------------------------------------
  *
  * reencrypt.h
- *	  Online re-encryption of encrypted column values after a key change,
- *	  and destruction of the old key generations.
+ *	  Online re-encryption after a key change (src/rotation/): what the
+ *	  layers above use.  Key changes reach the worker through
+ *	  keys/rotstate.h, never through this header.
  *
  * src/rotation/reencrypt.h
  *
@@ -11,17 +12,15 @@
 #ifndef FIELDCRYPT_REENCRYPT_H
 #define FIELDCRYPT_REENCRYPT_H
 
-#include "keys/keystore.h"
-
-/* Default of fieldcrypt.reencrypt_rows_per_second (see README, Performance). */
+/* Default of fieldcrypt.reencrypt_rows_per_second (see docs/performance.md). */
 #define FC_REENCRYPT_DEFAULT_RATE	20000
 
-extern void fc_reencrypt_request(void);
-extern void fc_reencrypt_startup(void);
+/* settings (guc.c registers them) */
+extern int	fc_reencrypt_rows_per_second;
+extern int	fc_reencrypt_batch_pages;
+extern int	fc_test_reencrypt_pause_after_batches;
+extern bool fc_test_reencrypt_pause_before_destroy;
+
 extern void fc_reencrypt_register_launcher(void);
-extern void fc_reencrypt_wake(void);
-extern void fc_reencrypt_check_tde_idle(const FcTdeKeys *tde);
-extern void fc_reencrypt_check_idle(const FcDbKeys *cur);
-extern void fc_reencrypt_stop(Oid dboid);
 
 #endif

@@ -33,23 +33,8 @@
 
 PG_FUNCTION_INFO_V1(fieldcrypt_tam_handler);
 
-const TableAmRoutine *fc_heap_routine = NULL;
 static TableAmRoutine fc_routine;
 static bool routine_ready = false;
-
-/* Whether rel uses encrypted_heap. */
-bool
-fc_is_encrypted_heap(Relation rel)
-{
-	return routine_ready && rel->rd_tableam == &fc_routine;
-}
-
-/* OID of the encrypted_heap access method here (InvalidOid if absent). */
-Oid
-fc_tam_oid(void)
-{
-	return get_table_am_oid("encrypted_heap", true);
-}
 
 /*
  * New storage (CREATE, TRUNCATE, rewrites): heap's, after making sure the
@@ -146,6 +131,7 @@ fieldcrypt_tam_handler(PG_FUNCTION_ARGS)
 		fc_routine.relation_toast_am = fc_relation_toast_am;
 		fc_routine.relation_fetch_toast_slice = fc_tam_fetch_toast_slice;
 		fc_routine.relation_estimate_size = fc_relation_estimate_size;
+		fc_tam_routine = &fc_routine;
 		routine_ready = true;
 	}
 	PG_RETURN_POINTER(&fc_routine);

@@ -10,7 +10,7 @@
  *	  stored tuple they are "hidden pointers" heap does not recognise, in
  *	  decrypted tuples "exposed pointers" (standard external TOAST pointers
  *	  whose va_toastrelid is the main table, so that detoasting reaches
- *	  fc_tam_fetch_toast_slice).  See src/encrypted_heap-design.md.
+ *	  fc_tam_fetch_toast_slice).  See docs/encrypted_heap-design.md.
  *
  * src/tde/tam.h
  *
@@ -30,9 +30,9 @@
 #define FC_TAM_FORMAT			0x10	/* high nibble of flags: format 1 */
 #define FC_TAM_HIDDEN_LEN		13		/* 1B header + valueid, rawsize, extinfo */
 
+/* tamrel.c */
 extern const TableAmRoutine *fc_heap_routine;	/* heap's, for delegation */
-
-/* tam.c */
+extern const TableAmRoutine *fc_tam_routine;	/* encrypted_heap's (tam.c sets it) */
 extern bool fc_is_encrypted_heap(Relation rel);
 extern Oid	fc_tam_oid(void);
 

@@ -28,6 +28,8 @@
 
 #include "tde/tam.h"
 
+bool		fc_analyze_values = false;	/* setting fieldcrypt.analyze_values */
+
 static void store_raw(Relation rel, TupleTableSlot *raw, TupleTableSlot *slot);
 static inline TableScanDesc hscan_of(TableScanDesc sscan);
 

@@ -1,0 +1,228 @@
+/*-------------------------------------------------------------------------
+ *
+ * rotstate.c
+ *	  Re-encryption state in shared memory (see rotstate.h): slots under
+ *	  the LWLock of tranche "fieldcrypt reencrypt", the launcher's latch.
+ *
+ * src/keys/rotstate.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <signal.h>
+
+#include "miscadmin.h"
+#include "storage/ipc.h"
+#include "storage/shmem.h"
+
+#include "keys/rotstate.h"
+
+FcRotState *fc_rotstate = NULL;
+bool		fc_reencrypt_enabled = true;
+
+const char *const fc_rot_phase_names[] = {
+	"starting", "counting", "re-encrypting", "waiting for older transactions",
+	"destroying old generations", "paused for testing"
+};
+
+static Size rotstate_shmem_size(void);
+
+/* Bytes of shared memory of the slots. */
+static Size
+rotstate_shmem_size(void)
+{
+	return add_size(offsetof(FcRotState, slots),
+					mul_size(sizeof(FcRotSlot), fc_max_databases));
+}
+
+/* Called from the shmem_request_hook. */
+void
+fc_rotstate_request(void)
+{
+	RequestAddinShmemSpace(rotstate_shmem_size());
+	RequestNamedLWLockTranche("fieldcrypt reencrypt", 1);
+}
+
+/* Called from the shmem_startup_hook. */
+void
+fc_rotstate_startup(void)
+{
+	bool		found;
+
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	fc_rotstate = ShmemInitStruct("fieldcrypt reencrypt", rotstate_shmem_size(), &found);
+	if (!found)
+	{
+		memset(fc_rotstate, 0, rotstate_shmem_size());
+		fc_rotstate->lock = &(GetNamedLWLockTranche("fieldcrypt reencrypt"))->lock;
+		fc_rotstate->nslots = fc_max_databases;
+	}
+	LWLockRelease(AddinShmemInitLock);
+}
+
+/* The slot of dboid (optionally a new one); caller holds fc_rotstate->lock. */
+FcRotSlot *
+fc_rotstate_find_slot(Oid dboid, bool create)
+{
+	FcRotSlot  *free_slot = NULL;
+
+	for (int i = 0; i < fc_rotstate->nslots; i++)
+	{
+		if (fc_rotstate->slots[i].dboid == dboid)
+			return &fc_rotstate->slots[i];
+		if (!OidIsValid(fc_rotstate->slots[i].dboid) && free_slot == NULL)
+			free_slot = &fc_rotstate->slots[i];
+	}
+	if (!create || free_slot == NULL)
+		return NULL;
+	memset(free_slot, 0, sizeof(FcRotSlot));
+	free_slot->dboid = dboid;
+	return free_slot;
+}
+
+/* Copy the slot of dboid into *out (zeroed when it has none). */
+void
+fc_rotstate_slot_copy(Oid dboid, FcRotSlot *out)
+{
+	FcRotSlot  *slot;
+
+	memset(out, 0, sizeof(FcRotSlot));
+	LWLockAcquire(fc_rotstate->lock, LW_SHARED);
+	slot = fc_rotstate_find_slot(dboid, false);
+	if (slot)
+		memcpy(out, slot, sizeof(FcRotSlot));
+	LWLockRelease(fc_rotstate->lock);
+}
+
+/* The launcher announces its latch (NULL when it exits). */
+void
+fc_rotstate_set_launcher(Latch *latch)
+{
+	LWLockAcquire(fc_rotstate->lock, LW_EXCLUSIVE);
+	fc_rotstate->launcher_latch = latch;
+	LWLockRelease(fc_rotstate->lock);
+}
+
+/* Wake the launcher: a key change committed. */
+void
+fc_rotstate_wake(void)
+{
+	Latch	   *latch;
+
+	if (fc_rotstate == NULL)
+		return;
+	LWLockAcquire(fc_rotstate->lock, LW_SHARED);
+	latch = fc_rotstate->launcher_latch;
+	LWLockRelease(fc_rotstate->lock);
+	if (latch)
+		SetLatch(latch);
+}
+
+/*
+ * ERROR 55P03 if this database still re-encrypts after an earlier key
+ * change (called by set_data_encryption_key, change lock held).  A blocked
+ * re-encryption does not refuse: it cannot finish by itself.
+ */
+void
+fc_rotstate_check_idle(const FcDbKeys *cur)
+{
+	FcRotSlot	copy;
+	uint32		old = 0;
+
+	if (cur->ngens <= 1)
+		return;
+	for (int g = 0; g < cur->ngens; g++)
+		if (cur->gens[g].gen != cur->current_gen && cur->gens[g].gen > old)
+			old = cur->gens[g].gen;
+	fc_rotstate_slot_copy(MyDatabaseId, &copy);
+	if (copy.state == SLOT_BLOCKED && copy.blocked_gen == cur->current_gen)
+		return;
+	if (copy.state != SLOT_RUNNING && !fc_reencrypt_enabled)
+		return;					/* postponed: old generations are kept */
+	if (copy.state == SLOT_RUNNING && copy.to_gen == cur->current_gen)
+		ereport(ERROR,
+				(errcode(ERRCODE_LOCK_NOT_AVAILABLE),
+				 errmsg("a data encryption key change is already in progress"),
+				 errdetail("Re-encryption from generation %u to generation %u is running: "
+						   "%lld of %lld rows, %d of %d tables.",
+						   copy.from_gen, copy.to_gen,
+						   (long long) copy.rows_done, (long long) copy.rows_total,
+						   copy.tables_done, copy.tables_total),
+				 errhint("Retry when fieldcrypt.rotation_progress shows no row for this database.")));
+	ereport(ERROR,
+			(errcode(ERRCODE_LOCK_NOT_AVAILABLE),
+			 errmsg("a data encryption key change is already in progress"),
+			 errdetail("Re-encryption from generation %u to generation %u has not started yet.",
+					   old, cur->current_gen),
+			 errhint("Retry when fieldcrypt.rotation_progress shows no row for this database.")));
+}
+
+/*
+ * rotate_tde_key: ERROR 55P03 while rows of an older TDE generation are
+ * still being re-encrypted (unless re-encryption is postponed).
+ */
+void
+fc_rotstate_check_tde_idle(const FcTdeKeys *tde)
+{
+	FcRotSlot	copy;
+
+	if (tde->ngens <= 1)
+		return;
+	fc_rotstate_slot_copy(MyDatabaseId, &copy);
+	if (copy.state != SLOT_RUNNING && !fc_reencrypt_enabled)
+		return;
+	if (copy.state == SLOT_RUNNING && copy.to_gen == tde->current)
+		ereport(ERROR,
+				(errcode(ERRCODE_LOCK_NOT_AVAILABLE),
+				 errmsg("a TDE key change is already in progress"),
+				 errdetail("Re-encryption of encrypted_heap tables from TDE key generation %u to %u is running: "
+						   "%lld of about %lld rows, %d of %d tables.",
+						   copy.from_gen, copy.to_gen,
+						   (long long) copy.rows_done, (long long) copy.rows_total,
+						   copy.tables_done, copy.tables_total),
+				 errhint("Retry when fieldcrypt.rotation_progress shows no row for this database.")));
+	ereport(ERROR,
+			(errcode(ERRCODE_LOCK_NOT_AVAILABLE),
+			 errmsg("a TDE key change is already in progress"),
+			 errdetail("Rows under an older TDE key generation than %u are still to be re-encrypted.",
+					   tde->current),
+			 errhint("Retry when fieldcrypt.rotation_progress shows no row for this database.")));
+}
+
+/*
+ * Stop the worker of a database about to be dropped (DROP DATABASE waits
+ * for no other connection); the launcher holds off for a while.
+ */
+void
+fc_rotstate_stop(Oid dboid)
+{
+	FcRotSlot  *slot;
+	int			pid = 0;
+
+	if (fc_rotstate == NULL || !OidIsValid(dboid))
+		return;
+	LWLockAcquire(fc_rotstate->lock, LW_EXCLUSIVE);
+	slot = fc_rotstate_find_slot(dboid, false);
+	if (slot && slot->state == SLOT_RUNNING)
+		pid = slot->pid;
+	if (slot && slot->state == SLOT_STARTING)
+		slot->state = SLOT_HELD;	/* the worker exits when it sees this */
+	if (slot)
+		slot->hold_until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 30000);
+	LWLockRelease(fc_rotstate->lock);
+	if (pid == 0)
+		return;
+	kill(pid, SIGTERM);
+	for (int i = 0; i < 500; i++)
+	{
+		bool		gone;
+
+		LWLockAcquire(fc_rotstate->lock, LW_SHARED);
+		gone = slot->pid != pid;
+		LWLockRelease(fc_rotstate->lock);
+		if (gone)
+			break;
+		pg_usleep(10000L);
+	}
+}

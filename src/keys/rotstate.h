@@ -1,0 +1,86 @@
+/*-------------------------------------------------------------------------
+ *
+ * rotstate.h
+ *	  Re-encryption state shared by key changes and the rotation worker:
+ *	  one slot per database in shared memory, and the launcher's latch.
+ *	  Key changes read it (55P03 while a re-encryption runs) and wake the
+ *	  launcher through it; they never call into src/rotation/.
+ *
+ * src/keys/rotstate.h
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef FIELDCRYPT_ROTSTATE_H
+#define FIELDCRYPT_ROTSTATE_H
+
+#include "storage/latch.h"
+#include "storage/lwlock.h"
+#include "utils/timestamp.h"
+
+#include "keys/keystore.h"
+
+typedef enum SlotState
+{
+	SLOT_FREE = 0,				/* no worker */
+	SLOT_STARTING,				/* launcher registered a worker */
+	SLOT_RUNNING,				/* worker attached (pid) */
+	SLOT_BLOCKED,				/* finished, old generations kept (blocked_gen) */
+	SLOT_HELD					/* failed or stopped: not before hold_until */
+} SlotState;
+
+typedef enum Phase
+{
+	PHASE_STARTING = 0,
+	PHASE_COUNTING,
+	PHASE_REENCRYPTING,
+	PHASE_WAITING,
+	PHASE_DESTROYING,
+	PHASE_PAUSED
+} Phase;
+
+typedef struct FcRotSlot
+{
+	Oid			dboid;			/* InvalidOid: unused */
+	int32		state;			/* SlotState */
+	int32		pid;
+	TimestampTz since;			/* STARTING: launched at */
+	TimestampTz hold_until;		/* HELD */
+	uint32		blocked_gen;	/* BLOCKED: current generation then */
+	int32		failures;
+	/* progress, while RUNNING */
+	int32		phase;
+	uint32		from_gen;
+	uint32		to_gen;
+	int32		pass;
+	int32		tables_done;
+	int32		tables_total;
+	int64		rows_done;
+	int64		rows_total;
+	int64		rows_at_attach; /* rows_done when this process attached */
+	TimestampTz started_at;		/* of the whole re-encryption */
+	TimestampTz attached_at;	/* of this process */
+} FcRotSlot;
+
+typedef struct FcRotState
+{
+	LWLock	   *lock;
+	Latch	   *launcher_latch;
+	int32		nslots;
+	FcRotSlot	slots[FLEXIBLE_ARRAY_MEMBER];
+} FcRotState;
+
+extern FcRotState *fc_rotstate;
+extern const char *const fc_rot_phase_names[];
+extern bool fc_reencrypt_enabled;	/* setting fieldcrypt.reencrypt */
+
+extern void fc_rotstate_request(void);
+extern void fc_rotstate_startup(void);
+extern FcRotSlot *fc_rotstate_find_slot(Oid dboid, bool create);
+extern void fc_rotstate_slot_copy(Oid dboid, FcRotSlot *out);
+extern void fc_rotstate_set_launcher(Latch *latch);
+extern void fc_rotstate_wake(void);
+extern void fc_rotstate_check_idle(const FcDbKeys *cur);
+extern void fc_rotstate_check_tde_idle(const FcTdeKeys *tde);
+extern void fc_rotstate_stop(Oid dboid);
+
+#endif

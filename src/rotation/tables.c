@@ -1,0 +1,326 @@
+/*-------------------------------------------------------------------------
+ *
+ * tables.c
+ *	  Re-encryption of encrypted_heap tables after fieldcrypt.rotate_tde_key().
+ *
+ * Same batches, throttle and EvalPlanQual protection as for columns, but
+ * the statement rewrites whole rows: UPDATE ... SET c = c of the rows whose
+ * version is under an older TDE generation (the access method seals every
+ * new version under the current one; the plaintext does not change, so the
+ * update is HOT where it can be).  Materialized views, and tables without a
+ * column that can be assigned, are rewritten with reencrypt_table (a short
+ * ACCESS EXCLUSIVE lock).  The pass is idempotent, so a restart just runs
+ * it again.  Then VACUUM removes the old row versions, and the generations
+ * no row version uses any more are destroyed.
+ *
+ * src/rotation/tables.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "commands/dbcommands.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+
+#include "access/relation.h"
+#include "catalog/pg_class.h"
+#include "commands/vacuum.h"
+#include "nodes/makefuncs.h"
+#include "storage/bufmgr.h"
+#include "utils/rel.h"
+#include "utils/syscache.h"
+
+#include "keys/keystore.h"
+#include "rotation/rotation.h"
+#include "tde/tam_crypt.h"
+
+/* The encrypted_heap tables and materialized views of this database. */
+static List *
+list_tde_tables(void)
+{
+	List	   *result = NIL;
+
+	if (SPI_execute("SELECT c.oid FROM pg_catalog.pg_class c "
+					"JOIN pg_catalog.pg_am a ON a.oid = c.relam "
+					"WHERE a.amname = 'encrypted_heap' AND c.relkind IN ('r', 'm') "
+					"AND c.relpersistence IN ('p', 'u') ORDER BY 1", true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not list encrypted_heap tables");
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		bool		isnull;
+		MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+
+		result = lappend_oid(result, DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[i],
+																	SPI_tuptable->tupdesc,
+																	1, &isnull)));
+		MemoryContextSwitchTo(old);
+	}
+	return result;
+}
+
+/* A column an UPDATE can assign to itself (quoted), or NULL. */
+static char *
+tde_update_column(Relation rel)
+{
+	TupleDesc	desc = RelationGetDescr(rel);
+
+	for (int i = 0; i < desc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+
+		if (!att->attisdropped && att->attgenerated == '\0' &&
+			att->attidentity != ATTRIBUTE_IDENTITY_ALWAYS)
+			return pstrdup(quote_identifier(NameStr(att->attname)));
+	}
+	return NULL;
+}
+
+/*
+ * One batch of rows of relid; false at the end.  The first pass rewrites
+ * every row of the batch (after a rotation nearly all are under an older
+ * generation, and testing each costs more than rewriting the few that are
+ * not); later passes only those under an older generation.
+ */
+static bool
+run_tde_batch(Run *r, Oid relid, bool all_rows, BlockNumber stop)
+{
+	Relation	rel;
+	BlockNumber nblocks;
+	int64		start = r->next_block;
+	int64		end;
+	char	   *col;
+	char	   *name;
+	uint64		rows;
+
+	fc_rot_begin_xact();
+	rel = try_relation_open(relid, RowExclusiveLock);
+	if (rel == NULL)
+	{
+		fc_rot_end_xact();
+		return false;
+	}
+	/*
+	 * Rows updated by this pass move to new versions, often past the end the
+	 * table had when the pass started: never chase them (they are under the
+	 * current generation already).
+	 */
+	nblocks = Min(RelationGetNumberOfBlocks(rel), stop);
+	if (start >= nblocks)
+	{
+		relation_close(rel, NoLock);
+		fc_rot_end_xact();
+		return false;
+	}
+	name = quote_qualified_identifier(get_namespace_name(RelationGetNamespace(rel)),
+									  RelationGetRelationName(rel));
+	col = tde_update_column(rel);
+	if (rel->rd_rel->relkind != RELKIND_RELATION || col == NULL)
+	{
+		relation_close(rel, NoLock);
+		if (SPI_execute(psprintf("SELECT %s.reencrypt_table(%u::pg_catalog.oid::pg_catalog.regclass)",
+								 fc_rot_extension_schema(), relid), false, 0) != SPI_OK_SELECT)
+			elog(ERROR, "could not rewrite an encrypted_heap table");
+		rows = 0;
+		end = nblocks;
+	}
+	else
+	{
+		end = Min(start + fc_reencrypt_batch_pages, (int64) nblocks);
+		relation_close(rel, NoLock);	/* keep the lock until commit */
+		if (SPI_execute(psprintf("UPDATE ONLY %s SET %s = %s WHERE ctid >= '(" INT64_FORMAT ",0)'::pg_catalog.tid "
+								 "AND ctid < '(" INT64_FORMAT ",0)'::pg_catalog.tid%s",
+								 name, col, col, start, end,
+								 all_rows ? "" :
+								 psprintf(" AND %s._tde_tuple_generation(%u::pg_catalog.oid::pg_catalog.regclass, ctid) <> %u",
+										  fc_rot_extension_schema(), relid, r->to_gen)),
+						false, 0) != SPI_OK_UPDATE)
+			elog(ERROR, "could not re-encrypt a batch of an encrypted_heap table");
+		rows = SPI_processed;
+	}
+	r->rows_done += rows;
+	r->next_block = end;
+	r->batches++;
+	fc_rot_end_xact();
+
+	fc_rot_publish(r, PHASE_REENCRYPTING);
+	fc_rot_throttle(r, (int64) rows);
+	return true;
+}
+
+/* VACUUM one table from the worker (outside any transaction block). */
+static void
+vacuum_table(Oid relid)
+{
+	VacuumParams params;
+	MemoryContext old;
+	List	   *rels;
+	char	   *nsp;
+	char	   *relname;
+
+	StartTransactionCommand();
+	relname = get_rel_name(relid);
+	nsp = relname ? get_namespace_name(get_rel_namespace(relid)) : NULL;
+	if (relname == NULL || nsp == NULL)
+	{
+		CommitTransactionCommand();
+		return;
+	}
+	memset(&params, 0, sizeof(params));
+	params.options = VACOPT_VACUUM | VACOPT_PROCESS_TOAST;
+	params.freeze_min_age = -1;
+	params.freeze_table_age = -1;
+	params.multixact_freeze_min_age = -1;
+	params.multixact_freeze_table_age = -1;
+	params.is_wraparound = false;
+	params.log_min_duration = -1;
+	params.index_cleanup = VACOPTVALUE_UNSPECIFIED;
+	params.truncate = VACOPTVALUE_UNSPECIFIED;
+	params.nworkers = -1;
+	old = MemoryContextSwitchTo(TopMemoryContext);
+	rels = list_make1(makeVacuumRelation(makeRangeVar(pstrdup(nsp), pstrdup(relname), -1),
+										 relid, NIL));
+	MemoryContextSwitchTo(old);
+	vacuum(rels, &params, NULL, true);
+	CommitTransactionCommand();
+}
+
+/* Generations other than current that some row version still uses. */
+static int
+tde_old_in_use(uint32 current, bool *others_temp)
+{
+	bool	   *used = palloc0(65536 * sizeof(bool));
+	int			n = 0;
+
+	fc_rot_begin_xact();
+	fc_tde_used_generations(used, others_temp);
+	fc_rot_end_xact();
+	for (int g = 1; g < 65536; g++)
+		if (used[g] && (uint32) g != current)
+			n++;
+	pfree(used);
+	return n;
+}
+
+/* Re-encrypt the encrypted_heap tables of this database, then drop old TDE keys. */
+void
+fc_reencrypt_tde_tables(void)
+{
+	FcTdeKeys	tde;
+	Run			r;
+	List	   *tables;
+	ListCell   *lc;
+	char	   *dbname;
+	bool		others_temp = false;
+	int			dropped = 0;
+
+	if (!fc_db_lookup_tde(MyDatabaseId, &tde) || tde.ngens <= 1)
+		return;
+	memset(&r, 0, sizeof(r));
+	r.to_gen = tde.current;
+	for (int i = 0; i < tde.ngens; i++)
+		if (tde.gens[i].gen != tde.current)
+			r.from_gen = Max(r.from_gen, tde.gens[i].gen);
+	explicit_bzero(&tde, sizeof(tde));
+	r.pass = 1;
+	r.started_at = GetCurrentTimestamp();
+
+	fc_rot_begin_xact();
+	if (fc_rot_extension_schema() == NULL)
+	{
+		fc_rot_end_xact();
+		return;
+	}
+	dbname = MemoryContextStrdup(TopMemoryContext, get_database_name(MyDatabaseId));
+	tables = list_tde_tables();
+	r.tables_total = list_length(tables);
+	foreach(lc, tables)
+	{
+		double		reltuples = 0;
+		HeapTuple	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(lfirst_oid(lc)));
+
+		if (HeapTupleIsValid(tup))
+		{
+			reltuples = ((Form_pg_class) GETSTRUCT(tup))->reltuples;
+			ReleaseSysCache(tup);
+		}
+		r.rows_total += (int64) Max(reltuples, 0);
+	}
+	fc_rot_end_xact();
+	ereport(LOG,
+			(errmsg("fieldcrypt: re-encryption of the encrypted_heap tables of database \"%s\" "
+					"from TDE key generation %u to %u started: %d tables, about %lld rows",
+					dbname, r.from_gen, r.to_gen, r.tables_total, (long long) r.rows_total)));
+	fc_rot_publish(&r, PHASE_REENCRYPTING);
+	r.throttle_base = GetCurrentTimestamp();
+
+	/* rewrite, wait for snapshots that may copy old versions, vacuum, retry */
+	for (int attempt = 0; attempt < 3; attempt++)
+	{
+		r.tables_done = 0;
+		foreach(lc, tables)
+		{
+			BlockNumber stop;
+
+			r.relid = lfirst_oid(lc);
+			r.next_block = 0;
+			fc_rot_begin_xact();
+			{
+				Relation	rel = try_relation_open(r.relid, AccessShareLock);
+
+				stop = rel ? RelationGetNumberOfBlocks(rel) : 0;
+				if (rel)
+					relation_close(rel, AccessShareLock);
+			}
+			fc_rot_end_xact();
+			for (;;)
+			{
+				fc_rot_test_pause(&r, false);
+				fc_rot_check_postponed();
+				if (!run_tde_batch(&r, r.relid, attempt == 0, stop))
+					break;
+			}
+			r.tables_done++;
+			fc_rot_publish(&r, PHASE_REENCRYPTING);
+		}
+		fc_rot_wait_older_transactions(&r);
+		fc_rot_publish(&r, PHASE_REENCRYPTING);
+		foreach(lc, tables)
+			vacuum_table(lfirst_oid(lc));
+		if (tde_old_in_use(r.to_gen, &others_temp) == 0 && !others_temp)
+			break;
+		fc_rot_sleep(1000L << Min(attempt, 5));
+		r.pass++;
+	}
+
+	fc_rot_test_pause(&r, true);
+	fc_rot_publish(&r, PHASE_DESTROYING);
+	fc_rot_begin_xact();
+	if (!others_temp)
+	{
+		bool	   *used = palloc0(65536 * sizeof(bool));
+
+
+		fc_tde_used_generations(used, &others_temp);
+		if (!others_temp)
+			dropped = fc_db_tde_drop_generations(MyDatabaseId, used, r.to_gen);
+		pfree(used);
+	}
+	fc_rot_end_xact();
+	ereport(LOG,
+			(errmsg("fieldcrypt: re-encryption of the encrypted_heap tables of database \"%s\" "
+					"to TDE key generation %u finished: %lld rows rewritten; %d old generation(s) destroyed",
+					dbname, r.to_gen, (long long) r.rows_done, dropped),
+			 dropped == 0 && r.from_gen != 0 ?
+			 errdetail("Some row versions still use an older generation (long-running transactions, "
+					   "or other sessions' temporary tables); the worker tries again later, and "
+					   "fieldcrypt.drop_unused_tde_keys() destroys it once they are gone.") : 0));
+	list_free(tables);
+	/* not done: exit as a failed worker, so the launcher retries after a back-off */
+	fc_rot_tde_retry = (dropped == 0 && tde_old_in_use(r.to_gen, &others_temp) > 0);
+}

@@ -1,0 +1,535 @@
+/*-------------------------------------------------------------------------
+ *
+ * values.c
+ *	  Re-encryption of encrypted column values: the SQL helpers the batches
+ *	  call (_reencrypt, _stale), passes over every table with an encrypted
+ *	  column, and the destruction of the old generations at the end.
+ *
+ * src/rotation/values.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "commands/dbcommands.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+
+#include "access/relation.h"
+#include "catalog/pg_class.h"
+#include "fmgr.h"
+#include "storage/bufmgr.h"
+#include "utils/rel.h"
+
+#include "columns/enctypes.h"
+#include "keys/keyapi.h"
+#include "keys/keystore.h"
+#include "keys/policy.h"
+#include "rotation/rotation.h"
+
+PG_FUNCTION_INFO_V1(fieldcrypt_reencrypt_text);
+PG_FUNCTION_INFO_V1(fieldcrypt_reencrypt_bytea);
+PG_FUNCTION_INFO_V1(fieldcrypt_reencrypt_stale);
+
+static int64 values_reencrypted = 0;	/* by _reencrypt in this process */
+
+/* True if v is under an older generation this database still holds. */
+static bool
+value_is_stale(Datum v)
+{
+	uint32		gen = fc_envelope_generation(v);
+	const FcGeneration *cur = fc_local_generation(0, true);
+	uint32		cur_gen;
+
+	if (cur == NULL || gen == 0)
+		return false;
+	cur_gen = cur->gen;
+	return gen != cur_gen && fc_local_generation(gen, false) != NULL;
+}
+
+static Datum
+reencrypt_common(FunctionCallInfo fcinfo, char kind)
+{
+	bytea	   *result;
+
+	if (!value_is_stale(PG_GETARG_DATUM(0)))
+		PG_RETURN_DATUM(PG_GETARG_DATUM(0));
+	result = fc_reencrypt_envelope(PG_GETARG_BYTEA_PP(0), kind);
+	if (result == NULL)
+		PG_RETURN_DATUM(PG_GETARG_DATUM(0));
+	values_reencrypted++;
+	PG_RETURN_BYTEA_P(result);
+}
+
+/* fieldcrypt._reencrypt(encrypted_text): the value under the current generation. */
+Datum
+fieldcrypt_reencrypt_text(PG_FUNCTION_ARGS)
+{
+	return reencrypt_common(fcinfo, 't');
+}
+
+/* fieldcrypt._reencrypt(encrypted_bytea): the value under the current generation. */
+Datum
+fieldcrypt_reencrypt_bytea(PG_FUNCTION_ARGS)
+{
+	return reencrypt_common(fcinfo, 'b');
+}
+
+/* fieldcrypt._stale(value): true if _reencrypt would rewrite it. */
+Datum
+fieldcrypt_reencrypt_stale(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_BOOL(value_is_stale(PG_GETARG_DATUM(0)));
+}
+
+/*
+ * The encrypted columns of rel as a list of quoted names; notes in r why
+ * the table cannot be fully re-encrypted in place (arrays, composites,
+ * materialized views).
+ */
+static List *
+encrypted_columns(Relation rel, Run *r)
+{
+	List	   *cols = NIL;
+	TupleDesc	td = RelationGetDescr(rel);
+
+	for (int i = 0; i < td->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(td, i);
+
+		if (att->attisdropped)
+			continue;
+		if (fc_is_encrypted_type(att->atttypid))
+			cols = lappend(cols, pstrdup(quote_identifier(NameStr(att->attname))));
+		else if (fc_type_holds_encrypted(att->atttypid) && !r->blocked)
+		{
+			r->blocked = true;
+			snprintf(r->blocked_why, sizeof(r->blocked_why),
+					 "column \"%s\" of table \"%s\" holds encrypted values inside an array or composite type",
+					 NameStr(att->attname), RelationGetRelationName(rel));
+		}
+	}
+	if (cols != NIL && rel->rd_rel->relkind == RELKIND_MATVIEW)
+	{
+		if (!r->blocked)
+		{
+			r->blocked = true;
+			snprintf(r->blocked_why, sizeof(r->blocked_why),
+					 "materialized view \"%s\" holds encrypted values",
+					 RelationGetRelationName(rel));
+		}
+		return NIL;
+	}
+	return cols;
+}
+
+/* "_stale(a) OR _stale(b) ..." over cols. */
+static char *
+stale_condition(List *cols)
+{
+	StringInfoData buf;
+	ListCell   *lc;
+
+	initStringInfo(&buf);
+	foreach(lc, cols)
+		appendStringInfo(&buf, "%s%s._stale(%s)", buf.len ? " OR " : "",
+						 fc_rot_extension_schema(), (char *) lfirst(lc));
+	return buf.data;
+}
+
+/*
+ * OIDs (ascending) of the tables that may hold encrypted values, in
+ * TopMemoryContext (the caller frees the list); in a transaction.
+ */
+static List *
+list_tables(void)
+{
+	List	   *result = NIL;
+
+	if (SPI_execute("SELECT DISTINCT c.oid FROM pg_catalog.pg_class c "
+					"JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid "
+					"WHERE c.relkind IN ('r', 'm') AND c.relpersistence IN ('p', 'u') "
+					"AND a.attnum > 0 AND NOT a.attisdropped AND a.atttypid >= 10000 "
+					"ORDER BY 1", true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not list tables");
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		bool		isnull;
+		Oid			relid = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[i],
+														   SPI_tuptable->tupdesc, 1, &isnull));
+		Relation	rel = try_relation_open(relid, AccessShareLock);
+		bool		keep = false;
+
+		if (rel)
+		{
+			Run			dummy = {0};
+
+			keep = encrypted_columns(rel, &dummy) != NIL || dummy.blocked;
+			relation_close(rel, AccessShareLock);
+		}
+		if (keep)
+		{
+			MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+
+			result = lappend_oid(result, relid);
+			MemoryContextSwitchTo(old);
+		}
+	}
+	return result;
+}
+
+/* Number of rows holding a stale value in the tables; in a transaction. */
+static int64
+count_stale(List *tables)
+{
+	ListCell   *lc;
+	int64		total = 0;
+
+	foreach(lc, tables)
+	{
+		Relation	rel = try_relation_open(lfirst_oid(lc), AccessShareLock);
+		Run			dummy = {0};
+		List	   *cols;
+		char	   *sql;
+		bool		isnull;
+
+		if (rel == NULL)
+			continue;
+		cols = encrypted_columns(rel, &dummy);
+		if (cols == NIL)
+		{
+			relation_close(rel, AccessShareLock);
+			continue;
+		}
+		sql = psprintf("SELECT pg_catalog.count(*) FROM ONLY %s WHERE %s",
+					   quote_qualified_identifier(get_namespace_name(RelationGetNamespace(rel)),
+												  RelationGetRelationName(rel)),
+					   stale_condition(cols));
+		relation_close(rel, AccessShareLock);
+		if (SPI_execute(sql, true, 0) != SPI_OK_SELECT || SPI_processed != 1)
+			elog(ERROR, "could not count values to re-encrypt");
+		total += DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+											 SPI_tuptable->tupdesc, 1, &isnull));
+	}
+	return total;
+}
+
+/*
+ * One batch: rewrite the stale values of blocks [block, block + n) of relid
+ * and record the progress, in one transaction.  False when the table is
+ * finished (or gone).
+ */
+static bool
+run_batch(Run *r, Oid relid)
+{
+	Relation	rel;
+	List	   *cols;
+	BlockNumber nblocks;
+	int64		start = r->next_block;
+	int64		end;
+	int64		before = values_reencrypted;
+	char	   *sql;
+	StringInfoData set;
+	ListCell   *lc;
+	uint64		rows;
+
+	fc_rot_begin_xact();
+	rel = try_relation_open(relid, RowExclusiveLock);
+	if (rel == NULL)
+	{
+		fc_rot_end_xact();
+		return false;
+	}
+	nblocks = RelationGetNumberOfBlocks(rel);
+	cols = encrypted_columns(rel, r);
+	if (start >= nblocks || cols == NIL)
+	{
+		relation_close(rel, NoLock);
+		fc_rot_end_xact();
+		return false;
+	}
+	end = Min(start + fc_reencrypt_batch_pages, (int64) MaxBlockNumber);
+	initStringInfo(&set);
+	foreach(lc, cols)
+		appendStringInfo(&set, "%s%s = %s._reencrypt(%s)", set.len ? ", " : "",
+						 (char *) lfirst(lc), fc_rot_extension_schema(), (char *) lfirst(lc));
+	sql = psprintf("UPDATE ONLY %s SET %s WHERE ctid >= '(" INT64_FORMAT ",0)'::pg_catalog.tid "
+				   "AND ctid < '(" INT64_FORMAT ",0)'::pg_catalog.tid AND (%s)",
+				   quote_qualified_identifier(get_namespace_name(RelationGetNamespace(rel)),
+											  RelationGetRelationName(rel)),
+				   set.data, start, end, stale_condition(cols));
+	relation_close(rel, NoLock);	/* keep the lock until commit */
+
+	if (SPI_execute(sql, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "could not re-encrypt a batch");
+	rows = SPI_processed;
+	r->rows_done += rows;
+	r->pass_reencrypted += values_reencrypted - before;
+	r->next_block = end;
+	r->batches++;
+	fc_rot_save_state(r, "running");
+	fc_rot_end_xact();
+
+	fc_rot_publish(r, PHASE_REENCRYPTING);
+	fc_rot_throttle(r, (int64) rows);
+	return true;
+}
+
+/*
+ * A check pass (one that started after the wait) first looks for a stale
+ * value in the whole table with one read-only statement, and rewrites the
+ * table in batches only if it finds one.  Records the position.
+ */
+static bool
+table_has_stale(Run *r, Oid relid)
+{
+	Relation	rel;
+	List	   *cols;
+	char	   *sql = NULL;
+	bool		found = false;
+
+	fc_rot_begin_xact();
+	rel = try_relation_open(relid, AccessShareLock);
+	if (rel != NULL)
+	{
+		cols = encrypted_columns(rel, r);
+		if (cols != NIL)
+			sql = psprintf("SELECT 1 FROM ONLY %s WHERE %s LIMIT 1",
+						   quote_qualified_identifier(get_namespace_name(RelationGetNamespace(rel)),
+													  RelationGetRelationName(rel)),
+						   stale_condition(cols));
+		relation_close(rel, NoLock);
+	}
+	if (sql != NULL)
+	{
+		if (SPI_execute(sql, true, 1) != SPI_OK_SELECT)
+			elog(ERROR, "could not check for values to re-encrypt");
+		found = SPI_processed > 0;
+	}
+	r->relid = relid;
+	r->next_block = 0;
+	fc_rot_save_state(r, "running");
+	fc_rot_end_xact();
+	return found;
+}
+
+/* One pass over every table, from where r says; the tables in OID order. */
+static void
+run_pass(Run *r)
+{
+	List	   *tables;
+	ListCell   *lc;
+
+	fc_rot_begin_xact();
+	tables = list_tables();
+	r->tables_total = list_length(tables);
+	fc_rot_end_xact();
+	fc_rot_publish(r, PHASE_REENCRYPTING);
+
+	foreach(lc, tables)
+	{
+		Oid			relid = lfirst_oid(lc);
+
+		if (OidIsValid(r->relid) && relid < r->relid)
+			continue;			/* done before a restart */
+		if (relid != r->relid)
+		{
+			r->relid = relid;
+			r->next_block = 0;
+		}
+		fc_rot_check_postponed();
+		if (r->pass_clean && r->next_block == 0 && !table_has_stale(r, relid))
+		{
+			r->tables_done++;
+			fc_rot_publish(r, PHASE_REENCRYPTING);
+			continue;
+		}
+		for (;;)
+		{
+			fc_rot_test_pause(r, false);
+			fc_rot_check_postponed();
+			if (!run_batch(r, relid))
+				break;
+		}
+		r->tables_done++;
+		fc_rot_publish(r, PHASE_REENCRYPTING);
+	}
+	r->tables_done = Min(r->tables_done, r->tables_total);
+	list_free(tables);
+}
+
+/* Destroy every generation but the current one; r->to_gen must be current. */
+static void
+destroy_old_generations(Run *r)
+{
+	FcDbKeys   *entry;
+	StringInfoData gone;
+	char	   *dbname;
+
+	fc_rot_publish(r, PHASE_DESTROYING);
+	fc_rot_begin_xact();
+	while (!fc_try_change_lock())
+	{
+		/* a key change (or a dropped database's cleanup) is committing */
+		fc_rot_sleep(100);
+	}
+	dbname = get_database_name(MyDatabaseId);
+	fc_secure_region_alloc((void **) &entry, sizeof(FcDbKeys));
+	if (!fc_db_lookup(MyDatabaseId, entry) || entry->current_gen != r->to_gen)
+	{
+		fc_secure_region_free(entry, sizeof(FcDbKeys));
+		fc_rot_end_xact();
+		return;
+	}
+	initStringInfo(&gone);
+	{
+		int			kept = 0;
+
+		for (int i = 0; i < entry->ngens; i++)
+		{
+			if (entry->gens[i].gen == entry->current_gen)
+			{
+				if (kept != i)
+					memcpy(&entry->gens[kept], &entry->gens[i], sizeof(FcGeneration));
+				kept++;
+			}
+			else
+				appendStringInfo(&gone, "%s%u", gone.len ? ", " : "", entry->gens[i].gen);
+		}
+		for (int i = kept; i < entry->ngens; i++)
+			explicit_bzero(&entry->gens[i], sizeof(FcGeneration));
+		entry->ngens = kept;
+	}
+	fc_meta_forget_generations(entry->current_gen);
+	fc_rot_save_state(r, "done");
+	fc_db_stage(MyDatabaseId, entry);	/* keyring written and WAL-logged */
+	fc_rot_end_xact();
+	fc_db_publish(MyDatabaseId, entry);
+	fc_secure_region_free(entry, sizeof(FcDbKeys));
+
+	ereport(LOG,
+			(errmsg("fieldcrypt: re-encryption of database \"%s\" to generation %u finished: "
+					"%lld rows rewritten in %d pass(es); generation(s) %s destroyed",
+					dbname, r->to_gen, (long long) r->rows_done, r->pass, gone.data)));
+}
+
+void
+fc_reencrypt_values(void)
+{
+	Run			r;
+	char		state[32] = "";
+	bool		ring_ok;
+	int			ngens;
+	char	   *dbname;
+	bool		resumed;
+
+	memset(&r, 0, sizeof(r));
+	fc_rot_check_postponed();
+	ngens = fc_rot_db_generations(MyDatabaseId, &r.to_gen, &r.from_gen, &ring_ok);
+	if (ngens <= 1 || !ring_ok)
+		return;
+
+	fc_rot_begin_xact();
+	if (fc_rot_extension_schema() == NULL)
+	{
+		/* keys without the extension: nothing here can hold values */
+		fc_rot_end_xact();
+		fc_rot_blocked = true;
+		fc_rot_blocked_gen = r.to_gen;
+		return;
+	}
+	dbname = MemoryContextStrdup(TopMemoryContext, get_database_name(MyDatabaseId));
+	resumed = fc_rot_load_state(&r, state, sizeof(state));
+	if (resumed && strcmp(state, "running") != 0)
+		resumed = false;		/* an older run was blocked: start again */
+	if (!resumed)
+	{
+		List	   *tables;
+
+		fc_rot_publish(&r, PHASE_COUNTING);
+		tables = list_tables();
+		r.pass = 1;
+		r.pass_clean = false;
+		r.pass_reencrypted = 0;
+		r.relid = InvalidOid;
+		r.next_block = 0;
+		r.tables_done = 0;
+		r.tables_total = list_length(tables);
+		r.rows_done = 0;
+		r.rows_total = count_stale(tables);
+		list_free(tables);
+		r.started_at = GetCurrentTimestamp();
+		if (SPI_execute(psprintf("DELETE FROM %s.%s", fc_rot_extension_schema(), STATE_TABLE),
+						false, 0) != SPI_OK_DELETE)
+			elog(ERROR, "could not reset re-encryption progress");
+		fc_rot_save_state(&r, "running");
+	}
+	else if (OidIsValid(r.relid) || r.tables_done > 0)
+		r.pass_clean = false;	/* part of this pass ran before the restart */
+	fc_rot_end_xact();
+
+	LWLockAcquire(fc_rotstate->lock, LW_EXCLUSIVE);
+	fc_rot_my_slot->rows_at_attach = r.rows_done;
+	fc_rot_my_slot->attached_at = GetCurrentTimestamp();
+	LWLockRelease(fc_rotstate->lock);
+	fc_rot_publish(&r, PHASE_REENCRYPTING);
+	r.throttle_base = GetCurrentTimestamp();
+
+	if (resumed)
+		ereport(LOG,
+				(errmsg("fieldcrypt: re-encryption of database \"%s\" from generation %u to %u resumed "
+						"in pass %d at table %d of %d, block %lld: %lld of %lld rows done",
+						dbname, r.from_gen, r.to_gen, r.pass, r.tables_done + 1, r.tables_total,
+						(long long) r.next_block, (long long) r.rows_done, (long long) r.rows_total)));
+	else
+		ereport(LOG,
+				(errmsg("fieldcrypt: re-encryption of database \"%s\" from generation %u to %u started: "
+						"%lld rows in %d tables",
+						dbname, r.from_gen, r.to_gen, (long long) r.rows_total, r.tables_total)));
+
+	for (;;)
+	{
+		r.blocked = false;
+		run_pass(&r);
+		if (r.blocked)
+		{
+			fc_rot_begin_xact();
+			fc_rot_save_state(&r, "blocked");
+			fc_rot_end_xact();
+			fc_rot_blocked = true;
+			fc_rot_blocked_gen = r.to_gen;
+			ereport(WARNING,
+					(errmsg("fieldcrypt: re-encryption of database \"%s\" to generation %u is blocked, "
+							"older generations are kept", dbname, r.to_gen),
+					 errdetail("The %s.", r.blocked_why),
+					 errhint("Such values cannot be re-encrypted in place. Rewrite them "
+							 "(or refresh the materialized view), then restart the server "
+							 "or change the key again.")));
+			return;
+		}
+		if (r.pass_clean && r.pass_reencrypted == 0)
+			break;
+		fc_rot_wait_older_transactions(&r);
+		r.pass++;
+		r.pass_clean = true;
+		r.pass_reencrypted = 0;
+		r.relid = InvalidOid;
+		r.next_block = 0;
+		r.tables_done = 0;
+		fc_rot_begin_xact();
+		fc_rot_save_state(&r, "running");
+		fc_rot_end_xact();
+		fc_rot_publish(&r, PHASE_REENCRYPTING);
+		r.throttle_base = GetCurrentTimestamp();
+		r.throttle_rows = 0;
+	}
+
+	fc_rot_test_pause(&r, true);
+	fc_rot_check_postponed();
+	destroy_old_generations(&r);
+}

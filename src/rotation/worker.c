@@ -1,0 +1,136 @@
+/*-------------------------------------------------------------------------
+ *
+ * worker.c
+ *	  Online re-encryption of a database after a key change: the main of a
+ *	  worker, then destruction of the old key generations.
+ *
+ *	  Processes.  A launcher (static background worker, no database, started
+ *	  once recovery has finished, so also after a promotion) looks every few
+ *	  seconds, and at once when a key change commits (keys/rotstate.c), for
+ *	  databases whose keys in shared memory hold more than one generation:
+ *	  such a database has values to re-encrypt.  The keyring is therefore the
+ *	  durable record of "work to do" and survives any crash; nothing else
+ *	  has to be persisted to find the work again.  For each one it starts a
+ *	  dynamic worker connected to that database, unless one runs already.
+ *	  A worker that fails is started again after a back-off (5 s doubling,
+ *	  at most 5 minutes).
+ *
+ *	  Algorithm of a worker (one database):
+ *	  1. Passes.  A pass visits every table with a column of an encrypted
+ *		 type (or a domain over one), in OID order, and rewrites it in
+ *		 batches of fieldcrypt.reencrypt_batch_pages heap pages:
+ *
+ *			UPDATE ONLY t SET c = fieldcrypt._reencrypt(c), ...
+ *			 WHERE ctid >= '(b,0)' AND ctid < '(b+n,0)'
+ *			   AND (fieldcrypt._stale(c) OR ...)
+ *
+ *		 Each batch is one transaction that also records where the pass is
+ *		 (table, next block, counters) in fieldcrypt.reencryption, so a
+ *		 crash at any point resumes at the last committed batch.  The worker
+ *		 runs in READ COMMITTED: when a concurrent transaction updated a row
+ *		 first, EvalPlanQual re-evaluates the WHERE clause on the newest row
+ *		 version, whose value is already under the new generation, so the
+ *		 worker never overwrites a newer value; a row whose other columns
+ *		 changed gets its own newest value re-encrypted.
+ *	  2. A pass that re-encrypted anything is followed by a wait for every
+ *		 transaction of this database that holds a snapshot (they may still
+ *		 copy old row versions elsewhere, e.g. INSERT ... SELECT), and by
+ *		 another pass.  A pass that started after such a wait (a check pass)
+ *		 first looks for a stale value in each table with one read-only
+ *		 statement and rewrites only tables where it finds one; a check pass
+ *		 that re-encrypted nothing ends the loop.
+ *	  3. The old generations are destroyed, under the cluster-wide key change
+ *		 lock: their metadata rows go, the keyring is rewritten without them
+ *		 (fc_db_stage: written, fsynced and WAL-logged) before the commit,
+ *		 and shared memory follows after it.
+ *
+ *	  _stale(v) is true when v is under a generation that is not current and
+ *	  that this database still holds; values under a generation it no longer
+ *	  has, and values that cannot be authenticated, are left as they are
+ *	  (they were unreadable before and stay so).  Values inside arrays or
+ *	  composite columns, and in materialized views, cannot be rewritten in
+ *	  place: the worker re-encrypts everything else, keeps the old
+ *	  generations and says why (the re-encryption is "blocked"; a later key
+ *	  change is allowed).  Temporary tables of other sessions are invisible
+ *	  to it.
+ *
+ *	  Foreground traffic: the worker sleeps between batches so that it
+ *	  rewrites at most fieldcrypt.reencrypt_rows_per_second rows per second,
+ *	  and it runs with session_replication_role = replica, so ordinary
+ *	  user triggers and rules do not fire for its updates (ENABLE ALWAYS
+ *	  ones still do).  Its statements hold no value, only OIDs and block
+ *	  numbers, so nothing it runs can log a secret.
+ *
+ *	  Shared memory: one slot per database (fieldcrypt.max_databases, in
+ *	  keys/rotstate.c); it tells the launcher whether a worker runs and feeds
+ *	  fieldcrypt.rotation_progress.
+ *
+ *	  Files: launcher.c, this file (the worker's main), run.c (what every
+ *	  pass uses), values.c (step 1-3 for column values), tables.c (the
+ *	  encrypted_heap tables after rotate_tde_key), progress.c (the view).
+ *
+ * src/rotation/worker.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/proc.h"
+#include "tcop/tcopprot.h"
+#include "utils/guc.h"
+
+#include "rotation/rotation.h"
+
+PGDLLEXPORT void fieldcrypt_reencrypt_worker_main(Datum arg);
+
+/* Main of a worker: re-encrypt the database given as argument. */
+void
+fieldcrypt_reencrypt_worker_main(Datum arg)
+{
+	Oid			dboid = DatumGetObjectId(arg);
+	FcRotSlot  *slot;
+
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+
+	LWLockAcquire(fc_rotstate->lock, LW_EXCLUSIVE);
+	slot = fc_rotstate_find_slot(dboid, false);
+	if (slot == NULL || slot->state != SLOT_STARTING)
+	{
+		LWLockRelease(fc_rotstate->lock);
+		proc_exit(0);			/* stopped before it started */
+	}
+	slot->state = SLOT_RUNNING;
+	slot->pid = MyProcPid;
+	slot->phase = PHASE_STARTING;
+	slot->tables_done = slot->tables_total = 0;
+	slot->rows_done = slot->rows_total = 0;
+	fc_rot_my_slot = slot;
+	LWLockRelease(fc_rotstate->lock);
+	before_shmem_exit(fc_rot_worker_exit, (Datum) 0);
+
+	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
+	SetConfigOption("session_replication_role", "replica", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("search_path", "pg_catalog", PGC_SUSET, PGC_S_OVERRIDE);
+	/* a batch lost in a crash is redone: its progress row commits with it */
+	SetConfigOption("synchronous_commit", "off", PGC_SUSET, PGC_S_OVERRIDE);
+	/* READ COMMITTED is what keeps concurrent writes (EvalPlanQual, see above) */
+	SetConfigOption("default_transaction_isolation", "read committed", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("default_transaction_read_only", "off", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("statement_timeout", "0", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("lock_timeout", "0", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("idle_in_transaction_session_timeout", "0", PGC_SUSET, PGC_S_OVERRIDE);
+	pgstat_report_appname("fieldcrypt re-encryption");
+
+	fc_reencrypt_values();
+	if (!fc_rot_blocked)
+		fc_reencrypt_tde_tables();
+	fc_rot_clean_exit = !fc_rot_tde_retry;
+	proc_exit(0);
+}
