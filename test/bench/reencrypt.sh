@@ -1,5 +1,5 @@
 # Section 4 of `make bench` (sourced by test/bench/run.sh, which provides the helpers):
-# re-encryption after a key change (src/reencrypt.c).
+# re-encryption after a key change (src/rotation/).
 #
 #   a. Throughput: FC_BENCH_REENC_ROWS (default FC_BENCH_ROWS) encrypted_text values of 32
 #      bytes. Baseline: a plain `UPDATE t SET secret = secret` of the same freshly loaded,

@@ -106,7 +106,7 @@ section3() {
 }
 
 # Section 5: online re-encryption of an encrypted_heap table after rotate_tde_key (the
-# worker of src/reencrypt.c, unthrottled) against VACUUM FULL of the same table (which
+# worker of src/rotation/, unthrottled) against VACUUM FULL of the same table (which
 # also rewrites every row under the current key), FC_BENCH_TDE_ROWS pgbench_accounts-like
 # rows (default 6,400,000: about 1 GB on disk). Times: rotate_tde_key until the old
 # generation is destroyed (log line), and VACUUM FULL measured by psql.
