@@ -349,3 +349,13 @@ SELECT fieldcrypt._activate_on_create();
 -- ---------------------------------------------------------------------------
 -- Changes of version 1.1 (each section has its twin in fieldcrypt--1.0--1.1.sql)
 -- ---------------------------------------------------------------------------
+
+-- ISSUE10-ROTATION: rotation_progress says why a run did not finish
+CREATE FUNCTION fieldcrypt._rotation_problem(datid oid) RETURNS text
+    LANGUAGE C STRICT VOLATILE PARALLEL RESTRICTED
+    AS 'MODULE_PATHNAME', 'fieldcrypt_rotation_problem';
+COMMENT ON FUNCTION fieldcrypt._rotation_problem(oid) IS
+    'internal: backs the column problem of the view fieldcrypt.rotation_progress';
+CREATE OR REPLACE VIEW fieldcrypt.rotation_progress AS
+    SELECT p.*, fieldcrypt._rotation_problem(p.datid) AS problem
+      FROM fieldcrypt._rotation_progress() p;

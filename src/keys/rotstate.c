@@ -121,8 +121,10 @@ fc_rotstate_wake(void)
 
 /*
  * ERROR 55P03 if this database still re-encrypts after an earlier key
- * change (called by set_data_encryption_key, change lock held).  A blocked
- * re-encryption does not refuse: it cannot finish by itself.
+ * change (called by set_data_encryption_key, change lock held), with a
+ * detail that says where it is.  A blocked re-encryption, or one that
+ * failed on a table (slot->problem), does not refuse: it cannot finish by
+ * itself, and nobody may stop key management by making a table fail.
  */
 void
 fc_rotstate_check_idle(const FcDbKeys *cur)
@@ -138,6 +140,8 @@ fc_rotstate_check_idle(const FcDbKeys *cur)
 	fc_rotstate_slot_copy(MyDatabaseId, &copy);
 	if (copy.state == SLOT_BLOCKED && copy.blocked_gen == cur->current_gen)
 		return;
+	if (copy.state == SLOT_HELD && copy.problem[0] != '\0' && copy.to_gen == cur->current_gen)
+		return;
 	if (copy.state != SLOT_RUNNING && !fc_reencrypt_enabled)
 		return;					/* postponed: old generations are kept */
 	if (copy.state == SLOT_RUNNING && copy.to_gen == cur->current_gen)
@@ -149,6 +153,15 @@ fc_rotstate_check_idle(const FcDbKeys *cur)
 						   copy.from_gen, copy.to_gen,
 						   (long long) copy.rows_done, (long long) copy.rows_total,
 						   copy.tables_done, copy.tables_total),
+				 errhint("Retry when fieldcrypt.rotation_progress shows no row for this database.")));
+	if (copy.state == SLOT_HELD && copy.to_gen == cur->current_gen)
+		ereport(ERROR,
+				(errcode(ERRCODE_LOCK_NOT_AVAILABLE),
+				 errmsg("a data encryption key change is already in progress"),
+				 errdetail("Re-encryption from generation %u to generation %u was interrupted after "
+						   "%lld of %lld rows and resumes shortly.",
+						   old, cur->current_gen,
+						   (long long) copy.rows_done, (long long) copy.rows_total),
 				 errhint("Retry when fieldcrypt.rotation_progress shows no row for this database.")));
 	ereport(ERROR,
 			(errcode(ERRCODE_LOCK_NOT_AVAILABLE),
@@ -170,6 +183,8 @@ fc_rotstate_check_tde_idle(const FcTdeKeys *tde)
 	if (tde->ngens <= 1)
 		return;
 	fc_rotstate_slot_copy(MyDatabaseId, &copy);
+	if (copy.state == SLOT_HELD && copy.problem[0] != '\0')
+		return;					/* a table fails: never block key management */
 	if (copy.state != SLOT_RUNNING && !fc_reencrypt_enabled)
 		return;
 	if (copy.state == SLOT_RUNNING && copy.to_gen == tde->current)

@@ -59,6 +59,7 @@ typedef struct FcRotSlot
 	int64		rows_at_attach; /* rows_done when this process attached */
 	TimestampTz started_at;		/* of the whole re-encryption */
 	TimestampTz attached_at;	/* of this process */
+	char		problem[192];	/* why the last run did not finish ("" if none) */
 } FcRotSlot;
 
 typedef struct FcRotState

@@ -15,6 +15,11 @@
  *	  idempotent and the last record replayed wins.  A server whose cluster
  *	  key differs keeps its previous keys and says so in the log.
  *
+ *	  A second record type carries a full image of a heap page whose
+ *	  encrypted values the re-encryption worker rewrote in place (same
+ *	  length, same logical value: see src/rotation/).  Replay restores the
+ *	  image under a cleanup lock.
+ *
  *	  The library must be loaded (shared_preload_libraries) wherever this
  *	  WAL is replayed: standbys, crash recovery, PITR.
  *
@@ -28,7 +33,9 @@
 #include "access/xlog_internal.h"
 #include "access/xloginsert.h"
 #include "access/xlogreader.h"
+#include "access/xlogutils.h"
 #include "lib/stringinfo.h"
+#include "storage/bufmgr.h"
 
 #include "keys/wal.h"
 
@@ -68,16 +75,40 @@ fc_wal_log_keyring(const uint8 *image, size_t len)
 	XLogFlush(lsn);
 }
 
-/* Replay: install the keyring image. */
+/*
+ * WAL-log the page of buf as a whole after an in-place rewrite (values
+ * re-encrypted where they are, same length).  The caller holds a cleanup
+ * lock on buf, is in a critical section and has marked the buffer dirty;
+ * it sets the page LSN to the result.  Replay restores the image under a
+ * cleanup lock too, so a hot standby reader never sees half of a value.
+ */
+XLogRecPtr
+fc_wal_log_page(Buffer buf)
+{
+	XLogBeginInsert();
+	XLogRegisterBuffer(0, buf, REGBUF_FORCE_IMAGE | REGBUF_STANDARD);
+	return XLogInsert(FC_RMGR_ID, XLOG_FC_PAGE);
+}
+
+/* Replay: install the keyring image, or restore a rewritten page. */
 static void
 fc_rm_redo(XLogReaderState *record)
 {
 	uint8		info = XLogRecGetInfo(record) & ~XLR_INFO_MASK;
 
-	if (info != XLOG_FC_KEYRING)
+	if (info == XLOG_FC_KEYRING)
+		redo_image((const uint8 *) XLogRecGetData(record),
+				   XLogRecGetDataLen(record));
+	else if (info == XLOG_FC_PAGE)
+	{
+		Buffer		buf;
+
+		if (XLogReadBufferForRedoExtended(record, 0, RBM_NORMAL, true, &buf) != BLK_RESTORED)
+			elog(PANIC, "fieldcrypt redo: page image missing from a page rewrite record");
+		UnlockReleaseBuffer(buf);
+	}
+	else
 		elog(PANIC, "fieldcrypt redo: unknown record type %u", info);
-	redo_image((const uint8 *) XLogRecGetData(record),
-						   XLogRecGetDataLen(record));
 }
 
 /* Describe a record for pg_waldump; never anything about keys. */
@@ -89,6 +120,8 @@ fc_rm_desc(StringInfo buf, XLogReaderState *record)
 	if (info == XLOG_FC_KEYRING)
 		appendStringInfo(buf, "sealed keyring image of %u bytes",
 						 (unsigned) XLogRecGetDataLen(record));
+	else if (info == XLOG_FC_PAGE)
+		appendStringInfoString(buf, "page re-encrypted in place");
 }
 
 static const char *
@@ -96,5 +129,7 @@ fc_rm_identify(uint8 info)
 {
 	if ((info & ~XLR_INFO_MASK) == XLOG_FC_KEYRING)
 		return "KEYRING";
+	if ((info & ~XLR_INFO_MASK) == XLOG_FC_PAGE)
+		return "PAGE";
 	return NULL;
 }

@@ -10,14 +10,19 @@
 #ifndef FIELDCRYPT_WAL_H
 #define FIELDCRYPT_WAL_H
 
+#include "access/xlogdefs.h"
+#include "storage/buf.h"
+
 #define FC_RMGR_ID			205
 #define FC_RMGR_NAME		"fieldcrypt"
 #define XLOG_FC_KEYRING		0x10	/* a whole sealed keyring image */
+#define XLOG_FC_PAGE		0x20	/* a page re-encrypted in place (full image) */
 
 /* Applies a keyring image replayed from WAL (fc_keystore_redo_image). */
 typedef void (*FcWalRedoImage) (const uint8 *image, size_t len);
 
 extern void fc_wal_init(FcWalRedoImage redo);
 extern void fc_wal_log_keyring(const uint8 *image, size_t len);
+extern XLogRecPtr fc_wal_log_page(Buffer buf);
 
 #endif

@@ -28,6 +28,7 @@
 #include "rotation/rotation.h"
 
 PG_FUNCTION_INFO_V1(fieldcrypt_rotation_progress);
+PG_FUNCTION_INFO_V1(fieldcrypt_rotation_problem);
 
 /*
  * fieldcrypt._rotation_progress(): one row per database whose old
@@ -79,6 +80,8 @@ fieldcrypt_rotation_progress(PG_FUNCTION_ARGS)
 			phase = fc_rot_phase_names[s.phase];
 		else if (s.state == SLOT_BLOCKED && s.blocked_gen == cur[i])
 			phase = "blocked";
+		else if (s.state == SLOT_HELD && s.problem[0] != '\0')
+			phase = "retrying";		/* counters of the last run, problem shown */
 		else if (!fc_reencrypt_enabled)
 		{
 			memset(&s, 0, sizeof(s));
@@ -123,4 +126,20 @@ fieldcrypt_rotation_progress(PG_FUNCTION_ARGS)
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 	return (Datum) 0;
+}
+
+/*
+ * fieldcrypt._rotation_problem(datid): why the last re-encryption run of
+ * the database did not finish (a table name and an SQLSTATE; the server log
+ * has the message), or NULL.
+ */
+Datum
+fieldcrypt_rotation_problem(PG_FUNCTION_ARGS)
+{
+	FcRotSlot	s;
+
+	fc_rotstate_slot_copy(PG_GETARG_OID(0), &s);
+	if (s.problem[0] == '\0')
+		PG_RETURN_NULL();
+	PG_RETURN_TEXT_P(cstring_to_text(s.problem));
 }

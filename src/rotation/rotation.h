@@ -11,6 +11,11 @@
 #ifndef FIELDCRYPT_ROTATION_H
 #define FIELDCRYPT_ROTATION_H
 
+#include "access/htup.h"
+#include "executor/tuptable.h"
+#include "storage/bufmgr.h"
+#include "utils/relcache.h"
+
 #include "keys/rotstate.h"
 #include "rotation/reencrypt.h"
 
@@ -35,8 +40,7 @@ typedef struct Run
 	TimestampTz started_at;
 	/* not persisted */
 	int64		batches;		/* of this process */
-	bool		blocked;
-	char		blocked_why[NAMEDATALEN * 3 + 64];
+	int32		failed;			/* tables that failed in this pass */
 	TimestampTz throttle_base;
 	int64		throttle_rows;
 } Run;
@@ -47,6 +51,7 @@ extern bool fc_rot_clean_exit;
 extern bool fc_rot_blocked;
 extern uint32 fc_rot_blocked_gen;
 extern bool fc_rot_tde_retry;
+extern bool fc_rot_failed;
 
 /* run.c: what every pass of the worker uses */
 extern int	fc_rot_db_generations(Oid dboid, uint32 *current, uint32 *highest_old, bool *ring_ok);
@@ -63,6 +68,26 @@ extern void fc_rot_end_xact(void);
 extern void fc_rot_save_state(const Run *r, const char *state);
 extern bool fc_rot_load_state(Run *r, char *state, Size statelen);
 extern void fc_rot_wait_older_transactions(Run *r);
+extern void fc_rot_table_failed(Run *r, Oid relid, MemoryContext cxt);
+extern void fc_rot_set_problem(const char *problem);
+
+/*
+ * inplace.c: how a stored tuple is rewritten.  FcRewriteTuple gets a private
+ * copy of the tuple's len bytes (tid for messages) and returns >0 if it
+ * rewrote (with write) or would rewrite it, 0 if there is nothing to do,
+ * -1 if it cannot be done in place.  FcBuildRow fills newslot's values from
+ * oldslot's (all attributes fetched), false if nothing changes.
+ */
+typedef int (*FcRewriteTuple) (Relation rel, HeapTupleHeader td, uint32 len,
+							   ItemPointer tid, bool write, void *arg);
+typedef bool (*FcBuildRow) (Relation rel, TupleTableSlot *oldslot,
+							TupleTableSlot *newslot, void *arg);
+
+extern int	fc_rewrite_block(Relation rel, BlockNumber blk, FcRewriteTuple fn,
+							 FcBuildRow build, void *arg, bool pinned_ok,
+							 BufferAccessStrategy strategy);
+extern int	fc_count_block(Relation rel, BlockNumber blk, FcRewriteTuple fn, void *arg,
+						   BufferAccessStrategy strategy);
 
 /* values.c: encrypted column values; tables.c: encrypted_heap tables */
 extern void fc_reencrypt_values(void);

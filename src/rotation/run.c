@@ -45,6 +45,7 @@ bool		fc_rot_clean_exit = false;
 bool		fc_rot_blocked = false;
 uint32		fc_rot_blocked_gen = 0;
 bool		fc_rot_tde_retry = false;	/* old TDE generations still in use at exit */
+bool		fc_rot_failed = false;	/* a table could not be re-encrypted */
 static char *ext_schema = NULL; /* quoted, in TopMemoryContext */
 
 /* The generations of dboid: current one and the highest older one. */
@@ -354,4 +355,55 @@ fc_rot_wait_older_transactions(Run *r)
 	for (int i = 0; i < n; i++)
 		VirtualXactLock(vxids[i], true);
 	CommitTransactionCommand();
+}
+
+/* Show problem (or "" for none) in this worker's slot: rotation_progress, 55P03. */
+void
+fc_rot_set_problem(const char *problem)
+{
+	LWLockAcquire(fc_rotstate->lock, LW_EXCLUSIVE);
+	strlcpy(fc_rot_my_slot->problem, problem, sizeof(fc_rot_my_slot->problem));
+	LWLockRelease(fc_rotstate->lock);
+}
+
+/*
+ * In the PG_CATCH of a table's batches: log the error with the table's name
+ * as a WARNING, abort the transaction, and note the failure in r and in the
+ * slot, so that the other tables go on and the run ends unfinished.
+ */
+void
+fc_rot_table_failed(Run *r, Oid relid, MemoryContext cxt)
+{
+	ErrorData  *edata;
+	char		name[NAMEDATALEN * 2 + 8] = "";
+	char		problem[192];
+
+	MemoryContextSwitchTo(cxt);
+	edata = CopyErrorData();
+	FlushErrorState();
+	AbortCurrentTransaction();
+
+	StartTransactionCommand();
+	{
+		char	   *rel = get_rel_name(relid);
+		char	   *nsp = rel ? get_namespace_name(get_rel_namespace(relid)) : NULL;
+
+		if (rel && nsp)
+			strlcpy(name, quote_qualified_identifier(nsp, rel), sizeof(name));
+		else
+			snprintf(name, sizeof(name), "with OID %u", relid);
+	}
+	CommitTransactionCommand();
+	MemoryContextSwitchTo(cxt);
+
+	r->failed++;
+	snprintf(problem, sizeof(problem), "table %s could not be re-encrypted (SQLSTATE %s)",
+			 name, unpack_sql_state(edata->sqlerrcode));
+	fc_rot_set_problem(problem);
+	ereport(WARNING,
+			(errmsg("fieldcrypt: could not re-encrypt table %s, older key generations are kept", name),
+			 errdetail("%s (SQLSTATE %s)", edata->message, unpack_sql_state(edata->sqlerrcode)),
+			 errhint("The other tables go on; the worker tries this one again after a back-off. "
+					 "fieldcrypt.rotation_progress shows the problem until it is solved.")));
+	FreeErrorData(edata);
 }

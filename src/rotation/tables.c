@@ -38,6 +38,7 @@
 
 #include "keys/keystore.h"
 #include "rotation/rotation.h"
+#include "tde/tam.h"
 #include "tde/tam_crypt.h"
 
 /* The encrypted_heap tables and materialized views of this database. */
@@ -64,39 +65,42 @@ list_tde_tables(void)
 	return result;
 }
 
-/* A column an UPDATE can assign to itself (quoted), or NULL. */
-static char *
-tde_update_column(Relation rel)
+/* FcRewriteTuple of the TDE pass: a row under an older generation, sealed anew in place. */
+static int
+reseal_row(Relation rel, HeapTupleHeader td, uint32 len, ItemPointer tid, bool write, void *arg)
 {
-	TupleDesc	desc = RelationGetDescr(rel);
-
-	for (int i = 0; i < desc->natts; i++)
-	{
-		Form_pg_attribute att = TupleDescAttr(desc, i);
-
-		if (!att->attisdropped && att->attgenerated == '\0' &&
-			att->attidentity != ATTRIBUTE_IDENTITY_ALWAYS)
-			return pstrdup(quote_identifier(NameStr(att->attname)));
-	}
-	return NULL;
+	return fc_tam_reseal(rel, td, len, tid, write, true, NULL, NULL);
 }
 
 /*
- * One batch of rows of relid; false at the end.  The first pass rewrites
- * every row of the batch (after a rotation nearly all are under an older
- * generation, and testing each costs more than rewriting the few that are
- * not); later passes only those under an older generation.
+ * FcBuildRow of the TDE pass: the same values; the access method seals the
+ * new version (and new blobs for its out-of-line values) under the current
+ * generation.
  */
 static bool
-run_tde_batch(Run *r, Oid relid, bool all_rows, BlockNumber stop)
+same_row(Relation rel, TupleTableSlot *oldslot, TupleTableSlot *newslot, void *arg)
+{
+	int			natts = RelationGetDescr(rel)->natts;
+
+	memcpy(newslot->tts_values, oldslot->tts_values, natts * sizeof(Datum));
+	memcpy(newslot->tts_isnull, oldslot->tts_isnull, natts * sizeof(bool));
+	return true;
+}
+
+/*
+ * One batch of blocks of relid; false at the end.  Blocks added to the
+ * table after the pass started (stop) hold only new versions, under the
+ * current generation already: never chase them.
+ */
+static bool
+run_tde_batch(Run *r, Oid relid, BlockNumber stop)
 {
 	Relation	rel;
 	BlockNumber nblocks;
 	int64		start = r->next_block;
 	int64		end;
-	char	   *col;
-	char	   *name;
-	uint64		rows;
+	int64		rows = 0;
+	BufferAccessStrategy strategy;
 
 	fc_rot_begin_xact();
 	rel = try_relation_open(relid, RowExclusiveLock);
@@ -105,52 +109,56 @@ run_tde_batch(Run *r, Oid relid, bool all_rows, BlockNumber stop)
 		fc_rot_end_xact();
 		return false;
 	}
-	/*
-	 * Rows updated by this pass move to new versions, often past the end the
-	 * table had when the pass started: never chase them (they are under the
-	 * current generation already).
-	 */
 	nblocks = Min(RelationGetNumberOfBlocks(rel), stop);
-	if (start >= nblocks)
+	if (start >= nblocks || !fc_is_encrypted_heap(rel))
 	{
 		relation_close(rel, NoLock);
 		fc_rot_end_xact();
 		return false;
 	}
-	name = quote_qualified_identifier(get_namespace_name(RelationGetNamespace(rel)),
-									  RelationGetRelationName(rel));
-	col = tde_update_column(rel);
-	if (rel->rd_rel->relkind != RELKIND_RELATION || col == NULL)
+	end = Min(start + fc_reencrypt_batch_pages, (int64) nblocks);
+	strategy = GetAccessStrategy(BAS_VACUUM);
+	for (int64 blk = start; blk < end; blk++)
 	{
-		relation_close(rel, NoLock);
-		if (SPI_execute(psprintf("SELECT %s.reencrypt_table(%u::pg_catalog.oid::pg_catalog.regclass)",
-								 fc_rot_extension_schema(), relid), false, 0) != SPI_OK_SELECT)
-			elog(ERROR, "could not rewrite an encrypted_heap table");
-		rows = 0;
-		end = nblocks;
+		int			k = fc_rewrite_block(rel, (BlockNumber) blk, reseal_row, same_row, NULL,
+										 r->pass > 1, strategy);
+
+		if (k > 0)
+			rows += k;
 	}
-	else
-	{
-		end = Min(start + fc_reencrypt_batch_pages, (int64) nblocks);
-		relation_close(rel, NoLock);	/* keep the lock until commit */
-		if (SPI_execute(psprintf("UPDATE ONLY %s SET %s = %s WHERE ctid >= '(" INT64_FORMAT ",0)'::pg_catalog.tid "
-								 "AND ctid < '(" INT64_FORMAT ",0)'::pg_catalog.tid%s",
-								 name, col, col, start, end,
-								 all_rows ? "" :
-								 psprintf(" AND %s._tde_tuple_generation(%u::pg_catalog.oid::pg_catalog.regclass, ctid) <> %u",
-										  fc_rot_extension_schema(), relid, r->to_gen)),
-						false, 0) != SPI_OK_UPDATE)
-			elog(ERROR, "could not re-encrypt a batch of an encrypted_heap table");
-		rows = SPI_processed;
-	}
+	FreeAccessStrategy(strategy);
+	relation_close(rel, NoLock);	/* keep the lock until commit */
 	r->rows_done += rows;
 	r->next_block = end;
 	r->batches++;
 	fc_rot_end_xact();
 
 	fc_rot_publish(r, PHASE_REENCRYPTING);
-	fc_rot_throttle(r, (int64) rows);
+	fc_rot_throttle(r, rows);
 	return true;
+}
+
+/* All batches of table r->relid up to block stop; a failure is logged and noted in r. */
+static void
+run_tde_table(Run *r, BlockNumber stop)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+
+	PG_TRY();
+	{
+		for (;;)
+		{
+			fc_rot_test_pause(r, false);
+			fc_rot_check_postponed();
+			if (!run_tde_batch(r, r->relid, stop))
+				break;
+		}
+	}
+	PG_CATCH();
+	{
+		fc_rot_table_failed(r, r->relid, cxt);
+	}
+	PG_END_TRY();
 }
 
 /* VACUUM one table from the worker (outside any transaction block). */
@@ -278,13 +286,7 @@ fc_reencrypt_tde_tables(void)
 					relation_close(rel, AccessShareLock);
 			}
 			fc_rot_end_xact();
-			for (;;)
-			{
-				fc_rot_test_pause(&r, false);
-				fc_rot_check_postponed();
-				if (!run_tde_batch(&r, r.relid, attempt == 0, stop))
-					break;
-			}
+			run_tde_table(&r, stop);
 			r.tables_done++;
 			fc_rot_publish(&r, PHASE_REENCRYPTING);
 		}

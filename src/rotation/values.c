@@ -27,10 +27,12 @@
 #include "utils/rel.h"
 
 #include "columns/enctypes.h"
+#include "columns/restamp.h"
 #include "keys/keyapi.h"
 #include "keys/keystore.h"
 #include "keys/policy.h"
 #include "rotation/rotation.h"
+#include "tde/tam.h"
 
 PG_FUNCTION_INFO_V1(fieldcrypt_reencrypt_text);
 PG_FUNCTION_INFO_V1(fieldcrypt_reencrypt_bytea);
@@ -87,64 +89,69 @@ fieldcrypt_reencrypt_stale(PG_FUNCTION_ARGS)
 	PG_RETURN_BOOL(value_is_stale(PG_GETARG_DATUM(0)));
 }
 
-/*
- * The encrypted columns of rel as a list of quoted names; notes in r why
- * the table cannot be fully re-encrypted in place (arrays, composites,
- * materialized views).
- */
-static List *
-encrypted_columns(Relation rel, Run *r)
+/* True if rel has a column whose values can hold an envelope (at any depth). */
+static bool
+may_hold_values(Relation rel)
 {
-	List	   *cols = NIL;
 	TupleDesc	td = RelationGetDescr(rel);
 
 	for (int i = 0; i < td->natts; i++)
 	{
 		Form_pg_attribute att = TupleDescAttr(td, i);
 
-		if (att->attisdropped)
-			continue;
-		if (fc_is_encrypted_type(att->atttypid))
-			cols = lappend(cols, pstrdup(quote_identifier(NameStr(att->attname))));
-		else if (fc_type_holds_encrypted(att->atttypid) && !r->blocked)
-		{
-			r->blocked = true;
-			snprintf(r->blocked_why, sizeof(r->blocked_why),
-					 "column \"%s\" of table \"%s\" holds encrypted values inside an array or composite type",
-					 NameStr(att->attname), RelationGetRelationName(rel));
-		}
+		if (!att->attisdropped && fc_type_holds_encrypted(att->atttypid))
+			return true;
 	}
-	if (cols != NIL && rel->rd_rel->relkind == RELKIND_MATVIEW)
-	{
-		if (!r->blocked)
-		{
-			r->blocked = true;
-			snprintf(r->blocked_why, sizeof(r->blocked_why),
-					 "materialized view \"%s\" holds encrypted values",
-					 RelationGetRelationName(rel));
-		}
-		return NIL;
-	}
-	return cols;
+	return false;
 }
 
-/* "_stale(a) OR _stale(b) ..." over cols. */
-static char *
-stale_condition(List *cols)
+/* FcTamPatch: the envelopes of a decrypted encrypted_heap row. */
+static int
+patch_plain(TupleDesc desc, HeapTupleHeader plain, bool write, void *arg)
 {
-	StringInfoData buf;
-	ListCell   *lc;
-
-	initStringInfo(&buf);
-	foreach(lc, cols)
-		appendStringInfo(&buf, "%s%s._stale(%s)", buf.len ? " OR " : "",
-						 fc_rot_extension_schema(), (char *) lfirst(lc));
-	return buf.data;
+	return fc_restamp_tuple(desc, plain, write);
 }
 
 /*
- * OIDs (ascending) of the tables that may hold encrypted values, in
- * TopMemoryContext (the caller frees the list); in a transaction.
+ * FcRewriteTuple of the column pass: the stale envelopes of a stored
+ * tuple, in place (inside the row's encryption for encrypted_heap).
+ */
+static int
+rewrite_values(Relation rel, HeapTupleHeader td, uint32 len, ItemPointer tid, bool write,
+			   void *arg)
+{
+	if (fc_is_encrypted_heap(rel))
+		return fc_tam_reseal(rel, td, len, tid, write, false, patch_plain, NULL);
+	return fc_restamp_tuple(RelationGetDescr(rel), td, write);
+}
+
+/* FcBuildRow of the column pass: the row with its stale envelopes re-encrypted. */
+static bool
+build_values(Relation rel, TupleTableSlot *oldslot, TupleTableSlot *newslot, void *arg)
+{
+	TupleDesc	desc = RelationGetDescr(rel);
+	bool		changed = false;
+
+	for (int i = 0; i < desc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+		bool		c = false;
+
+		newslot->tts_values[i] = oldslot->tts_values[i];
+		newslot->tts_isnull[i] = oldslot->tts_isnull[i];
+		if (oldslot->tts_isnull[i] || att->attisdropped || att->attlen != -1 ||
+			!fc_type_holds_encrypted(att->atttypid))
+			continue;
+		newslot->tts_values[i] = fc_restamp_datum(att->atttypid, oldslot->tts_values[i], &c);
+		changed |= c;
+	}
+	return changed;
+}
+
+/*
+ * OIDs (ascending) of the tables and materialized views that may hold
+ * encrypted values, in TopMemoryContext (the caller frees the list); in a
+ * transaction.
  */
 static List *
 list_tables(void)
@@ -167,9 +174,7 @@ list_tables(void)
 
 		if (rel)
 		{
-			Run			dummy = {0};
-
-			keep = encrypted_columns(rel, &dummy) != NIL || dummy.blocked;
+			keep = may_hold_values(rel);
 			relation_close(rel, AccessShareLock);
 		}
 		if (keep)
@@ -183,7 +188,31 @@ list_tables(void)
 	return result;
 }
 
-/* Number of rows holding a stale value in the tables; in a transaction. */
+/*
+ * Row versions holding a stale value in relid, looked at page by page
+ * (stop: after the first one found, or -1 for all); in a transaction.
+ */
+static int64
+count_table(Oid relid, int64 stop)
+{
+	Relation	rel = try_relation_open(relid, AccessShareLock);
+	BufferAccessStrategy strategy = GetAccessStrategy(BAS_BULKREAD);
+	int64		total = 0;
+
+	if (rel == NULL)
+		return 0;
+	for (BlockNumber blk = 0; blk < RelationGetNumberOfBlocks(rel); blk++)
+	{
+		total += fc_count_block(rel, blk, rewrite_values, NULL, strategy);
+		if (stop >= 0 && total > stop)
+			break;
+	}
+	relation_close(rel, AccessShareLock);
+	FreeAccessStrategy(strategy);
+	return total;
+}
+
+/* Row versions holding a stale value in the tables; in a transaction. */
 static int64
 count_stale(List *tables)
 {
@@ -191,31 +220,7 @@ count_stale(List *tables)
 	int64		total = 0;
 
 	foreach(lc, tables)
-	{
-		Relation	rel = try_relation_open(lfirst_oid(lc), AccessShareLock);
-		Run			dummy = {0};
-		List	   *cols;
-		char	   *sql;
-		bool		isnull;
-
-		if (rel == NULL)
-			continue;
-		cols = encrypted_columns(rel, &dummy);
-		if (cols == NIL)
-		{
-			relation_close(rel, AccessShareLock);
-			continue;
-		}
-		sql = psprintf("SELECT pg_catalog.count(*) FROM ONLY %s WHERE %s",
-					   quote_qualified_identifier(get_namespace_name(RelationGetNamespace(rel)),
-												  RelationGetRelationName(rel)),
-					   stale_condition(cols));
-		relation_close(rel, AccessShareLock);
-		if (SPI_execute(sql, true, 0) != SPI_OK_SELECT || SPI_processed != 1)
-			elog(ERROR, "could not count values to re-encrypt");
-		total += DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
-											 SPI_tuptable->tupdesc, 1, &isnull));
-	}
+		total += count_table(lfirst_oid(lc), -1);
 	return total;
 }
 
@@ -228,15 +233,11 @@ static bool
 run_batch(Run *r, Oid relid)
 {
 	Relation	rel;
-	List	   *cols;
 	BlockNumber nblocks;
 	int64		start = r->next_block;
 	int64		end;
-	int64		before = values_reencrypted;
-	char	   *sql;
-	StringInfoData set;
-	ListCell   *lc;
-	uint64		rows;
+	int64		rows = 0;
+	BufferAccessStrategy strategy;
 
 	fc_rot_begin_xact();
 	rel = try_relation_open(relid, RowExclusiveLock);
@@ -246,76 +247,84 @@ run_batch(Run *r, Oid relid)
 		return false;
 	}
 	nblocks = RelationGetNumberOfBlocks(rel);
-	cols = encrypted_columns(rel, r);
-	if (start >= nblocks || cols == NIL)
+	if (start >= nblocks || !may_hold_values(rel))
 	{
 		relation_close(rel, NoLock);
 		fc_rot_end_xact();
 		return false;
 	}
-	end = Min(start + fc_reencrypt_batch_pages, (int64) MaxBlockNumber);
-	initStringInfo(&set);
-	foreach(lc, cols)
-		appendStringInfo(&set, "%s%s = %s._reencrypt(%s)", set.len ? ", " : "",
-						 (char *) lfirst(lc), fc_rot_extension_schema(), (char *) lfirst(lc));
-	sql = psprintf("UPDATE ONLY %s SET %s WHERE ctid >= '(" INT64_FORMAT ",0)'::pg_catalog.tid "
-				   "AND ctid < '(" INT64_FORMAT ",0)'::pg_catalog.tid AND (%s)",
-				   quote_qualified_identifier(get_namespace_name(RelationGetNamespace(rel)),
-											  RelationGetRelationName(rel)),
-				   set.data, start, end, stale_condition(cols));
+	end = Min(start + fc_reencrypt_batch_pages, (int64) nblocks);
+	strategy = GetAccessStrategy(BAS_VACUUM);
+	for (int64 blk = start; blk < end; blk++)
+	{
+		int			k = fc_rewrite_block(rel, (BlockNumber) blk, rewrite_values, build_values,
+										 NULL, r->pass > 1, strategy);
+
+		if (k < 0)
+			r->pass_reencrypted++;	/* a pinned page: the pass is not clean */
+		else
+			rows += k;
+	}
+	FreeAccessStrategy(strategy);
 	relation_close(rel, NoLock);	/* keep the lock until commit */
 
-	if (SPI_execute(sql, false, 0) != SPI_OK_UPDATE)
-		elog(ERROR, "could not re-encrypt a batch");
-	rows = SPI_processed;
 	r->rows_done += rows;
-	r->pass_reencrypted += values_reencrypted - before;
+	r->pass_reencrypted += rows;
 	r->next_block = end;
 	r->batches++;
 	fc_rot_save_state(r, "running");
 	fc_rot_end_xact();
 
 	fc_rot_publish(r, PHASE_REENCRYPTING);
-	fc_rot_throttle(r, (int64) rows);
+	fc_rot_throttle(r, rows);
 	return true;
 }
 
 /*
  * A check pass (one that started after the wait) first looks for a stale
- * value in the whole table with one read-only statement, and rewrites the
- * table in batches only if it finds one.  Records the position.
+ * value in the whole table, and rewrites the table in batches only if it
+ * finds one.  Records the position.
  */
 static bool
 table_has_stale(Run *r, Oid relid)
 {
-	Relation	rel;
-	List	   *cols;
-	char	   *sql = NULL;
-	bool		found = false;
+	bool		found;
 
 	fc_rot_begin_xact();
-	rel = try_relation_open(relid, AccessShareLock);
-	if (rel != NULL)
-	{
-		cols = encrypted_columns(rel, r);
-		if (cols != NIL)
-			sql = psprintf("SELECT 1 FROM ONLY %s WHERE %s LIMIT 1",
-						   quote_qualified_identifier(get_namespace_name(RelationGetNamespace(rel)),
-													  RelationGetRelationName(rel)),
-						   stale_condition(cols));
-		relation_close(rel, NoLock);
-	}
-	if (sql != NULL)
-	{
-		if (SPI_execute(sql, true, 1) != SPI_OK_SELECT)
-			elog(ERROR, "could not check for values to re-encrypt");
-		found = SPI_processed > 0;
-	}
+	found = count_table(relid, 0) > 0;
 	r->relid = relid;
 	r->next_block = 0;
 	fc_rot_save_state(r, "running");
 	fc_rot_end_xact();
 	return found;
+}
+
+/*
+ * Rewrite one table in batches (a check pass looks first).  A table that
+ * fails is logged with its name and left for the next run; the other
+ * tables go on.
+ */
+static void
+run_table(Run *r, Oid relid)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+
+	PG_TRY();
+	{
+		if (!(r->pass_clean && r->next_block == 0 && !table_has_stale(r, relid)))
+			for (;;)
+			{
+				fc_rot_test_pause(r, false);
+				fc_rot_check_postponed();
+				if (!run_batch(r, relid))
+					break;
+			}
+	}
+	PG_CATCH();
+	{
+		fc_rot_table_failed(r, relid, cxt);
+	}
+	PG_END_TRY();
 }
 
 /* One pass over every table, from where r says; the tables in OID order. */
@@ -343,19 +352,7 @@ run_pass(Run *r)
 			r->next_block = 0;
 		}
 		fc_rot_check_postponed();
-		if (r->pass_clean && r->next_block == 0 && !table_has_stale(r, relid))
-		{
-			r->tables_done++;
-			fc_rot_publish(r, PHASE_REENCRYPTING);
-			continue;
-		}
-		for (;;)
-		{
-			fc_rot_test_pause(r, false);
-			fc_rot_check_postponed();
-			if (!run_batch(r, relid))
-				break;
-		}
+		run_table(r, relid);
 		r->tables_done++;
 		fc_rot_publish(r, PHASE_REENCRYPTING);
 	}
@@ -494,22 +491,11 @@ fc_reencrypt_values(void)
 
 	for (;;)
 	{
-		r.blocked = false;
 		run_pass(&r);
-		if (r.blocked)
+		if (r.failed > 0)
 		{
-			fc_rot_begin_xact();
-			fc_rot_save_state(&r, "blocked");
-			fc_rot_end_xact();
-			fc_rot_blocked = true;
-			fc_rot_blocked_gen = r.to_gen;
-			ereport(WARNING,
-					(errmsg("fieldcrypt: re-encryption of database \"%s\" to generation %u is blocked, "
-							"older generations are kept", dbname, r.to_gen),
-					 errdetail("The %s.", r.blocked_why),
-					 errhint("Such values cannot be re-encrypted in place. Rewrite them "
-							 "(or refresh the materialized view), then restart the server "
-							 "or change the key again.")));
+			/* older generations stay; the launcher starts a worker again later */
+			fc_rot_failed = true;
 			return;
 		}
 		if (r.pass_clean && r.pass_reencrypted == 0)

@@ -16,50 +16,49 @@
  *	  at most 5 minutes).
  *
  *	  Algorithm of a worker (one database):
- *	  1. Passes.  A pass visits every table with a column of an encrypted
- *		 type (or a domain over one), in OID order, and rewrites it in
- *		 batches of fieldcrypt.reencrypt_batch_pages heap pages:
- *
- *			UPDATE ONLY t SET c = fieldcrypt._reencrypt(c), ...
- *			 WHERE ctid >= '(b,0)' AND ctid < '(b+n,0)'
- *			   AND (fieldcrypt._stale(c) OR ...)
- *
+ *	  1. Passes.  A pass visits every table and materialized view with a
+ *		 column whose values can hold an envelope, in OID order, and
+ *		 rewrites its stale values in batches of
+ *		 fieldcrypt.reencrypt_batch_pages pages (inplace.c: in place on the
+ *		 page where it can, else by an update of the newest row version).
  *		 Each batch is one transaction that also records where the pass is
  *		 (table, next block, counters) in fieldcrypt.reencryption, so a
- *		 crash at any point resumes at the last committed batch.  The worker
- *		 runs in READ COMMITTED: when a concurrent transaction updated a row
- *		 first, EvalPlanQual re-evaluates the WHERE clause on the newest row
- *		 version, whose value is already under the new generation, so the
- *		 worker never overwrites a newer value; a row whose other columns
- *		 changed gets its own newest value re-encrypted.
+ *		 crash at any point resumes at the last committed batch; a page
+ *		 rewritten twice is rewritten the same way.  A row version a
+ *		 concurrent transaction changed after the batch read it is left to
+ *		 the next pass, never overwritten.
  *	  2. A pass that re-encrypted anything is followed by a wait for every
  *		 transaction of this database that holds a snapshot (they may still
  *		 copy old row versions elsewhere, e.g. INSERT ... SELECT), and by
  *		 another pass.  A pass that started after such a wait (a check pass)
- *		 first looks for a stale value in each table with one read-only
- *		 statement and rewrites only tables where it finds one; a check pass
- *		 that re-encrypted nothing ends the loop.
+ *		 first looks for a stale value in each table and rewrites only
+ *		 tables where it finds one; a check pass that re-encrypted nothing
+ *		 (and found no page pinned by another backend) ends the loop.
  *	  3. The old generations are destroyed, under the cluster-wide key change
  *		 lock: their metadata rows go, the keyring is rewritten without them
  *		 (fc_db_stage: written, fsynced and WAL-logged) before the commit,
  *		 and shared memory follows after it.
  *
- *	  _stale(v) is true when v is under a generation that is not current and
+ *	  A value is stale when it is under a generation that is not current and
  *	  that this database still holds; values under a generation it no longer
  *	  has, and values that cannot be authenticated, are left as they are
- *	  (they were unreadable before and stay so).  Values inside arrays or
- *	  composite columns, and in materialized views, cannot be rewritten in
- *	  place: the worker re-encrypts everything else, keeps the old
- *	  generations and says why (the re-encryption is "blocked"; a later key
- *	  change is allowed).  Temporary tables of other sessions are invisible
- *	  to it.
+ *	  (they were unreadable before and stay so).  Values inside arrays,
+ *	  composites and domains, at any depth, in tables and materialized
+ *	  views, are re-encrypted too (columns/restamp.c).  Temporary tables of
+ *	  other sessions are invisible to it.
+ *
+ *	  Whose code runs: none.  Rows are rewritten in place on their page, or
+ *	  updated at the table access method level without the executor
+ *	  (inplace.c): no trigger, rule, constraint, policy or default of any
+ *	  role fires; index expressions, when an update needs new index
+ *	  entries, run as the table's owner under SECURITY_RESTRICTED_OPERATION,
+ *	  as in VACUUM FULL.  A table that fails anyway (say, it is corrupt) is
+ *	  logged by name and shown in rotation_progress, the other tables go on,
+ *	  and the old generations are kept until a later run succeeds.
  *
  *	  Foreground traffic: the worker sleeps between batches so that it
- *	  rewrites at most fieldcrypt.reencrypt_rows_per_second rows per second,
- *	  and it runs with session_replication_role = replica, so ordinary
- *	  user triggers and rules do not fire for its updates (ENABLE ALWAYS
- *	  ones still do).  Its statements hold no value, only OIDs and block
- *	  numbers, so nothing it runs can log a secret.
+ *	  rewrites at most fieldcrypt.reencrypt_rows_per_second rows per second.
+ *	  It runs no statement on user tables and logs no value.
  *
  *	  Shared memory: one slot per database (fieldcrypt.max_databases, in
  *	  keys/rotstate.c); it tells the launcher whether a worker runs and feeds
@@ -111,6 +110,7 @@ fieldcrypt_reencrypt_worker_main(Datum arg)
 	slot->phase = PHASE_STARTING;
 	slot->tables_done = slot->tables_total = 0;
 	slot->rows_done = slot->rows_total = 0;
+	slot->problem[0] = '\0';
 	fc_rot_my_slot = slot;
 	LWLockRelease(fc_rotstate->lock);
 	before_shmem_exit(fc_rot_worker_exit, (Datum) 0);
@@ -131,6 +131,7 @@ fieldcrypt_reencrypt_worker_main(Datum arg)
 	fc_reencrypt_values();
 	if (!fc_rot_blocked)
 		fc_reencrypt_tde_tables();
-	fc_rot_clean_exit = !fc_rot_tde_retry;
+	/* not done: exit as a failed worker, so the launcher retries after a back-off */
+	fc_rot_clean_exit = !fc_rot_tde_retry && !fc_rot_failed;
 	proc_exit(0);
 }

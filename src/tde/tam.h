@@ -43,6 +43,9 @@ extern HeapTuple fc_tam_form(Relation rel, TupleTableSlot *slot, int options);
 extern HeapTuple fc_tam_form_values(Relation rel, Datum *values, bool *isnull,
 									int options);
 extern int	fc_tam_tuple_generation(HeapTuple stored);
+typedef int (*FcTamPatch) (TupleDesc desc, HeapTupleHeader plain, bool write, void *arg);
+extern int	fc_tam_reseal(Relation rel, HeapTupleHeader td, uint32 len, ItemPointer tid,
+						  bool write, bool reseal_old, FcTamPatch patch, void *arg);
 extern void fc_tam_delete_blobs(Relation rel, ItemPointer tid, bool own_new);
 extern void fc_tam_delete_blobs_of(Relation rel, HeapTuple stored, bool own_new);
 

@@ -684,6 +684,100 @@ fc_tam_store(Relation rel, HeapTuple stored, TupleTableSlot *slot)
 	slot->tts_tid = tid;
 }
 
+/*
+ * For the re-encryption worker: seal a stored tuple anew, in place (same
+ * length), under the current TDE generation.  td is a private copy of the
+ * tuple's len bytes (tid for messages); the caller writes it back on its
+ * page.  reseal_old: a tuple under an older generation needs it.  patch, if
+ * given, may rewrite the plaintext in place (a tuple of the same layout,
+ * hidden pointers excluded) and returns how many values it changed (or
+ * would, without write), -1 if it cannot.  Returns 1 if td was resealed
+ * (would be, without write), 0 if nothing is to be done, -1 if the row must
+ * be updated instead (out-of-line values: their blobs need sealing anew, or
+ * may hold what patch looks for).  ERROR (XX001) unless authentic.
+ */
+int
+fc_tam_reseal(Relation rel, HeapTupleHeader td, uint32 len, ItemPointer tid, bool write,
+			  bool reseal_old, FcTamPatch patch, void *arg)
+{
+	TupleDesc	desc = RelationGetDescr(rel);
+	HeapTupleData stored;
+	uint8		hidden[BITMAPLEN(MaxTupleAttributeNumber)];
+	bool		anyhidden;
+	HeapTuple	plain;
+	FcTdeCtx   *ctx;
+	bool		old_gen;
+	int			patched = 0;
+	uint32		hoff = td->t_hoff;
+	uint32		data_len;
+	uint8	   *trailer;
+	uint8		nonce[FC_NONCE_LEN] = {0};
+	uint64		counter;
+	Size		total;
+
+	stored.t_data = td;
+	stored.t_len = len;
+	stored.t_self = *tid;
+	stored.t_tableOid = RelationGetRelid(rel);
+	ctx = fc_tde_encrypt_ctx();
+	old_gen = fc_tam_tuple_generation(&stored) != (int) ctx->gen;
+	if (!(reseal_old && old_gen) && patch == NULL)
+		return 0;
+	plain = decrypt_raw(rel, desc, &stored, hidden, &anyhidden);
+	if (anyhidden)
+	{
+		explicit_bzero(plain->t_data, plain->t_len);
+		pfree(plain);
+		return -1;
+	}
+	if (patch)
+	{
+		patched = patch(desc, plain->t_data, write, arg);
+		if (patched < 0)
+		{
+			explicit_bzero(plain->t_data, plain->t_len);
+			pfree(plain);
+			return -1;
+		}
+	}
+	if (!(reseal_old && old_gen) && patched == 0)
+	{
+		explicit_bzero(plain->t_data, plain->t_len);
+		pfree(plain);
+		return 0;
+	}
+	if (!write)
+	{
+		explicit_bzero(plain->t_data, plain->t_len);
+		pfree(plain);
+		return 1;
+	}
+
+	/* the plaintext into td, a new trailer, one GCM message as in forming */
+	data_len = len - hoff - FC_TAM_TRAILER_FIXED;
+	memcpy((char *) td + hoff, (char *) plain->t_data + hoff, data_len);
+	explicit_bzero(plain->t_data, plain->t_len);
+	pfree(plain);
+	trailer = (uint8 *) td + hoff + data_len;
+	trailer[1] = (ctx->gen >> 8) & 0xff;
+	trailer[2] = ctx->gen & 0xff;
+	memcpy(trailer + 3, ctx->instance, FC_INSTANCE_ID_LEN);
+	counter = fc_next_nonce_counter();
+	for (int i = 0; i < 8; i++)
+		trailer[11 + i] = nonce[i] = (counter >> (56 - 8 * i)) & 0xff;
+	begin_aad(td, data_len, trailer, FC_TAM_TRAILER_FIXED - 16 - 8);
+	if (!walk_layout(desc, td, data_len))
+		corrupt(rel, &stored, "The tuple's layout does not match the table.");
+	total = move_ranges((char *) td + hoff, true);
+	if (!fc_gcm_seal(ctx->ctx, nonce, aad, aad_len, gather, total, gather, trailer + 19))
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("could not encrypt a tuple: %s", fc_crypto_last_error())));
+	(void) move_ranges((char *) td + hoff, false);
+	explicit_bzero(gather, total);
+	return 1;
+}
+
 /* The TDE key generation a stored tuple was written under (-1: unknown). */
 int
 fc_tam_tuple_generation(HeapTuple stored)

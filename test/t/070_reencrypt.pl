@@ -1,4 +1,4 @@
-# Re-encryption after a key change (src/reencrypt.c):
+# Re-encryption after a key change (src/rotation/):
 #   - set_data_encryption_key returns at once; a background worker re-encrypts 200,000
 #     values while concurrent writers update, insert and delete rows of the same table:
 #     no update is lost (every row's value still equals its plain mirror column) and the
@@ -10,8 +10,9 @@
 #   - the old generation is then destroyed: generations_kept = 1, one metadata row, and an
 #     envelope under the old generation can no longer be decrypted;
 #   - the worker's helper functions are not executable by PUBLIC;
-#   - values inside arrays block the destruction (warning, generations kept, the view says
-#     "blocked"), a later key change is allowed and finishes once they are gone.
+#   - values inside arrays, composites (nested) and domains, in a table and a materialized
+#     view, are re-encrypted too, and the old generation is destroyed; so is an empty table
+#     with such a column.
 use strict;
 use warnings;
 use Digest::MD5 qw(md5_hex);
@@ -178,30 +179,45 @@ sql_is($node, 'app', 'SELECT generation, generations_kept FROM fieldcrypt.key_st
 is($node->safe_psql('app', $MISMATCH), '0', 'second rotation: values equal mirrors');
 is($node->safe_psql('app', $SUM), $sum_before, 'second rotation: checksum unchanged');
 
-# --- values inside arrays block the destruction ---------------------------------------------
+# --- values inside arrays, composites and domains ------------------------------------------
 $node->safe_psql('postgres', 'CREATE DATABASE blk');
 $node->safe_psql('blk', <<'EOS');
 CREATE EXTENSION fieldcrypt;
-CREATE TABLE a (id int, pw fieldcrypt.encrypted_text, many fieldcrypt.encrypted_text[]);
-INSERT INTO a VALUES (1, 'blk-secret-1', NULL);
+CREATE DOMAIN secret AS fieldcrypt.encrypted_text;
+CREATE TYPE pair AS (label text, s fieldcrypt.encrypted_text, n int);
+CREATE TYPE nest AS (p pair, many fieldcrypt.encrypted_text[], d secret);
+CREATE TABLE a (id int, pw fieldcrypt.encrypted_text, many fieldcrypt.encrypted_text[],
+                p pair, deep nest[], d secret, ds secret[]);
+CREATE TABLE empty (many fieldcrypt.encrypted_text[]);
+INSERT INTO a SELECT g, 'blk-secret-' || g,
+       ARRAY['arr-' || g || '-a', NULL, 'arr-' || g || '-c'],
+       ROW('pair-' || g, 'pair-secret-' || g, g)::pair,
+       ARRAY[ROW(ROW('x', 'deep-' || g, 1)::pair, ARRAY['deep-arr-' || g], 'deep-d-' || g)::nest],
+       'dom-' || g, ARRAY['dom-arr-' || g]::secret[]
+  FROM generate_series(1, 300) g;
+CREATE MATERIALIZED VIEW mv AS SELECT id, pw, many FROM a;
 EOS
-$log_offset = -s $node->logfile;
+my $ALL = q{SELECT md5(string_agg(concat_ws('|', id, fieldcrypt.decrypt(pw),
+    (SELECT string_agg(coalesce(fieldcrypt.decrypt(x), '-'), ',') FROM unnest(many) x),
+    (p).label, fieldcrypt.decrypt((p).s), (p).n,
+    (SELECT string_agg(fieldcrypt.decrypt(((x).p).s) || fieldcrypt.decrypt((x).many[1]) || fieldcrypt.decrypt((x).d), ',') FROM unnest(deep) x),
+    fieldcrypt.decrypt(d), fieldcrypt.decrypt(ds[1])), ',' ORDER BY id)) FROM a};
+my $MV = q{SELECT md5(string_agg(id || fieldcrypt.decrypt(pw) || fieldcrypt.decrypt(many[3]), ',' ORDER BY id)) FROM mv};
+my $all_before = $node->safe_psql('blk', $ALL);
+my $mv_before = $node->safe_psql('blk', $MV);
+# once generation 1 is destroyed, a value left under it could not be decrypted: $ALL would fail
 sql_is($node, 'blk', "SELECT fieldcrypt.set_data_encryption_key('$K3')", '', 'blk: key change');
-$node->poll_query_until('blk',
-	"SELECT phase FROM fieldcrypt.rotation_progress WHERE database = 'blk'", 'blocked')
-  or die 'the re-encryption of blk did not block';
-like(log_since($node, $log_offset),
-	qr/WARNING:  fieldcrypt: re-encryption of database "blk" to generation 2 is blocked, older generations are kept\n[^\n]*DETAIL:  The column "many" of table "a" holds encrypted values inside an array or composite type\./,
-	'blk: the warning names the column');
-sql_is($node, 'blk', 'SELECT generations_kept FROM fieldcrypt.key_status', '2', 'blk: generation 1 is kept');
-sql_is($node, 'blk', 'SELECT fieldcrypt.decrypt(pw) FROM a', 'blk-secret-1', 'blk: the value decrypts');
-$node->safe_psql('blk', 'ALTER TABLE a DROP COLUMN many');
-sql_is($node, 'blk', "SELECT fieldcrypt.set_data_encryption_key('$K4')", '',
-	'blk: a blocked re-encryption does not refuse the next key change');
-$node->poll_query_until('blk', $PROGRESS, '0') or die 'the re-encryption of blk did not finish';
+$node->poll_query_until('blk', $PROGRESS, '0')
+  or die 'the re-encryption of blk did not finish';
+sql_is($node, 'blk', 'SELECT generation, generations_kept FROM fieldcrypt.key_status', '2|1',
+	'blk: arrays, composites, domains and a materialized view do not block: generation 1 is destroyed');
+is($node->safe_psql('blk', $ALL), $all_before, 'blk: every value at every depth decrypts as before');
+is($node->safe_psql('blk', $MV), $mv_before, 'blk: the materialized view decrypts as before');
+sql_is($node, 'blk', "SELECT fieldcrypt.set_data_encryption_key('$K4')", '', 'blk: a second key change');
+$node->poll_query_until('blk', $PROGRESS, '0') or die 'the second re-encryption of blk did not finish';
 sql_is($node, 'blk', 'SELECT generation, generations_kept FROM fieldcrypt.key_status', '3|1',
-	'blk: once the array column is gone, the old generations are destroyed');
-sql_is($node, 'blk', 'SELECT fieldcrypt.decrypt(pw) FROM a', 'blk-secret-1', 'blk: the value still decrypts');
+	'blk: and again');
+is($node->safe_psql('blk', $ALL), $all_before, 'blk: every value still decrypts');
 
 $node->stop;
 done_testing();
