@@ -284,7 +284,7 @@ update_rows(Relation rel, BlockNumber blk, OffsetNumber *offs, int n,
 			SetUserIdAndSecContext(rel->rd_rel->relowner,
 								   save_sec | SECURITY_RESTRICTED_OPERATION);
 			save_nestlevel = NewGUCNestLevel();
-			recheck = ExecInsertIndexTuples(rri, newslot, estate, true, false, NULL, NIL);
+			recheck = ExecInsertIndexTuples(rri, newslot, estate, false, false, NULL, NIL);
 			AtEOXact_GUC(false, save_nestlevel);
 			SetUserIdAndSecContext(save_userid, save_sec);
 			list_free(recheck);

@@ -1,0 +1,221 @@
+# The re-encryption worker runs nobody's code (issue 10, parts 1 and 2).
+#
+# mallory, a plain login with CREATE on schema mal and INSERT/UPDATE/SELECT on
+# app.mailbox, builds every kind of trap an ordinary role can build around tables
+# with encrypted columns and around encrypted_heap tables:
+#   - CHECK constraints, ENABLE ALWAYS triggers, rules and FORCEd row-level security
+#     policies whose functions steal every secret and make mallory a superuser when
+#     they run as a superuser (the privilege escalation of part 1);
+#   - CHECK constraints and ALWAYS triggers that raise an error for anybody but
+#     mallory, a policy that hides every row, and an empty table with an
+#     encrypted_text[] column (the denial of service of part 2).
+# Then an administrator changes the data encryption key and rotates the TDE key.
+# Expected: both re-encryptions finish, the old generations are destroyed, nothing
+# was stolen, mallory is no superuser, every value decrypts, and no trap fired.
+#
+# Last, a table the worker really cannot finish: an index expression that raises
+# for the worker, on rows whose stale values are out of line (they are updated,
+# not rewritten in place, and the update needs index entries, which are made as
+# the owner, restricted). The worker logs the table by name, rotation_progress
+# shows it (phase "retrying", column problem), the other tables are done, the next
+# key change is not refused, and once the owner fixes the index the old
+# generations go.
+use strict;
+use warnings;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use FcNode;
+use FcKeyTest;
+
+my ($K1, $K2, $K3) = ('Rotate-Key-2027!', 'Rotate-Key-2028!', 'Rotate-Key-2029!');
+my $PROGRESS = q{SELECT count(*) FROM fieldcrypt.rotation_progress WHERE database = current_database()};
+
+my $node = FcNode::new_node('attacker', reencrypt => 'on');
+$node->append_conf('postgresql.conf', "fieldcrypt.reencrypt_rows_per_second = 0\n");
+$node->start;
+
+$node->safe_psql('postgres', 'CREATE DATABASE app');
+$node->safe_psql('app', <<'EOS');
+CREATE EXTENSION fieldcrypt;
+CREATE ROLE mallory LOGIN;
+CREATE SCHEMA app;
+CREATE TABLE app.mailbox (id serial PRIMARY KEY, address text, password fieldcrypt.encrypted_text);
+INSERT INTO app.mailbox (address, password)
+  SELECT 'user' || g || '@contoso.example', 'mailbox-secret-' || g FROM generate_series(1, 50) g;
+GRANT USAGE ON SCHEMA app TO mallory;
+GRANT INSERT, UPDATE, SELECT ON app.mailbox TO mallory;
+GRANT USAGE ON SEQUENCE app.mailbox_id_seq TO mallory;
+CREATE SCHEMA mal;
+GRANT CREATE, USAGE ON SCHEMA mal TO mallory;
+EOS
+
+# --- mallory's traps ------------------------------------------------------------------------
+my $steal = q{
+  IF current_setting('is_superuser') = 'on' AND current_user <> 'mallory' THEN
+    INSERT INTO mal.loot SELECT current_user, fieldcrypt.decrypt(password) FROM app.mailbox;
+    EXECUTE 'ALTER ROLE mallory SUPERUSER';
+  END IF;
+  INSERT INTO mal.fired VALUES (TG_NAME_OR_CHECK, current_user);};
+my $mallory_sql = <<'EOS';
+SET ROLE mallory;
+CREATE TABLE mal.loot (who text, pw text);
+CREATE TABLE mal.fired (what text, who text);
+CREATE FUNCTION mal.chk(int) RETURNS bool LANGUAGE plpgsql AS $$
+BEGIN STEAL_CHECK RETURN true; END $$;
+CREATE FUNCTION mal.trg() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN STEAL_TRIGGER RETURN NEW; END $$;
+CREATE FUNCTION mal.pol() RETURNS bool LANGUAGE plpgsql AS $$
+BEGIN STEAL_POLICY RETURN true; END $$;
+CREATE FUNCTION mal.deny(int) RETURNS bool LANGUAGE plpgsql AS $$
+BEGIN
+  IF current_user <> 'mallory' OR current_setting('synchronous_commit') = 'off' THEN
+    RAISE EXCEPTION 'denied to %', current_user;
+  END IF;
+  RETURN true;
+END $$;
+CREATE FUNCTION mal.deny_trg() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN PERFORM mal.deny(0); RETURN NEW; END $$;
+
+-- escalation traps
+CREATE TABLE mal.trap (id int CHECK (mal.chk(id)), s fieldcrypt.encrypted_text);
+CREATE TABLE mal.trap_trg (id int, s fieldcrypt.encrypted_text);
+CREATE TRIGGER steal BEFORE UPDATE ON mal.trap_trg FOR EACH ROW EXECUTE FUNCTION mal.trg();
+ALTER TABLE mal.trap_trg ENABLE ALWAYS TRIGGER steal;
+CREATE TABLE mal.trap_rule (id int, s fieldcrypt.encrypted_text);
+CREATE RULE steal AS ON UPDATE TO mal.trap_rule DO ALSO
+  INSERT INTO mal.loot SELECT current_user, fieldcrypt.decrypt(password) FROM app.mailbox;
+CREATE TABLE mal.trap_rls (id int, s fieldcrypt.encrypted_text);
+CREATE TABLE mal.tde_trap (id int CHECK (mal.chk(id)), note text) USING encrypted_heap;
+CREATE TRIGGER steal BEFORE UPDATE ON mal.tde_trap FOR EACH ROW EXECUTE FUNCTION mal.trg();
+ALTER TABLE mal.tde_trap ENABLE ALWAYS TRIGGER steal;
+
+-- denial-of-service traps
+CREATE TABLE mal.dos_check (id int CHECK (mal.deny(id)), s fieldcrypt.encrypted_text);
+CREATE TABLE mal.dos_trg (id int, s fieldcrypt.encrypted_text);
+CREATE TRIGGER deny BEFORE UPDATE ON mal.dos_trg FOR EACH ROW EXECUTE FUNCTION mal.deny_trg();
+ALTER TABLE mal.dos_trg ENABLE ALWAYS TRIGGER deny;
+CREATE TABLE mal.dos_rls (id int, s fieldcrypt.encrypted_text);
+CREATE TABLE mal.empty_arr (a fieldcrypt.encrypted_text[]);
+CREATE TABLE mal.tde_dos (id int CHECK (mal.deny(id)), note text) USING encrypted_heap;
+CREATE TRIGGER deny BEFORE UPDATE ON mal.tde_dos FOR EACH ROW EXECUTE FUNCTION mal.deny_trg();
+ALTER TABLE mal.tde_dos ENABLE ALWAYS TRIGGER deny;
+
+INSERT INTO mal.trap SELECT g, 'trap-' || g FROM generate_series(1, 20) g;
+INSERT INTO mal.trap_trg SELECT g, 'trap-trg-' || g FROM generate_series(1, 20) g;
+INSERT INTO mal.trap_rule SELECT g, 'trap-rule-' || g FROM generate_series(1, 20) g;
+INSERT INTO mal.trap_rls SELECT g, 'trap-rls-' || g FROM generate_series(1, 20) g;
+INSERT INTO mal.tde_trap SELECT g, 'tde-trap-' || g FROM generate_series(1, 20) g;
+INSERT INTO mal.dos_check SELECT g, 'dos-check-' || g FROM generate_series(1, 20) g;
+INSERT INTO mal.dos_trg SELECT g, 'dos-trg-' || g FROM generate_series(1, 20) g;
+INSERT INTO mal.dos_rls SELECT g, 'dos-rls-' || g FROM generate_series(1, 20) g;
+INSERT INTO mal.tde_dos SELECT g, 'tde-dos-' || g FROM generate_series(1, 20) g;
+
+ALTER TABLE mal.trap_rls ENABLE ROW LEVEL SECURITY;
+ALTER TABLE mal.trap_rls FORCE ROW LEVEL SECURITY;
+CREATE POLICY steal ON mal.trap_rls USING (mal.pol()) WITH CHECK (mal.pol());
+ALTER TABLE mal.dos_rls ENABLE ROW LEVEL SECURITY;
+ALTER TABLE mal.dos_rls FORCE ROW LEVEL SECURITY;
+CREATE POLICY hide ON mal.dos_rls USING (false) WITH CHECK (false);
+TRUNCATE mal.fired;
+EOS
+for my $what ('CHECK', 'TRIGGER', 'POLICY')
+{
+	(my $code = $steal) =~ s/TG_NAME_OR_CHECK/'$what'/;
+	$mallory_sql =~ s/STEAL_$what/$code/;
+}
+$node->safe_psql('app', $mallory_sql);
+
+my $VALUES = q{SELECT md5(string_agg(v, ',' ORDER BY v)) FROM (
+  SELECT fieldcrypt.decrypt(password) AS v FROM app.mailbox
+  UNION ALL SELECT fieldcrypt.decrypt(s) FROM mal.trap
+  UNION ALL SELECT fieldcrypt.decrypt(s) FROM mal.trap_trg
+  UNION ALL SELECT fieldcrypt.decrypt(s) FROM mal.trap_rule
+  UNION ALL SELECT fieldcrypt.decrypt(s) FROM mal.trap_rls
+  UNION ALL SELECT fieldcrypt.decrypt(s) FROM mal.dos_check
+  UNION ALL SELECT fieldcrypt.decrypt(s) FROM mal.dos_trg
+  UNION ALL SELECT fieldcrypt.decrypt(s) FROM mal.dos_rls
+  UNION ALL SELECT note FROM mal.tde_trap
+  UNION ALL SELECT note FROM mal.tde_dos) x};
+my $values_before = $node->safe_psql('app', $VALUES);
+is($node->safe_psql('app', 'SELECT count(*) FROM mal.trap_rls'), '20',
+	'control: the superuser reads all rows of the FORCEd-policy table');
+
+# --- the key change -------------------------------------------------------------------------
+my $log_offset = -s $node->logfile;
+sql_is($node, 'app', "SELECT fieldcrypt.set_data_encryption_key('$K1')", '',
+	'administrator changes the data encryption key over TLS');
+$node->poll_query_until('app', $PROGRESS, '0')
+  or die 'the re-encryption did not finish: ' . $node->safe_psql('app', 'SELECT * FROM fieldcrypt.rotation_progress');
+sql_is($node, 'app', 'SELECT generation, generations_kept FROM fieldcrypt.key_status', '2|1',
+	'the re-encryption finished through every trap and destroyed generation 1');
+is($node->safe_psql('app', 'SELECT count(*) FROM mal.loot'), '0', 'nothing was stolen');
+is($node->safe_psql('app', q{SELECT rolsuper FROM pg_roles WHERE rolname = 'mallory'}), 'f',
+	'mallory is not a superuser');
+is($node->safe_psql('app', 'SELECT count(*) FROM mal.fired'), '0',
+	'no CHECK, trigger or policy function of mallory ran');
+is($node->safe_psql('app', $VALUES), $values_before, 'every value decrypts as before');
+unlike(log_since($node, $log_offset), qr/denied to|could not re-encrypt/,
+	'no trap raised an error in the worker');
+
+# --- the TDE key rotation ----------------------------------------------------------------------
+sql_is($node, 'app', 'SELECT fieldcrypt.rotate_tde_key()', '2', 'administrator rotates the TDE key');
+$node->poll_query_until('app', $PROGRESS, '0') or die 'the TDE re-encryption did not finish';
+is($node->safe_psql('app', q{SELECT string_agg(DISTINCT g::text, ',') FROM (
+      SELECT fieldcrypt._tde_tuple_generation('mal.tde_trap', ctid) g FROM mal.tde_trap
+      UNION ALL SELECT fieldcrypt._tde_tuple_generation('mal.tde_dos', ctid) FROM mal.tde_dos) x}),
+	'2', 'every row of the encrypted_heap traps is under TDE generation 2');
+is($node->safe_psql('app', q{SELECT count(*) FROM fieldcrypt.tde_key_status WHERE generation <> 2}), '0',
+	'TDE generation 1 was destroyed');
+is($node->safe_psql('app', 'SELECT count(*) FROM mal.loot'), '0', 'TDE: nothing was stolen');
+is($node->safe_psql('app', q{SELECT rolsuper FROM pg_roles WHERE rolname = 'mallory'}), 'f',
+	'TDE: mallory is not a superuser');
+is($node->safe_psql('app', 'SELECT count(*) FROM mal.fired'), '0', 'TDE: no trap function ran');
+is($node->safe_psql('app', $VALUES), $values_before, 'TDE: every value and row reads as before');
+
+# --- a table the worker cannot finish --------------------------------------------------------
+$node->safe_psql('app', <<'EOS');
+SET ROLE mallory;
+CREATE FUNCTION mal.ix(int) RETURNS int IMMUTABLE LANGUAGE plpgsql AS $$
+BEGIN
+  -- the worker commits asynchronously: that tells it from mallory's sessions
+  IF current_setting('synchronous_commit') = 'off' THEN
+    RAISE EXCEPTION 'index expression refuses the worker';
+  END IF;
+  RETURN $1;
+END $$;
+CREATE TABLE mal.big (id int, s fieldcrypt.encrypted_text) WITH (fillfactor = 100);
+ALTER TABLE mal.big ALTER COLUMN s SET STORAGE EXTERNAL;
+INSERT INTO mal.big SELECT g, repeat(md5(g::text), 100) FROM generate_series(1, 500) g;
+CREATE INDEX big_ix ON mal.big (mal.ix(id));
+EOS
+my $BIG = q{SELECT md5(string_agg(fieldcrypt.decrypt(s), ',' ORDER BY id)) FROM mal.big};
+my $big_before = $node->safe_psql('app', $BIG);
+$log_offset = -s $node->logfile;
+sql_is($node, 'app', "SELECT fieldcrypt.set_data_encryption_key('$K2')", '', 'key change to generation 3');
+$node->poll_query_until('app',
+	q{SELECT phase || ' ' || problem FROM fieldcrypt.rotation_progress},
+	'retrying table mal.big could not be re-encrypted (SQLSTATE P0001)')
+  or die 'rotation_progress did not show the failing table: '
+  . $node->safe_psql('app', 'SELECT * FROM fieldcrypt.rotation_progress');
+like(log_since($node, $log_offset),
+	qr/WARNING:  fieldcrypt: could not re-encrypt table mal\.big, older key generations are kept\n(?:.*\n)?.*DETAIL:  index expression refuses the worker \(SQLSTATE P0001\)/,
+	'the server log names the table and says why');
+is($node->safe_psql('app', q{SELECT count(*) FROM mal.fired}), '0', 'still no trap function ran');
+sql_is($node, 'app', 'SELECT generations_kept FROM fieldcrypt.key_status', '2',
+	'the generation the failing table still uses is kept');
+is($node->safe_psql('app', $VALUES), $values_before, 'the other tables were re-encrypted and decrypt');
+sql_is($node, 'app', "SELECT fieldcrypt.set_data_encryption_key('$K3')", '',
+	'a table that fails does not block the next key change');
+$node->poll_query_until('app',
+	q{SELECT to_generation || ' ' || phase FROM fieldcrypt.rotation_progress}, '4 retrying')
+  or die 'the worker did not retry for generation 4';
+$node->safe_psql('app', 'SET ROLE mallory; DROP INDEX mal.big_ix');
+$node->poll_query_until('app', $PROGRESS, '0')
+  or die 'the re-encryption did not finish once the index was gone';
+sql_is($node, 'app', 'SELECT generation, generations_kept FROM fieldcrypt.key_status', '4|1',
+	'once the owner fixed the table, the old generations are destroyed');
+is($node->safe_psql('app', $BIG), $big_before, 'the out-of-line values decrypt as before');
+is($node->safe_psql('app', $VALUES), $values_before, 'and every other value');
+
+$node->stop;
+done_testing();
