@@ -15,6 +15,12 @@
  *	  route to the same state; the ERROR rolls the statement back.
  *	  Renaming and dropping encrypted columns stay allowed.
  *
+ *	  Every name lookup here is one that cannot fail: a statement whose
+ *	  names PostgreSQL would refuse (another database, a schema without
+ *	  USAGE, a FROM item that is not a relation, too many dotted names) is
+ *	  not about an encrypted column, and PostgreSQL reports it itself, with
+ *	  the error it gives without fieldcrypt.
+ *
  * src/restrict.c
  *
  *-------------------------------------------------------------------------
@@ -32,6 +38,8 @@
 #include "catalog/pg_namespace.h"
 #include "catalog/pg_statistic_ext.h"
 #include "catalog/pg_type.h"
+#include "commands/dbcommands.h"
+#include "miscadmin.h"
 #include "nodes/makefuncs.h"
 #include "nodes/nodeFuncs.h"
 #include "optimizer/optimizer.h"
@@ -71,6 +79,85 @@ refuse_domain(const char *what)
 			 errdetail(DETAIL_RULE)));
 }
 
+/* Is catalog (a name's database part, or NULL) the current database? */
+static bool
+is_this_database(const char *catalog)
+{
+	return catalog == NULL || strcmp(catalog, get_database_name(MyDatabaseId)) == 0;
+}
+
+/* A schema by name if it exists and the user may use it, else InvalidOid. */
+static Oid
+lookup_namespace(const char *name)
+{
+	Oid			nsp = LookupNamespaceNoError(name);
+
+	if (!OidIsValid(nsp) ||
+		pg_namespace_aclcheck(nsp, GetUserId(), ACL_USAGE) != ACLCHECK_OK)
+		return InvalidOid;
+	return nsp;
+}
+
+/*
+ * The relation a RangeVar names, as RangeVarGetRelid(rv, NoLock, true) finds
+ * it, or InvalidOid where that would raise an error or node is not a RangeVar
+ * (a join, subquery, function... in a FROM list): never raises an error.
+ */
+Oid
+fc_lookup_relid(const Node *node)
+{
+	const RangeVar *rv = (const RangeVar *) node;
+	Oid			nsp;
+
+	if (node == NULL || !IsA(node, RangeVar) || rv->relname == NULL ||
+		!is_this_database(rv->catalogname))
+		return InvalidOid;
+	if (rv->relpersistence == RELPERSISTENCE_TEMP)
+	{
+		nsp = LookupNamespaceNoError("pg_temp");
+		if (rv->schemaname && lookup_namespace(rv->schemaname) != nsp)
+			return InvalidOid;
+	}
+	else if (rv->schemaname)
+		nsp = lookup_namespace(rv->schemaname);
+	else
+		return RelnameGetRelid(rv->relname);
+	return OidIsValid(nsp) ? get_relname_relid(rv->relname, nsp) : InvalidOid;
+}
+
+/*
+ * The type a TypeName names, as LookupTypeNameOid(NULL, tn, true) finds it
+ * (typmods aside), or InvalidOid where that would raise an error or notice.
+ */
+static Oid
+lookup_typid(const TypeName *tn)
+{
+	int			n;
+	Oid			typid;
+
+	if (tn == NULL || tn->pct_type)
+		return InvalidOid;
+	if (tn->names == NIL)
+		return tn->typeOid;
+	n = list_length(tn->names);
+	if (n == 1)
+		typid = TypenameGetTypidExtended(strVal(linitial(tn->names)), true);
+	else if (n == 2 || (n == 3 && is_this_database(strVal(linitial(tn->names)))))
+	{
+		Oid			nsp = lookup_namespace(strVal(list_nth(tn->names, n - 2)));
+
+		typid = !OidIsValid(nsp) ? InvalidOid :
+			GetSysCacheOid2(TYPENAMENSP, Anum_pg_type_oid,
+							PointerGetDatum(strVal(llast(tn->names))),
+							ObjectIdGetDatum(nsp));
+	}
+	else
+		return InvalidOid;
+	if (OidIsValid(typid) && tn->arrayBounds != NIL)
+		typid = get_array_type(typid);
+	return typid;
+}
+
 /* Names of the encrypted columns of a relation (NIL if none or no relation). */
 static List *
 encrypted_columns(Oid relid)
@@ -80,7 +167,9 @@ encrypted_columns(Oid relid)
 
 	if (!OidIsValid(relid))
 		return NIL;
-	rel = relation_open(relid, AccessShareLock);
+	rel = try_relation_open(relid, AccessShareLock);
+	if (rel == NULL)
+		return NIL;
 	for (int i = 0; i < RelationGetDescr(rel)->natts; i++)
 	{
 		Form_pg_attribute att = TupleDescAttr(RelationGetDescr(rel), i);
@@ -231,11 +320,8 @@ check_constraint(Constraint *c, const char *colname, List *names, const char *ta
 static bool
 typename_encrypted(TypeName *tn)
 {
-	Oid			typid;
+	Oid			typid = lookup_typid(tn);
 
-	if (tn == NULL)
-		return false;
-	typid = LookupTypeNameOid(NULL, tn, true);
 	return OidIsValid(typid) && fc_type_holds_encrypted(typid);
 }
 
@@ -264,9 +350,7 @@ check_create(CreateStmt *stmt)
 	ListCell   *lc;
 
 	foreach(lc, stmt->inhRelations)
-		names = list_concat(names,
-							encrypted_columns(RangeVarGetRelid(lfirst_node(RangeVar, lc),
-															   NoLock, true)));
+		names = list_concat(names, encrypted_columns(fc_lookup_relid(lfirst(lc))));
 	foreach(lc, stmt->tableElts)
 		if (IsA(lfirst(lc), ColumnDef))
 			check_column_def(lfirst(lc), &names, table);
@@ -281,7 +365,7 @@ check_create(CreateStmt *stmt)
 static void
 check_alter(AlterTableStmt *stmt)
 {
-	Oid			relid = RangeVarGetRelid(stmt->relation, NoLock, true);
+	Oid			relid = fc_lookup_relid((Node *) stmt->relation);
 	List	   *names = encrypted_columns(relid);
 	const char *table = stmt->relation->relname;
 	ListCell   *lc;
@@ -383,7 +467,7 @@ check_grant(GrantStmt *stmt)
 	if (stmt->targtype == ACL_TARGET_OBJECT)
 	{
 		foreach(lc, stmt->objects)
-			relids = lappend_oid(relids, RangeVarGetRelid(lfirst_node(RangeVar, lc), NoLock, true));
+			relids = lappend_oid(relids, fc_lookup_relid(lfirst(lc)));
 	}
 	else if (stmt->targtype == ACL_TARGET_ALL_IN_SCHEMA)
 	{
@@ -391,7 +475,7 @@ check_grant(GrantStmt *stmt)
 
 		foreach(sc, stmt->objects)
 		{
-			Oid			nsp = get_namespace_oid(strVal(lfirst(sc)), true);
+			Oid			nsp = lookup_namespace(strVal(lfirst(sc)));
 
 			if (OidIsValid(nsp))
 				relids = list_concat(relids, relations_in(nsp, "rpvmf"));
@@ -450,17 +534,17 @@ check_reindex(ReindexStmt *stmt)
 	{
 		case REINDEX_OBJECT_INDEX:
 			{
-				Oid			idx = RangeVarGetRelid(stmt->relation, NoLock, true);
+				Oid			idx = fc_lookup_relid((Node *) stmt->relation);
 
 				if (OidIsValid(idx))
 					check_relation(IndexGetRelation(idx, true));
 				return;
 			}
 		case REINDEX_OBJECT_TABLE:
-			check_relation(RangeVarGetRelid(stmt->relation, NoLock, true));
+			check_relation(fc_lookup_relid((Node *) stmt->relation));
 			return;
 		case REINDEX_OBJECT_SCHEMA:
-			nsp = get_namespace_oid(stmt->name, true);
+			nsp = lookup_namespace(stmt->name);
 			if (!OidIsValid(nsp))
 				return;
 			break;
@@ -480,7 +564,7 @@ fc_restrict_before(Node *parsetree)
 		case T_IndexStmt:
 			{
 				IndexStmt  *stmt = (IndexStmt *) parsetree;
-				Oid			relid = RangeVarGetRelid(stmt->relation, NoLock, true);
+				Oid			relid = fc_lookup_relid((Node *) stmt->relation);
 				List	   *names = encrypted_columns(relid);
 				List	   *refs;
 				const char *table = stmt->relation->relname;
@@ -520,24 +604,26 @@ fc_restrict_before(Node *parsetree)
 			break;
 		case T_CreateStatsStmt:
 			{
+				/*
+				 * The grammar accepts any FROM list; PostgreSQL refuses all
+				 * but a single relation name, which alone can be checked.
+				 */
 				CreateStatsStmt *stmt = (CreateStatsStmt *) parsetree;
-				ListCell   *lc;
+				List	   *names;
+				ListCell   *ec;
 
-				foreach(lc, stmt->relations)
+				if (list_length(stmt->relations) != 1)
+					break;
+				names = encrypted_columns(fc_lookup_relid(linitial(stmt->relations)));
+				foreach(ec, stmt->exprs)
 				{
-					RangeVar   *rv = lfirst_node(RangeVar, lc);
-					List	   *names = encrypted_columns(RangeVarGetRelid(rv, NoLock, true));
-					ListCell   *ec;
+					StatsElem  *se = lfirst_node(StatsElem, ec);
+					const char *col = se->name ? (name_in(se->name, names) ? se->name : NULL)
+						: raw_refers(se->expr, names);
 
-					foreach(ec, stmt->exprs)
-					{
-						StatsElem  *se = lfirst_node(StatsElem, ec);
-						const char *col = se->name ? (name_in(se->name, names) ? se->name : NULL)
-							: raw_refers(se->expr, names);
-
-						if (col)
-							refuse("used in extended statistics", col, rv->relname);
-					}
+					if (col)
+						refuse("used in extended statistics", col,
+							   linitial_node(RangeVar, stmt->relations)->relname);
 				}
 				break;
 			}
@@ -550,7 +636,7 @@ fc_restrict_before(Node *parsetree)
 		case T_AlterDomainStmt:
 			{
 				AlterDomainStmt *stmt = (AlterDomainStmt *) parsetree;
-				Oid			typid = LookupTypeNameOid(NULL, makeTypeNameFromNameList(stmt->typeName), true);
+				Oid			typid = lookup_typid(makeTypeNameFromNameList(stmt->typeName));
 
 				if (OidIsValid(typid) && fc_type_holds_encrypted(typid) &&
 					((stmt->subtype == 'T' && stmt->def != NULL) || stmt->subtype == 'C'))
@@ -680,22 +766,18 @@ fc_restrict_after(Node *parsetree)
 	switch (nodeTag(parsetree))
 	{
 		case T_IndexStmt:
-			check_relation(RangeVarGetRelid(((IndexStmt *) parsetree)->relation, NoLock, true));
+			check_relation(fc_lookup_relid((Node *) ((IndexStmt *) parsetree)->relation));
 			break;
 		case T_CreateStmt:
-			check_relation(RangeVarGetRelid(((CreateStmt *) parsetree)->relation, NoLock, true));
+			check_relation(fc_lookup_relid((Node *) ((CreateStmt *) parsetree)->relation));
 			break;
 		case T_AlterTableStmt:
-			check_relation(RangeVarGetRelid(((AlterTableStmt *) parsetree)->relation, NoLock, true));
+			check_relation(fc_lookup_relid((Node *) ((AlterTableStmt *) parsetree)->relation));
 			break;
 		case T_CreateStatsStmt:
-			{
-				ListCell   *lc;
-
-				foreach(lc, ((CreateStatsStmt *) parsetree)->relations)
-					check_relation(RangeVarGetRelid(lfirst_node(RangeVar, lc), NoLock, true));
-				break;
-			}
+			if (list_length(((CreateStatsStmt *) parsetree)->relations) == 1)
+				check_relation(fc_lookup_relid(linitial(((CreateStatsStmt *) parsetree)->relations)));
+			break;
 		default:
 			break;
 	}
