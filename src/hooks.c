@@ -217,8 +217,7 @@ fc_ProcessUtility(PlannedStmt *pstmt, const char *queryString,
 	if (utility_depth++ == 0)
 		fc_redact_copy_from(IsA(parsetree, CopyStmt) && ((CopyStmt *) parsetree)->is_from &&
 							((CopyStmt *) parsetree)->relation &&
-							fc_rel_has_encrypted(RangeVarGetRelid(((CopyStmt *) parsetree)->relation,
-																  NoLock, true)));
+							fc_rel_has_encrypted(fc_lookup_relid((Node *) ((CopyStmt *) parsetree)->relation)));
 	if (prev_ProcessUtility)
 		prev_ProcessUtility(pstmt, queryString, readOnlyTree, context,
 							params, queryEnv, dest, qc);

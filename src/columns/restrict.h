@@ -2,6 +2,7 @@
  *
  * restrict.h
  *	  Encrypted columns cannot be indexed, audited or customized.
+ *	  fc_lookup_relid: a RangeVar's relation, or InvalidOid; never an error.
  *
  * src/columns/restrict.h
  *
@@ -14,5 +15,6 @@
 
 extern void fc_restrict_before(Node *parsetree);
 extern void fc_restrict_after(Node *parsetree);
+extern Oid	fc_lookup_relid(const Node *node);
 
 #endif

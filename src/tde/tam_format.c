@@ -27,6 +27,10 @@
  *	  Memory: temporary data lives in a private context reset after each
  *	  call; results are allocated in the caller's context.
  *
+ *	  The file is longer than 800 lines because forming, decrypting and
+ *	  resealing in place (for the re-encryption worker) share the layout
+ *	  walk, the AAD and the gather buffers, which stay private to it.
+ *
  * src/tde/tam_format.c
  *
  *-------------------------------------------------------------------------
