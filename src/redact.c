@@ -174,7 +174,7 @@ static int	analyzed_upto = -1;
 static int	recent_count = 0;
 static char *recent[RECENT_MAX];
 static int	ext_state = -1;		/* extension installed here: -1 unknown, 0, 1 */
-static bool in_hook = false;
+static bool ring_live = false;	/* the ring holds a secret of this statement */
 static emit_log_hook_type prev_emit_log_hook = NULL;
 
 static char *redact_string(char *s);
@@ -218,6 +218,7 @@ remember(const char *s, size_t len)
 	ring->slot[i].len = len;
 	memcpy(ring->arena + ring->used, s, len);
 	ring->used += len;
+	ring_live = true;
 	ring->next = (i + 1) % RING_SLOTS;
 }
 
@@ -280,61 +281,6 @@ fc_register_secret(const char *s, size_t len)
 	remember_csv(sql, l1);
 	explicit_bzero(sql, l1);
 	pfree(sql);
-}
-
-/*
- * Remember the body of the string literal that starts at byte offset loc of
- * a statement text, exactly as written there ('...', E'...', U&'...' or
- * $tag$...$tag$), so that escaped spellings are hidden too.
- */
-void
-fc_register_literal_at(const char *src, size_t srclen, int loc)
-{
-	const char *p;
-	const char *start;
-	bool		backslash = false;
-
-	if (src == NULL || loc < 0 || (size_t) loc >= srclen)
-		return;
-	p = src + loc;
-	if (*p == 'E' || *p == 'e')
-	{
-		backslash = true;
-		p++;
-	}
-	else if ((p[0] == 'U' || p[0] == 'u') && p[1] == '&')
-		p += 2;
-	if (*p == '$')
-	{
-		const char *tagend = strchr(p + 1, '$');
-		const char *end;
-		char	   *tag;
-
-		if (tagend == NULL)
-			return;
-		tag = pnstrdup(p, tagend - p + 1);
-		start = tagend + 1;
-		end = strstr(start, tag);
-		if (end)
-			remember_csv(start, end - start);
-		pfree(tag);
-		return;
-	}
-	if (*p != '\'')
-		return;
-	start = ++p;
-	while (*p)
-	{
-		if (backslash && *p == '\\' && p[1])
-			p += 2;
-		else if (*p == '\'' && p[1] == '\'')
-			p += 2;
-		else if (*p == '\'')
-			break;
-		else
-			p++;
-	}
-	remember_csv(start, p - start);
 }
 
 static uint64
@@ -471,8 +417,9 @@ fc_redact_new_statement(const char *src)
 	for (int i = 0; i < recent_count; i++)
 		pfree(recent[i]);
 	recent_count = 0;
-	if (ring != NULL)
+	if (ring != NULL && ring_live)
 		explicit_bzero(ring, sizeof(SecretRing));
+	ring_live = false;
 }
 
 /*
@@ -738,7 +685,7 @@ fc_mask_text(const char *src)
 	if (src == NULL)
 		return NULL;
 	e = lookup_entry(src, false);
-	if (e == NULL && ring == NULL)
+	if (e == NULL && !ring_live)
 		return NULL;
 	return mask_literals(src, e, e && e->all);
 }
@@ -756,7 +703,7 @@ redact_parameters(char *detail)
 static bool
 holds_secret_n(const char *s, size_t n)
 {
-	if (s == NULL || ring == NULL)
+	if (s == NULL || !ring_live)
 		return false;
 	for (int i = 0; i < RING_SLOTS; i++)
 	{
@@ -1039,13 +986,12 @@ fc_emit_log_hook(ErrorData *edata)
 	bool		changed = false;
 	char	   *stmt;
 
-	if (!edata->output_to_server || in_hook)
+	if (!edata->output_to_server)
 	{
 		if (prev_emit_log_hook)
 			prev_emit_log_hook(edata);
 		return;
 	}
-	in_hook = true;
 	orig = *edata;
 	sensitive = fc_statement_is_sensitive(debug_query_string) || recent_count > 0;
 
@@ -1091,7 +1037,7 @@ fc_emit_log_hook(ErrorData *edata)
 	}
 	if (copy_into_encrypted)
 		edata->context = redact_copy_context(edata->context);
-	if (nknown > 0 || ring != NULL || (sensitive && !edata->output_to_client))
+	if (nknown > 0 || ring_live || (sensitive && !edata->output_to_client))
 	{
 		bool		quoted = sensitive && !edata->output_to_client;
 
@@ -1148,7 +1094,6 @@ fc_emit_log_hook(ErrorData *edata)
 		edata->context = orig.context;
 		edata->internalquery = orig.internalquery;
 	}
-	in_hook = false;
 	if (prev_emit_log_hook)
 		prev_emit_log_hook(edata);
 }

@@ -14,7 +14,6 @@
 #define FC_MIN_REDACT_LEN	6
 
 extern void fc_register_secret(const char *s, size_t len);
-extern void fc_register_literal_at(const char *src, size_t srclen, int loc);
 extern void fc_redact_activity(void);
 extern void fc_mark_sensitive_statement(const char *src);
 extern bool fc_statement_is_sensitive(const char *src);

@@ -129,6 +129,8 @@ like($log, qr/STATEMENT:  INSERT INTO app\.mailbox\(adress, password\) VALUES \(
 like($log, qr/STATEMENT:  INSERT INTO app\.mailbox\(id, address, password\) VALUES \(6, 'Mk120-Plain-Addr', \('\[redacted\]'::text\[\]\)\[\[redacted\]\]\), \(7, 'x', \(\[redacted\]\/\[redacted\]\)::text\)/,
 	'the failing write is logged with the literals that reach password masked');
 like($log, qr/CONTEXT:  parallel worker/, 'the division by zero did happen in a parallel worker');
+my @ctas = $log =~ /STATEMENT:  CREATE TABLE app\.ctas AS SELECT g, '\[redacted\]'::fieldcrypt\.encrypted_text AS pw/g;
+cmp_ok(scalar(@ctas), '>=', 2, 'the worker and the leader both logged the statement, masked');
 like($log, qr/ERROR:  0A000: encrypted column "password" of table "mailbox" cannot be indexed|ERROR:  encrypted column "password" of table "mailbox" cannot be indexed/,
 	'the server log names the column too');
 unlike($log, qr/encrypted column "\[redacted\]"/, 'no identifier is rewritten in the log');
