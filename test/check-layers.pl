@@ -55,7 +55,8 @@ for my $start (@c) {
 for my $c (@c) {
     open my $fh, '<', $c or die; my @l = <$fh>;
     next if @l <= 800;
-    my $head = join '', @l[0 .. 40];
+    my $head = '';
+    for (@l) { $head .= $_; last if m{^\s*\*/} }
     push @bad, "$c: " . scalar(@l) . " lines, and its header gives no reason" unless $head =~ /longer than 800 lines/i;
 }
 if ($verbose) {

@@ -24,6 +24,10 @@
  *	  is only encrypted during execution, after pgaudit has logged the
  *	  statement.  Only in databases where the extension is installed.
  *
+ *	  The file is (slightly) longer than 800 lines: the result-side nulling
+ *	  and the parse-side tracing of written constants share the walk over
+ *	  a value's type.
+ *
  * src/columns/writeonly.c
  *
  *-------------------------------------------------------------------------
@@ -42,10 +46,12 @@
 #include "nodes/nodeFuncs.h"
 #include "nodes/params.h"
 #include "parser/analyze.h"
+#include "parser/parse_coerce.h"
 #include "parser/parsetree.h"
 #include "parser/parse_relation.h"
 #include "tcop/pquery.h"
 #include "tcop/tcopprot.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
@@ -62,7 +68,8 @@ typedef enum ColAction
 	COL_KEEP = 0,
 	COL_NULL,					/* encrypted, or an array holding encrypted */
 	COL_SCRUB,					/* composite holding encrypted fields */
-	COL_RECORD					/* anonymous record: inspect each value */
+	COL_RECORD,					/* anonymous record: inspect each value */
+	COL_RECORD_ARRAY			/* array of anonymous records: each element */
 } ColAction;
 
 typedef struct NullingReceiver
@@ -79,9 +86,14 @@ static post_parse_analyze_hook_type prev_post_parse_analyze = NULL;
 static ExecutorStart_hook_type prev_ExecutorStart = NULL;
 static ExecutorRun_hook_type prev_ExecutorRun = NULL;
 
-static Datum scrub_composite(Datum value, int depth);
+static Datum scrub_value(ColAction action, Datum value, bool *isnull, int depth);
 
-/* Does one column of this type need work, and which? */
+/*
+ * Does a value of this declared type need work, and which?  Anonymous
+ * records (and arrays of them) are decided value by value, from the
+ * record's actual row type: only what is, or holds, an encrypted value is
+ * nulled; ROW(1, 2) passes unchanged.
+ */
 static ColAction
 action_for(Oid typid)
 {
@@ -89,11 +101,9 @@ action_for(Oid typid)
 
 	if (typid == RECORDOID)
 		return COL_RECORD;
-	if (typid < FirstGenbkiObjectId && typid != RECORDARRAYOID)
-		return COL_KEEP;
 	if (typid == RECORDARRAYOID)
-		return COL_NULL;		/* arrays of anonymous records: be safe */
-	if (!fc_type_holds_encrypted(typid))
+		return COL_RECORD_ARRAY;
+	if (typid < FirstGenbkiObjectId || !fc_type_holds_encrypted(typid))
 		return COL_KEEP;
 	base = getBaseType(typid);
 	if (get_typtype(base) == TYPTYPE_COMPOSITE)
@@ -101,47 +111,130 @@ action_for(Oid typid)
 	return COL_NULL;
 }
 
-/* Return a copy of a composite value whose encrypted fields are NULL. */
+/*
+ * A composite value with its encrypted fields NULL (recursively through
+ * nested records, arrays of records and composites), or the value itself
+ * when no field needs it.  The row type is the value's own: for an
+ * anonymous record, the blessed descriptor its typmod names.
+ */
 static Datum
 scrub_composite(Datum value, int depth)
 {
 	HeapTupleHeader th = DatumGetHeapTupleHeader(value);
 	Oid			typid = HeapTupleHeaderGetTypeId(th);
 	int32		typmod = HeapTupleHeaderGetTypMod(th);
-	TupleDesc	td = lookup_rowtype_tupdesc(typid, typmod);
+	TupleDesc	td;
+	ColAction  *action;
+	bool		any = false;
 	HeapTupleData tup;
-	Datum	   *values = palloc(sizeof(Datum) * td->natts);
-	bool	   *nulls = palloc(sizeof(bool) * td->natts);
+	Datum	   *values;
+	bool	   *nulls;
 	HeapTuple	result;
 
 	check_stack_depth();
+	if (typid != RECORDOID && !fc_type_holds_encrypted(typid))
+		return value;
+	td = lookup_rowtype_tupdesc(typid, typmod);
+	action = palloc0(sizeof(ColAction) * td->natts);
+	for (int i = 0; i < td->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(td, i);
+
+		if (!att->attisdropped)
+			action[i] = action_for(att->atttypid);
+		any |= action[i] != COL_KEEP;
+	}
+	if (!any)
+	{
+		ReleaseTupleDesc(td);
+		pfree(action);
+		return value;
+	}
+	values = palloc(sizeof(Datum) * td->natts);
+	nulls = palloc(sizeof(bool) * td->natts);
 	tup.t_len = HeapTupleHeaderGetDatumLength(th);
 	ItemPointerSetInvalid(&tup.t_self);
 	tup.t_tableOid = InvalidOid;
 	tup.t_data = th;
 	heap_deform_tuple(&tup, td, values, nulls);
+	any = false;
 	for (int i = 0; i < td->natts; i++)
 	{
-		Form_pg_attribute att = TupleDescAttr(td, i);
+		Datum		v;
 
-		if (nulls[i] || att->attisdropped)
+		if (nulls[i] || action[i] == COL_KEEP)
 			continue;
-		switch (action_for(att->atttypid))
-		{
-			case COL_KEEP:
-				break;
-			case COL_NULL:
-				nulls[i] = true;
-				break;
-			case COL_SCRUB:
-			case COL_RECORD:
-				values[i] = scrub_composite(values[i], depth + 1);
-				break;
-		}
+		v = scrub_value(action[i], values[i], &nulls[i], depth + 1);
+		any |= nulls[i] || v != values[i];
+		values[i] = v;
+	}
+	if (!any)
+	{
+		ReleaseTupleDesc(td);
+		return value;
 	}
 	result = heap_form_tuple(td, values, nulls);
 	ReleaseTupleDesc(td);
 	return HeapTupleGetDatum(result);
+}
+
+/*
+ * An array of records with each element scrubbed, or the array itself when
+ * no element needed it.
+ */
+static Datum
+scrub_record_array(Datum value, int depth)
+{
+	ArrayType  *arr = DatumGetArrayTypeP(value);
+	int16		elmlen;
+	bool		elmbyval;
+	char		elmalign;
+	Datum	   *elems;
+	bool	   *enulls;
+	int			n;
+	bool		any = false;
+	int			dims[MAXDIM];
+	int			lbs[MAXDIM];
+
+	get_typlenbyvalalign(ARR_ELEMTYPE(arr), &elmlen, &elmbyval, &elmalign);
+	deconstruct_array(arr, ARR_ELEMTYPE(arr), elmlen, elmbyval, elmalign,
+					  &elems, &enulls, &n);
+	for (int i = 0; i < n; i++)
+	{
+		Datum		v;
+
+		if (enulls[i])
+			continue;
+		v = scrub_composite(elems[i], depth + 1);
+		any |= v != elems[i];
+		elems[i] = v;
+	}
+	if (!any)
+		return value;
+	memcpy(dims, ARR_DIMS(arr), sizeof(int) * ARR_NDIM(arr));
+	memcpy(lbs, ARR_LBOUND(arr), sizeof(int) * ARR_NDIM(arr));
+	return PointerGetDatum(construct_md_array(elems, enulls, ARR_NDIM(arr), dims, lbs,
+											  ARR_ELEMTYPE(arr), elmlen, elmbyval, elmalign));
+}
+
+/* Apply one action to a non-null value; may set *isnull. */
+static Datum
+scrub_value(ColAction action, Datum value, bool *isnull, int depth)
+{
+	switch (action)
+	{
+		case COL_KEEP:
+			break;
+		case COL_NULL:
+			*isnull = true;
+			return (Datum) 0;
+		case COL_SCRUB:
+		case COL_RECORD:
+			return scrub_composite(value, depth);
+		case COL_RECORD_ARRAY:
+			return scrub_record_array(value, depth);
+	}
+	return value;
 }
 
 static void
@@ -174,27 +267,9 @@ nulling_receive(TupleTableSlot *slot, DestReceiver *self)
 		out->tts_isnull[i] = slot->tts_isnull[i];
 		if (out->tts_isnull[i])
 			continue;
-		switch (r->action[i])
-		{
-			case COL_KEEP:
-				break;
-			case COL_NULL:
-				out->tts_isnull[i] = true;
-				out->tts_values[i] = (Datum) 0;
-				break;
-			case COL_SCRUB:
-				out->tts_values[i] = scrub_composite(slot->tts_values[i], 0);
-				break;
-			case COL_RECORD:
-				{
-					HeapTupleHeader th = DatumGetHeapTupleHeader(slot->tts_values[i]);
-					Oid			t = HeapTupleHeaderGetTypeId(th);
-
-					if (t == RECORDOID || fc_type_holds_encrypted(t))
-						out->tts_values[i] = scrub_composite(slot->tts_values[i], 0);
-					break;
-				}
-		}
+		if (r->action[i] != COL_KEEP)
+			out->tts_values[i] = scrub_value(r->action[i], slot->tts_values[i],
+											 &out->tts_isnull[i], 0);
 	}
 	MemoryContextSwitchTo(old);
 	ExecStoreVirtualTuple(out);
@@ -317,13 +392,15 @@ typedef struct TraceContext
 {
 	Query	   *query;			/* the query whose range table Vars refer to */
 	int			depth;
+	bool		any_type;		/* every constant, not only string-like ones */
 } TraceContext;
 
 static void trace_target(Query *query, AttrNumber resno, int depth);
+static bool taint_consts_walker(Node *node, TraceContext *ctx);
 
-/* Statement text being analyzed, for the literals' spellings. */
+/* Statement text being analyzed, and the top-level text it lies in. */
 static const char *analyzed_text = NULL;
-static size_t analyzed_len = 0;
+static int	analyzed_offset = -1;	/* where analyzed_text lies in the top text */
 
 /* Remember the text form of a value as a secret. */
 static void
@@ -340,30 +417,41 @@ register_value(Oid type, Datum value)
 	pfree(str);
 }
 
-/* Remember the text of a non-null string constant as a secret. */
+/*
+ * A constant that may end up where a secret goes: its literal is masked in
+ * every copy of the statement text (by position, whatever its type), and
+ * its value, as text, is remembered for this statement.
+ */
 static void
-register_const(Const *c)
+taint_const(Const *c, bool any_type)
 {
-	if (c->constisnull)
+	char		category;
+	bool		preferred;
+
+	if (c->constisnull || c->location < 0)
 		return;
-	if (c->consttype == TEXTOID || c->consttype == VARCHAROID ||
-		c->consttype == BPCHAROID || c->consttype == BYTEAOID ||
-		c->consttype == UNKNOWNOID || c->consttype == NAMEOID)
-		fc_register_literal_at(analyzed_text, analyzed_len, c->location);
-	else
+	if (!any_type)
 	{
-		/* a literal already coerced to an encrypted type: its spelling only */
-		if (fc_is_encrypted_type(c->consttype))
-			fc_register_literal_at(analyzed_text, analyzed_len, c->location);
-		return;
+		/* arguments of a user function: numbers and the like stay visible */
+		get_type_category_preferred(getBaseType(c->consttype), &category, &preferred);
+		if (category == TYPCATEGORY_NUMERIC || category == TYPCATEGORY_BOOLEAN ||
+			category == TYPCATEGORY_DATETIME || category == TYPCATEGORY_TIMESPAN)
+			return;
 	}
-	register_value(c->consttype, c->constvalue);
+	fc_taint_literal(analyzed_text, c->location);
+	if (analyzed_offset >= 0)
+		fc_taint_literal_within(debug_query_string, analyzed_offset + c->location);
+	if (!fc_type_holds_encrypted(c->consttype) && c->consttype != UNKNOWNOID)
+		register_value(c->consttype, c->constvalue);
+	else if (c->consttype == UNKNOWNOID)
+		fc_register_secret(DatumGetCString(c->constvalue), strlen(DatumGetCString(c->constvalue)));
 }
 
 /*
  * Walk an expression that produces a value stored in an encrypted column,
- * following Vars into VALUES lists, subqueries and CTEs, and remember every
- * string constant it is made of.
+ * following Vars into VALUES lists, subqueries, CTEs, joins and functions
+ * in FROM, and taint every constant it is made of.  A subquery inside the
+ * expression is tainted whole.
  */
 static bool
 trace_walker(Node *node, TraceContext *ctx)
@@ -372,38 +460,66 @@ trace_walker(Node *node, TraceContext *ctx)
 		return false;
 	if (IsA(node, Const))
 	{
-		register_const((Const *) node);
+		taint_const((Const *) node, true);
 		return false;
 	}
-	if (IsA(node, Var) && ((Var *) node)->varlevelsup == 0 && ctx->depth < 8)
+	if (IsA(node, Query))
+		return query_tree_walker((Query *) node, taint_consts_walker, (void *) ctx, 0);
+	if (IsA(node, Var) && ((Var *) node)->varlevelsup == 0 && ctx->depth < 16)
 	{
 		Var		   *var = (Var *) node;
 		RangeTblEntry *rte;
+		ListCell   *lc;
 
-		if (var->varno < 1 || var->varno > list_length(ctx->query->rtable) ||
-			var->varattno <= 0)
+		if (var->varno < 1 || var->varno > list_length(ctx->query->rtable))
 			return false;
 		rte = rt_fetch(var->varno, ctx->query->rtable);
-		if (rte->rtekind == RTE_VALUES)
+		switch (rte->rtekind)
 		{
-			ListCell   *lc;
+			case RTE_VALUES:
+				if (var->varattno <= 0)
+					return expression_tree_walker((Node *) rte->values_lists, trace_walker, (void *) ctx);
+				foreach(lc, rte->values_lists)
+					trace_walker(list_nth(lfirst(lc), var->varattno - 1), ctx);
+				break;
+			case RTE_SUBQUERY:
+				if (var->varattno <= 0)
+					return query_tree_walker(rte->subquery, taint_consts_walker, (void *) ctx, 0);
+				trace_target(rte->subquery, var->varattno, ctx->depth + 1);
+				break;
+			case RTE_CTE:
+				foreach(lc, ctx->query->cteList)
+				{
+					CommonTableExpr *cte = lfirst_node(CommonTableExpr, lc);
 
-			foreach(lc, rte->values_lists)
-				trace_walker(list_nth(lfirst(lc), var->varattno - 1), ctx);
-		}
-		else if (rte->rtekind == RTE_SUBQUERY)
-			trace_target(rte->subquery, var->varattno, ctx->depth + 1);
-		else if (rte->rtekind == RTE_CTE && rte->ctelevelsup == 0)
-		{
-			ListCell   *lc;
+					if (rte->ctelevelsup != 0 || strcmp(cte->ctename, rte->ctename) != 0 ||
+						!IsA(cte->ctequery, Query))
+						continue;
+					if (var->varattno <= 0)
+						query_tree_walker((Query *) cte->ctequery, taint_consts_walker, (void *) ctx, 0);
+					else
+						trace_target((Query *) cte->ctequery, var->varattno, ctx->depth + 1);
+				}
+				break;
+			case RTE_JOIN:
+				if (var->varattno > 0 && var->varattno <= list_length(rte->joinaliasvars))
+				{
+					TraceContext sub = *ctx;
 
-			foreach(lc, ctx->query->cteList)
-			{
-				CommonTableExpr *cte = lfirst_node(CommonTableExpr, lc);
-
-				if (strcmp(cte->ctename, rte->ctename) == 0 && IsA(cte->ctequery, Query))
-					trace_target((Query *) cte->ctequery, var->varattno, ctx->depth + 1);
-			}
+					sub.depth++;
+					trace_walker(list_nth(rte->joinaliasvars, var->varattno - 1), &sub);
+				}
+				break;
+			case RTE_FUNCTION:
+				/* unnest(ARRAY['...']), json_each('...'): the arguments */
+				foreach(lc, rte->functions)
+					taint_consts_walker(lfirst_node(RangeTblFunction, lc)->funcexpr, ctx);
+				break;
+			case RTE_TABLEFUNC:
+				taint_consts_walker((Node *) rte->tablefunc, ctx);
+				break;
+			default:
+				break;
 		}
 		return false;
 	}
@@ -414,7 +530,7 @@ trace_walker(Node *node, TraceContext *ctx)
 static void
 trace_target(Query *query, AttrNumber resno, int depth)
 {
-	TraceContext ctx = {query, depth};
+	TraceContext ctx = {query, depth, true};
 	TargetEntry *tle;
 
 	if (query->setOperations)
@@ -426,7 +542,7 @@ trace_target(Query *query, AttrNumber resno, int depth)
 		{
 			RangeTblEntry *rte = lfirst_node(RangeTblEntry, lc);
 
-			if (rte->rtekind == RTE_SUBQUERY && depth < 8)
+			if (rte->rtekind == RTE_SUBQUERY && depth < 16)
 				trace_target(rte->subquery, resno, depth + 1);
 		}
 		return;
@@ -436,22 +552,64 @@ trace_target(Query *query, AttrNumber resno, int depth)
 		trace_walker((Node *) tle->expr, &ctx);
 }
 
-/* Remember the string constants written to encrypted columns of the target. */
+/* Taint every constant of an expression or query. */
+static bool
+taint_consts_walker(Node *node, TraceContext *ctx)
+{
+	if (node == NULL)
+		return false;
+	if (IsA(node, Const))
+	{
+		taint_const((Const *) node, ctx->any_type);
+		return false;
+	}
+	if (IsA(node, Query))
+		return query_tree_walker((Query *) node, taint_consts_walker, (void *) ctx, 0);
+	return expression_tree_walker(node, taint_consts_walker, (void *) ctx);
+}
+
+/* Taint every constant of a query (a MERGE; a statement that cannot be traced). */
 static void
-register_written_consts(Query *query, Oid relid)
+taint_all(Query *query)
+{
+	TraceContext ctx = {query, 0, true};
+
+	query_tree_walker(query, taint_consts_walker, (void *) &ctx, 0);
+}
+
+/* Taint the constants written to the columns of a relation that hold encrypted values. */
+static bool
+trace_written(Query *query, Oid relid)
 {
 	Relation	rel = RelationIdGetRelation(relid);
+	TupleDesc	td;
+	bool		found = false;
 	ListCell   *lc;
 
 	if (!RelationIsValid(rel))
-		return;
+		return false;
+	td = RelationGetDescr(rel);
+	for (int i = 0; i < td->natts && !found; i++)
+		found = !TupleDescAttr(td, i)->attisdropped &&
+			fc_type_holds_encrypted(TupleDescAttr(td, i)->atttypid);
+	if (!found)
+	{
+		RelationClose(rel);
+		return false;
+	}
+	if (query->commandType == CMD_MERGE)
+	{
+		RelationClose(rel);
+		taint_all(query);
+		return true;
+	}
 	foreach(lc, query->targetList)
 	{
 		TargetEntry *tle = lfirst_node(TargetEntry, lc);
 
-		if (tle->resjunk || tle->resno < 1 || tle->resno > RelationGetDescr(rel)->natts)
+		if (tle->resjunk || tle->resno < 1 || tle->resno > td->natts)
 			continue;
-		if (fc_is_encrypted_type(TupleDescAttr(RelationGetDescr(rel), tle->resno - 1)->atttypid))
+		if (fc_type_holds_encrypted(TupleDescAttr(td, tle->resno - 1)->atttypid))
 			trace_target(query, tle->resno, 0);
 	}
 	/* INSERT ... ON CONFLICT DO UPDATE SET col = ... */
@@ -460,36 +618,21 @@ register_written_consts(Query *query, Oid relid)
 		foreach(lc, query->onConflict->onConflictSet)
 		{
 			TargetEntry *tle = lfirst_node(TargetEntry, lc);
-			TraceContext ctx = {query, 0};
+			TraceContext ctx = {query, 0, true};
 
-			if (tle->resno >= 1 && tle->resno <= RelationGetDescr(rel)->natts &&
-				fc_is_encrypted_type(TupleDescAttr(RelationGetDescr(rel), tle->resno - 1)->atttypid))
+			if (tle->resno >= 1 && tle->resno <= td->natts &&
+				fc_type_holds_encrypted(TupleDescAttr(td, tle->resno - 1)->atttypid))
 				trace_walker((Node *) tle->expr, &ctx);
 		}
 	}
 	RelationClose(rel);
-}
-
-/* Remember every string constant of a query (a call that sets a key). */
-static bool
-register_consts_walker(Node *node, void *context)
-{
-	if (node == NULL)
-		return false;
-	if (IsA(node, Const))
-	{
-		register_const((Const *) node);
-		return false;
-	}
-	if (IsA(node, Query))
-		return query_tree_walker((Query *) node, register_consts_walker, context, 0);
-	return expression_tree_walker(node, register_consts_walker, context);
+	return true;
 }
 
 /*
  * Find calls whose string arguments may be secrets: every user-defined
  * volatile function (it may write its arguments into an encrypted column,
- * or set a key, before anything of ours sees them run), and remember those
+ * or set a key, before anything of ours sees them run), and taint those
  * arguments.  Returns true through *found if there was one.
  */
 static bool
@@ -500,8 +643,10 @@ user_call_walker(Node *node, bool *found)
 	if (IsA(node, FuncExpr) && ((FuncExpr *) node)->funcid >= FirstGenbkiObjectId &&
 		func_volatile(((FuncExpr *) node)->funcid) == PROVOLATILE_VOLATILE)
 	{
+		TraceContext ctx = {NULL, 0, false};
+
 		*found = true;
-		register_consts_walker((Node *) ((FuncExpr *) node)->args, NULL);
+		taint_consts_walker((Node *) ((FuncExpr *) node)->args, &ctx);
 	}
 	if (IsA(node, Query))
 		return query_tree_walker((Query *) node, user_call_walker, (void *) found, 0);
@@ -509,72 +654,136 @@ user_call_walker(Node *node, bool *found)
 }
 
 /*
- * post_parse_analyze hook.  A statement that writes to a table with
- * encrypted columns, or that sets a key, is sensitive: its string constants
- * are remembered as secrets (pgaudit logs the statement text before a text
- * value is cast and encrypted) and its bind parameters are hidden in logs.
+ * Does this analyzed statement write to a column that can hold an encrypted
+ * value (INSERT, UPDATE, MERGE, data-modifying WITH, CREATE TABLE AS,
+ * SELECT INTO, EXPLAIN ANALYZE of those) or call what may (a procedure,
+ * a user-defined volatile function, a DO block)?  Taints the constants that
+ * can get there on the way.
  */
-static void
-fc_post_parse_analyze(ParseState *pstate, Query *query, JumbleState *jstate)
+static bool
+analyze_sensitive(Query *query)
 {
-	Oid			target = InvalidOid;
-	bool		user_calls = false;
+	bool		sensitive = false;
+	ListCell   *lc;
 
-	if (prev_post_parse_analyze)
-		prev_post_parse_analyze(pstate, query, jstate);
-	if (pstate->p_sourcetext == NULL || !fc_enctypes_installed())
-		return;
-	analyzed_text = pstate->p_sourcetext;
-	analyzed_len = strlen(analyzed_text);
 	if (query->commandType == CMD_UTILITY)
 	{
-		/* CALL proc(...): arguments are analyzed into funcexpr */
-		if (IsA(query->utilityStmt, CallStmt))
-			user_call_walker((Node *) ((CallStmt *) query->utilityStmt)->funcexpr, &user_calls);
-		if (user_calls)
+		Node	   *u = query->utilityStmt;
+
+		if (IsA(u, DoStmt))
 		{
-			fc_mark_sensitive_statement(pstate->p_sourcetext);
-			if (pstate->p_sourcetext == debug_query_string)
-				fc_redact_activity();
+			/* its body is parsed later, after pgaudit logged it: all of it */
+			fc_mask_all_literals(analyzed_text);
+			return true;
 		}
-		return;
+		if (IsA(u, CallStmt))
+			user_call_walker((Node *) ((CallStmt *) u)->funcexpr, &sensitive);
+		else if (IsA(u, ExplainStmt) && IsA(((ExplainStmt *) u)->query, Query))
+			sensitive = analyze_sensitive((Query *) ((ExplainStmt *) u)->query);
+		else if (IsA(u, CreateTableAsStmt) && IsA(((CreateTableAsStmt *) u)->query, Query))
+		{
+			Query	   *q = (Query *) ((CreateTableAsStmt *) u)->query;
+
+			sensitive = analyze_sensitive(q);
+			foreach(lc, q->targetList)
+			{
+				TargetEntry *tle = lfirst_node(TargetEntry, lc);
+
+				if (!tle->resjunk && fc_type_holds_encrypted(exprType((Node *) tle->expr)))
+				{
+					sensitive = true;
+					trace_target(q, tle->resno, 0);
+				}
+			}
+		}
+		return sensitive;
 	}
 	if (query->resultRelation > 0 &&
 		(query->commandType == CMD_INSERT || query->commandType == CMD_UPDATE ||
 		 query->commandType == CMD_MERGE))
-		target = rt_fetch(query->resultRelation, query->rtable)->relid;
+		sensitive = trace_written(query, rt_fetch(query->resultRelation, query->rtable)->relid);
+	foreach(lc, query->cteList)
+	{
+		CommonTableExpr *cte = lfirst_node(CommonTableExpr, lc);
 
-	if (OidIsValid(target) && fc_rel_has_encrypted(target))
+		if (IsA(cte->ctequery, Query) && ((Query *) cte->ctequery)->commandType != CMD_SELECT)
+			sensitive |= analyze_sensitive((Query *) cte->ctequery);
+	}
+	if (!sensitive)
+		query_tree_walker(query, user_call_walker, &sensitive, 0);
+	return sensitive;
+}
+
+/*
+ * post_parse_analyze hook.  A statement that writes to a column that can
+ * hold an encrypted value, or that may set a key, is sensitive: the
+ * literals that can get there are masked in every copy of its text that
+ * reaches a log or pg_stat_activity (redact.c), and its bind parameters are
+ * hidden in logs.
+ */
+static void
+fc_post_parse_analyze(ParseState *pstate, Query *query, JumbleState *jstate)
+{
+	bool		installed;
+	bool		top;
+	int			upto;
+
+	if (prev_post_parse_analyze)
+		prev_post_parse_analyze(pstate, query, jstate);
+	if (pstate->p_sourcetext == NULL)
+		return;
+	top = pstate->p_sourcetext == debug_query_string;
+	if (top)
+		fc_redact_new_statement(pstate->p_sourcetext);
+	installed = fc_enctypes_installed();
+	upto = query->stmt_len > 0 ? query->stmt_location + query->stmt_len :
+		(int) strlen(pstate->p_sourcetext);
+	if (!installed)
+	{
+		fc_note_analyzed(pstate->p_sourcetext, upto, 0);
+		return;
+	}
+	analyzed_text = pstate->p_sourcetext;
+	analyzed_offset = -1;
+	if (!top && debug_query_string != NULL)
+	{
+		/* a statement of a DO body or of EXECUTE '...' inside the top text */
+		const char *at = strstr(debug_query_string, analyzed_text);
+
+		if (at)
+			analyzed_offset = at - debug_query_string;
+	}
+	if (analyze_sensitive(query))
 	{
 		fc_mark_sensitive_statement(pstate->p_sourcetext);
-		if (query->commandType == CMD_MERGE)
-			query_tree_walker(query, register_consts_walker, NULL, 0);
-		else
-			register_written_consts(query, target);
+		if (top)
+			fc_redact_activity();
 	}
-	else
-	{
-		query_tree_walker(query, user_call_walker, &user_calls, 0);
-		if (!user_calls)
-			return;
-		fc_mark_sensitive_statement(pstate->p_sourcetext);
-	}
-	if (pstate->p_sourcetext == debug_query_string)
-		fc_redact_activity();
+	analyzed_text = NULL;
+	fc_note_analyzed(pstate->p_sourcetext, upto, 1);
 }
 
 /*
  * ExecutorStart hook: before anything logs a sensitive statement with its
- * parameters (pgaudit, at permission checks), remember their values.
+ * parameters (pgaudit, at permission checks), remember their values; and
+ * run it with its text masked, which is what pgaudit, auto_explain and
+ * parallel workers (their log lines and pg_stat_activity) then see.
  */
 static void
 fc_ExecutorStart(QueryDesc *qd, int eflags)
 {
 	ParamListInfo params = qd->params;
+	bool		sensitive = fc_statement_is_sensitive(qd->sourceText);
+	char	   *masked;
 
-	if (qd->sourceText == debug_query_string && fc_statement_is_sensitive(qd->sourceText))
-		fc_redact_activity();	/* Bind and Execute report the text again */
-	if (params && params->numParams > 0 && fc_statement_is_sensitive(qd->sourceText))
+	if (qd->sourceText == debug_query_string)
+	{
+		fc_redact_new_statement(qd->sourceText);
+		fc_note_analyzed(qd->sourceText, strlen(qd->sourceText), -1);
+		if (sensitive)
+			fc_redact_activity();	/* Bind and Execute report the text again */
+	}
+	if (params && params->numParams > 0 && sensitive)
 	{
 		for (int i = 0; i < params->numParams; i++)
 		{
@@ -589,6 +798,9 @@ fc_ExecutorStart(QueryDesc *qd, int eflags)
 			register_value(p->ptype, p->value);
 		}
 	}
+	masked = sensitive ? fc_mask_text(qd->sourceText) : NULL;
+	if (masked)
+		qd->sourceText = masked;
 	if (prev_ExecutorStart)
 		prev_ExecutorStart(qd, eflags);
 	else

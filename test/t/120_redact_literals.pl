@@ -1,0 +1,146 @@
+# Literal masking (issue 10, part 5): in a statement that writes to an
+# encrypted column, no constant that can reach it appears in the server log
+# (STATEMENT lines, log_min_duration_statement, pgaudit SESSION lines,
+# auto_explain's Query Text and Output), in a parallel worker's lines, or in
+# pg_stat_activity read by a pg_read_all_stats role, whatever its type or the
+# expression around it.  A statement failing in parse analysis is logged with
+# every literal masked.  The client always gets PostgreSQL's own message: a
+# rejected passphrase never rewrites a later message, and an error CONTEXT
+# quoting a plaintext reaches the client as it is while its log copy is masked.
+#
+# Not covered (README): log_statement, which writes the text as it arrives.
+use strict;
+use warnings;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use Time::HiRes qw(usleep);
+use FcNode;
+use FcKeyTest;
+
+my $node = FcNode::new_node('redact_literals', preload => 'pgaudit,fieldcrypt');
+$node->append_conf('postgresql.conf', <<'EOC');
+log_statement = none
+log_min_duration_statement = 0
+log_min_error_statement = error
+pgaudit.log = 'all'
+pgaudit.log_parameter = on
+session_preload_libraries = 'auto_explain'
+auto_explain.log_min_duration = 0
+auto_explain.log_analyze = on
+auto_explain.log_verbose = on
+auto_explain.log_nested_statements = on
+EOC
+$node->start;
+$node->safe_psql('postgres', 'CREATE DATABASE s');
+$node->safe_psql('s', <<'EOS');
+CREATE EXTENSION pgaudit;
+CREATE EXTENSION fieldcrypt;
+CREATE SCHEMA app;
+CREATE TABLE app.mailbox (id int PRIMARY KEY, address text, password fieldcrypt.encrypted_text);
+CREATE ROLE stats_reader LOGIN IN ROLE pg_read_all_stats;
+EOS
+
+my @markers;
+sub run_ok
+{
+	my ($sql, $name) = @_;
+	my ($rc, $out, $err) = FcNode::psql_tls($node, 's', $sql);
+	is($rc, 0, $name) or diag($err);
+	return;
+}
+
+# --- the writes of the issue, each with its own marker --------------------------------
+push @markers, qw(Mk120-Arr-A Mk120-Json-J Mk120-Unnest-U Mk120-Upd-V Mk120-Typo-T Mk120-Fail-F
+  Mk120-Cte-C Mk120-Num-1234567);
+run_ok(q{INSERT INTO app.mailbox(id, address, password) VALUES (1, NULL, ('{Mk120-Arr-A}'::text[])[1])},
+	'INSERT of an array element');
+run_ok(q{INSERT INTO app.mailbox(id, address, password) VALUES (2, NULL, '{"p":"Mk120-Json-J"}'::jsonb->>'p')},
+	'INSERT of a jsonb field');
+run_ok(q{INSERT INTO app.mailbox(id, address, password) SELECT 3, NULL, x FROM unnest(ARRAY['Mk120-Unnest-U']) x},
+	'INSERT ... SELECT from unnest');
+run_ok(q{UPDATE app.mailbox SET password = ('{Mk120-Upd-V}'::text[])[1] WHERE id = 1}, 'UPDATE of an array element');
+run_ok(q{WITH c(v) AS (SELECT 'Mk120-Cte' || '-C') INSERT INTO app.mailbox(id, password) SELECT 4, v FROM c},
+	'INSERT from a CTE');
+run_ok(q{INSERT INTO app.mailbox(id, password) VALUES (5, 1234567::text || '')}, 'INSERT of a number');
+sql_fails($node, 's', q{INSERT INTO app.mailbox(adress, password) VALUES ('a', 'Mk120-Typo-T')},
+	'42703', 'column "adress" of relation "mailbox" does not exist', 'a misspelt column fails in parse analysis');
+sql_fails($node, 's', q{INSERT INTO app.mailbox(id, address, password) VALUES (6, 'Mk120-Plain-Addr', ('{Mk120-Fail-F}'::text[])[1]), (7, 'x', (1/0)::text)},
+	'22012', 'division by zero', 'a failing write');
+is($node->safe_psql('s', 'SELECT string_agg(id || fieldcrypt.decrypt(password), \',\' ORDER BY id) FROM app.mailbox'),
+	'1Mk120-Upd-V,2Mk120-Json-J,3Mk120-Unnest-U,4Mk120-Cte-C,51234567', 'every value was written');
+
+# --- a parallel worker failing in a CREATE TABLE AS with an encrypted constant ---------
+push @markers, 'Mk120-Par-P';
+sql_fails($node, 's', q{SET force_parallel_mode = on;
+SET parallel_setup_cost = 0;
+SET parallel_tuple_cost = 0;
+CREATE TABLE app.ctas AS SELECT g, 'Mk120-Par-P'::fieldcrypt.encrypted_text AS pw, 1 / (g - g) AS z
+  FROM generate_series(1, 3) g},
+	'22012', 'division by zero', 'a parallel CREATE TABLE AS fails in a worker');
+
+# --- pg_stat_activity, read by a pg_read_all_stats role while the write runs -----------
+push @markers, 'Mk120-Act-S';
+my $bg = $node->background_psql('s', on_error_stop => 0);
+my $pid = $bg->query_safe('SELECT pg_backend_pid()');
+$bg->query_until(qr/go/, q{\echo go
+INSERT INTO app.mailbox(id, password) SELECT 8, ('{Mk120-Act-S}'::text[])[1] FROM pg_sleep(3);
+});
+my $activity = '';
+for (1 .. 100)
+{
+	$activity = $node->safe_psql('s',
+		"SET ROLE stats_reader; SELECT state || ': ' || query FROM pg_stat_activity WHERE pid = $pid");
+	last if $activity =~ /^active: INSERT/;
+	usleep(50_000);
+}
+like($activity, qr/^active: INSERT INTO app\.mailbox\(id, password\) SELECT 8, \('\[redacted\]'::text\[\]\)\[\[redacted\]\] FROM pg_sleep\(3\)/,
+	'pg_stat_activity shows the running write with its literals masked');
+$bg->quit;
+
+# --- the client gets PostgreSQL's messages -----------------------------------------------
+sql_fails($node, 's', q{SELECT fieldcrypt.set_data_encryption_key('password')}, '22023',
+	'data encryption key is too weak', 'a weak passphrase is refused');
+my ($rc, $out, $err) = FcNode::psql_tls($node, 's',
+	"SELECT fieldcrypt.set_data_encryption_key('password');\n");
+sql_fails($node, 's', "SELECT 1;\nCREATE INDEX ON app.mailbox (password)", '0A000',
+	'encrypted column "password" of table "mailbox" cannot be indexed',
+	'a later error names the column, not [redacted]');
+push @markers, 'Mk120-Ctx-D';
+($rc, $out, $err) = FcNode::psql_tls($node, 's',
+	q{DO $$ BEGIN INSERT INTO app.mailbox(id, password) VALUES (1, 'Mk120-Ctx-D'); END $$});
+like($err, qr/CONTEXT:  SQL statement "INSERT INTO app\.mailbox\(id, password\) VALUES \(1, 'Mk120-Ctx-D'\)"/,
+	'the client gets the CONTEXT line of its own statement as it is');
+
+# control: a marker nobody protects reaches the log
+run_ok(q{SELECT 'Mk120-Control-Z'}, 'control statement');
+
+$node->stop;
+my $log = slurp_file($node->logfile);
+like($log, qr/Mk120-Control-Z/, 'control: an unprotected marker is found in the log');
+like($log, qr/Mk120-Plain-Addr/, 'control: a literal that goes to a plain column stays visible');
+like($log, qr/duration: [\d.]+ ms  statement: INSERT INTO app\.mailbox\(id, address, password\) VALUES \(1, NULL, \('\[redacted\]'::text\[\]\)\[\[redacted\]\]\)/,
+	'the duration line shows the array write masked');
+like($log, qr/AUDIT: SESSION,\d+,\d+,WRITE,INSERT,,,"INSERT INTO app\.mailbox\(id, address, password\) VALUES \(2, NULL, '\[redacted\]'::jsonb->>'\[redacted\]'\)"/,
+	'pgaudit logged the jsonb write masked');
+like($log, qr/Query Text: INSERT INTO app\.mailbox\(id, address, password\) SELECT 3, NULL, x FROM unnest\(ARRAY\['\[redacted\]'\]\) x/,
+	'auto_explain logged the unnest write masked');
+like($log, qr/STATEMENT:  INSERT INTO app\.mailbox\(adress, password\) VALUES \('\[redacted\]', '\[redacted\]'\)/,
+	'the statement failing in parse analysis is logged with its literals masked');
+like($log, qr/STATEMENT:  INSERT INTO app\.mailbox\(id, address, password\) VALUES \(6, 'Mk120-Plain-Addr', \('\[redacted\]'::text\[\]\)\[\[redacted\]\]\), \(7, 'x', \(\[redacted\]\/\[redacted\]\)::text\)/,
+	'the failing write is logged with the literals that reach password masked');
+like($log, qr/CONTEXT:  parallel worker/, 'the division by zero did happen in a parallel worker');
+my @ctas = $log =~ /STATEMENT:  CREATE TABLE app\.ctas AS SELECT g, '\[redacted\]'::fieldcrypt\.encrypted_text AS pw/g;
+cmp_ok(scalar(@ctas), '>=', 2, 'the worker and the leader both logged the statement, masked');
+like($log, qr/ERROR:  0A000: encrypted column "password" of table "mailbox" cannot be indexed|ERROR:  encrypted column "password" of table "mailbox" cannot be indexed/,
+	'the server log names the column too');
+unlike($log, qr/encrypted column "\[redacted\]"/, 'no identifier is rewritten in the log');
+like($log, qr/CONTEXT:  SQL statement "INSERT INTO app\.mailbox\(id, password\) VALUES \(1, '\[redacted\]'\)"/,
+	'the log copy of the CONTEXT line is masked');
+for my $m (@markers)
+{
+	my @lines = grep { index($_, $m) >= 0 } split /\n/, $log;
+	is_deeply(\@lines, [], "marker $m is not in the server log");
+	unlike($activity, qr/\Q$m\E/, "marker $m is not in the pg_stat_activity capture");
+}
+
+done_testing();
