@@ -13,3 +13,26 @@ COMMENT ON FUNCTION fieldcrypt._rotation_problem(oid) IS
 CREATE OR REPLACE VIEW fieldcrypt.rotation_progress AS
     SELECT p.*, fieldcrypt._rotation_problem(p.datid) AS problem
       FROM fieldcrypt._rotation_progress() p;
+
+-- ISSUE10-KEYPLACE: key_status says where the cluster key is
+-- Two columns appended at the end of fieldcrypt.key_status (existing queries keep
+-- working; CREATE OR REPLACE VIEW keeps views built on it): the key file the
+-- server took the cluster key from, and whether it lies inside the data directory,
+-- where every backup carries it. NULL for callers who may not read
+-- fieldcrypt.key_file and are not fieldcrypt_admin members.
+CREATE FUNCTION fieldcrypt._cluster_key_location(
+    OUT cluster_key text, OUT cluster_key_in_data_directory boolean)
+    RETURNS record LANGUAGE C STABLE PARALLEL SAFE
+    AS 'MODULE_PATHNAME', 'fieldcrypt_cluster_key_location';
+COMMENT ON FUNCTION fieldcrypt._cluster_key_location() IS
+    'internal: backs the cluster key columns of the view fieldcrypt.key_status';
+CREATE OR REPLACE VIEW fieldcrypt.key_status AS
+    SELECT s.active, s.key_loaded, s.generation, s.key_source, s.set_at, s.key_age,
+           s.rotation_recommended, s.generations_kept, s.keyring,
+           l.cluster_key, l.cluster_key_in_data_directory
+      FROM fieldcrypt._key_status() s, fieldcrypt._cluster_key_location() l;
+COMMENT ON VIEW fieldcrypt.key_status IS
+    'data encryption key state of this database; rotation_recommended follows Dynamics 365 advice; '
+    'cluster_key and cluster_key_in_data_directory say where the cluster key is (visible to '
+    'fieldcrypt_admin members and those who may read fieldcrypt.key_file)';
+-- END ISSUE10-KEYPLACE

@@ -44,7 +44,9 @@ fc_define_gucs(void)
 
 	DefineCustomStringVariable("fieldcrypt.key_file",
 							   "File holding the cluster key-encryption key (provider \"file\").",
-							   "Empty means pg_fieldcrypt/cluster.key in the data directory.",
+							   "Empty means fieldcrypt_cluster.key beside postgresql.conf when that is "
+							   "outside the data directory, else pg_fieldcrypt/cluster.key in the data "
+							   "directory (where a key made by version 1.0 is also still found).",
 							   &fc_key_file, "",
 							   PGC_POSTMASTER, GUC_SUPERUSER_ONLY, NULL, NULL, NULL);
 

@@ -32,6 +32,7 @@
 #include "catalog/namespace.h"
 #include "catalog/pg_extension.h"
 #include "commands/extension.h"
+#include "catalog/pg_authid.h"
 #include "catalog/pg_class.h"
 #include "commands/trigger.h"
 #include "executor/spi.h"
@@ -50,6 +51,7 @@
 #include "utils/timestamp.h"
 
 #include "keys/keyapi.h"
+#include "keys/keyring.h"
 #include "keys/keystore.h"
 #include "keys/policy.h"
 #include "keys/redact.h"
@@ -64,6 +66,7 @@ PG_FUNCTION_INFO_V1(fieldcrypt_is_data_encryption_active);
 PG_FUNCTION_INFO_V1(fieldcrypt_set_data_encryption_key);
 PG_FUNCTION_INFO_V1(fieldcrypt_retrieve_data_encryption_key);
 PG_FUNCTION_INFO_V1(fieldcrypt_key_status);
+PG_FUNCTION_INFO_V1(fieldcrypt_cluster_key_location);
 PG_FUNCTION_INFO_V1(fieldcrypt_activate_on_create);
 PG_FUNCTION_INFO_V1(fieldcrypt_key_generations_guard);
 
@@ -516,6 +519,41 @@ fieldcrypt_key_status(PG_FUNCTION_ARGS)
 	fc_secure_region_free(cur, sizeof(FcDbKeys));
 	values[8] = CStringGetTextDatum(fc_shared->ring_state == FC_RING_OK ? "loaded" : "unavailable");
 
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
+}
+
+/*
+ * fieldcrypt._cluster_key_location(): the last two columns of the view
+ * fieldcrypt.key_status.  cluster_key is the key file the server took the
+ * cluster key from at start (relative paths are in the data directory), or
+ * "fieldcrypt.key_command"; cluster_key_in_data_directory says whether
+ * that file travels with every backup of the data directory (NULL for a
+ * command).  Both are NULL where the key file could not be chosen, and for
+ * callers who may not read fieldcrypt.key_file (superuser only, like
+ * pg_read_all_settings) and are not fieldcrypt_admin members.
+ */
+Datum
+fieldcrypt_cluster_key_location(PG_FUNCTION_ARGS)
+{
+	TupleDesc	tupdesc;
+	Datum		values[2] = {0};
+	bool		nulls[2] = {true, true};
+	Oid			admin = get_role_oid("fieldcrypt_admin", true);
+	bool		inside_known;
+	bool		inside;
+	const char *where = fc_kek_location(&inside_known, &inside);
+
+	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+	if (where != NULL &&
+		(superuser() || has_privs_of_role(GetUserId(), ROLE_PG_READ_ALL_SETTINGS) ||
+		 (OidIsValid(admin) && has_privs_of_role(GetUserId(), admin))))
+	{
+		values[0] = CStringGetTextDatum(where);
+		nulls[0] = false;
+		values[1] = BoolGetDatum(inside);
+		nulls[1] = !inside_known;
+	}
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
 }
 

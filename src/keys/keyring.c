@@ -21,6 +21,18 @@
  *	  hex output of fieldcrypt.key_command).  A provider that fails never
  *	  stops the server: the caller records why and refuses key operations.
  *
+ *	  Where the key file is (fieldcrypt.key_file empty): a backup of the data
+ *	  directory must not carry the key that unseals the keyring it holds.
+ *	  When postgresql.conf lives outside the data directory (Debian's
+ *	  /etc/postgresql/15/main), the key is fieldcrypt_cluster.key beside it.
+ *	  Otherwise there is no place outside we may choose alone: the key is
+ *	  pg_fieldcrypt/cluster.key as in 1.0, and every start says so with a
+ *	  WARNING naming the way out.  A key made by 1.0 in the data directory
+ *	  is still used where it is (never moved, never duplicated); finding a
+ *	  key in both places is a provider failure, not a guess.  Where the key
+ *	  was taken from is kept for fieldcrypt.key_status (fc_kek_location):
+ *	  set in the postmaster, inherited by every backend it forks.
+ *
  *	  Reading and the providers run in the postmaster (shmem startup);
  *	  writing runs in a backend holding the keystore lock exclusively.
  *
@@ -39,6 +51,7 @@
 
 #include "miscadmin.h"
 #include "storage/fd.h"
+#include "utils/guc.h"
 
 #include "keys/keyring.h"
 
@@ -55,7 +68,17 @@ int			fc_key_command_timeout = 30;
 
 static bool parse_hex_key(const char *text, size_t len, uint8 *kek);
 static bool run_key_command(uint8 *kek, char *why, size_t whylen);
-static bool file_provider(uint8 *kek, char *why, size_t whylen);
+static bool file_provider(const char *path, uint8 *kek, char *why, size_t whylen);
+static bool in_data_directory(const char *path);
+static bool file_exists(const char *path);
+static bool same_file(const char *a, const char *b);
+static bool resolve_key_file(char *path, size_t pathlen, char *why, size_t whylen);
+static void warn_key_placement(const char *path);
+
+/* Where the cluster key came from at start (see fc_kek_location). */
+static bool kek_place_known = false;
+static char kek_place[MAXPGPATH];
+static int	kek_place_inside = -1;	/* -1: not a file of ours */
 
 /* Decode exactly 64 hex digits (surrounding white space allowed). */
 static bool
@@ -123,11 +146,158 @@ fc_keyring_read_file(const char *path, char **data, size_t *len)
 	return true;
 }
 
+/*
+ * Whether path (absolute, or relative to the data directory) lies inside
+ * the data directory, symbolic links resolved: a file that does not exist
+ * yet is judged by its directory.
+ */
+static bool
+in_data_directory(const char *path)
+{
+	char		abs[MAXPGPATH];
+	char		real[PATH_MAX];
+	char		real_data[PATH_MAX];
+
+	if (is_absolute_path(path))
+		strlcpy(abs, path, sizeof(abs));
+	else
+		join_path_components(abs, DataDir, path);
+	canonicalize_path(abs);
+	if (realpath(abs, real) == NULL)
+	{
+		char		dir[MAXPGPATH];
+
+		strlcpy(dir, abs, sizeof(dir));
+		get_parent_directory(dir);
+		if (realpath(dir, real) == NULL)
+			strlcpy(real, dir, sizeof(real));
+	}
+	if (realpath(DataDir, real_data) == NULL)
+		strlcpy(real_data, DataDir, sizeof(real_data));
+	return path_is_prefix_of_path(real_data, real);
+}
+
+/* Whether something is at path (a file we cannot stat counts as there). */
+static bool
+file_exists(const char *path)
+{
+	struct stat st;
+
+	return stat(path, &st) == 0 || errno != ENOENT;
+}
+
+/* Whether two paths name the same existing file (one may link to the other). */
+static bool
+same_file(const char *a, const char *b)
+{
+	struct stat sa;
+	struct stat sb;
+
+	return stat(a, &sa) == 0 && stat(b, &sb) == 0 &&
+		sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
+
+/*
+ * The key file of provider "file" into path: fieldcrypt.key_file if set;
+ * else fieldcrypt_cluster.key beside postgresql.conf when that lies outside
+ * the data directory, unless only a key made by 1.0 exists (kept where it
+ * is); else the key file in the data directory.  False, with why, if a key
+ * exists in both default places.
+ */
+static bool
+resolve_key_file(char *path, size_t pathlen, char *why, size_t whylen)
+{
+	char		conf_dir[MAXPGPATH];
+
+	if (fc_key_file && fc_key_file[0])
+	{
+		strlcpy(path, fc_key_file, pathlen);
+		return true;
+	}
+	strlcpy(path, FC_LEGACY_KEY_FILE, pathlen);
+	if (ConfigFileName == NULL)
+		return true;
+	strlcpy(conf_dir, ConfigFileName, sizeof(conf_dir));
+	get_parent_directory(conf_dir);
+	if (conf_dir[0] == '\0' || in_data_directory(conf_dir))
+		return true;
+
+	join_path_components(path, conf_dir, FC_CONF_KEY_FILE_NAME);
+	if (file_exists(path) && file_exists(FC_LEGACY_KEY_FILE) && !same_file(path, FC_LEGACY_KEY_FILE))
+	{
+		snprintf(why, whylen,
+				 "cluster key files exist in two places, \"%s\" and \"%s\": "
+				 "keep only the one that unseals the keyring", path, FC_LEGACY_KEY_FILE);
+		return false;
+	}
+	if (file_exists(FC_LEGACY_KEY_FILE))
+		strlcpy(path, FC_LEGACY_KEY_FILE, pathlen);
+	return true;
+}
+
+/*
+ * At start, after the provider ran: a key file inside the data directory
+ * (path, NULL for provider "command") travels with every backup, and so
+ * does a 1.0 key file left behind when the key is taken from elsewhere.
+ * Say so, naming the way out.  Never names or shows key bytes.
+ */
+static void
+warn_key_placement(const char *path)
+{
+	struct stat st;
+
+	if (path && kek_place_inside == 1 && stat(path, &st) == 0)
+		ereport(WARNING,
+				(errmsg("fieldcrypt: the cluster key is stored inside the data directory, in \"%s\"",
+						path),
+				 errdetail("Every base backup or copy of the data directory carries this key next to "
+						   "the keyring it unseals: whoever obtains one can read all encrypted data."),
+				 errhint("Move the file to a directory outside the data directory that its backups "
+						 "do not include and set fieldcrypt.key_file to its new path, or use "
+						 "fieldcrypt.key_provider = command; then restart the server.")));
+	if (stat(FC_LEGACY_KEY_FILE, &st) != 0 || (path && same_file(path, FC_LEGACY_KEY_FILE)))
+		return;
+	ereport(WARNING,
+			(errmsg("fieldcrypt: an unused cluster key file remains in the data directory, \"%s\"",
+					FC_LEGACY_KEY_FILE),
+			 errdetail("The cluster key is taken from %s%s%s, but every backup of the data "
+					   "directory still carries this file.",
+					   path ? "\"" : "", path ? path : "fieldcrypt.key_command", path ? "\"" : ""),
+			 errhint("Delete \"%s\" once the keyring loads with the key from its new place.",
+					 FC_LEGACY_KEY_FILE)));
+}
+
+/*
+ * Where the cluster key was taken from at start: the key file (as
+ * configured; relative paths are in the data directory) and whether it is
+ * inside the data directory, or "fieldcrypt.key_command" with *inside
+ * unknown (*inside_known false).  NULL before the provider ran or when the
+ * key file could not be chosen.
+ */
+const char *
+fc_kek_location(bool *inside_known, bool *inside)
+{
+	*inside_known = kek_place_inside >= 0;
+	*inside = kek_place_inside == 1;
+	return kek_place_known ? kek_place : NULL;
+}
+
+/*
+ * The key file of provider "file" chosen at start: what FC_DEFAULT_KEY_FILE
+ * means now that the default depends on where postgresql.conf is.
+ */
+const char *
+fc_default_key_file(void)
+{
+	if (kek_place_known && kek_place_inside >= 0 && !(fc_key_file && fc_key_file[0]))
+		return kek_place;
+	return FC_LEGACY_KEY_FILE;
+}
+
 /* Provider "file": read the key file, or create it on a cluster with no keyring. */
 static bool
-file_provider(uint8 *kek, char *why, size_t whylen)
+file_provider(const char *path, uint8 *kek, char *why, size_t whylen)
 {
-	const char *path = (fc_key_file && fc_key_file[0]) ? fc_key_file : FC_DEFAULT_KEY_FILE;
 	char	   *data;
 	size_t		len;
 	char		hex[KEY_HEX_LEN + 2];
@@ -337,13 +507,35 @@ run_key_command(uint8 *kek, char *why, size_t whylen)
 	return ok;
 }
 
-/* Get the cluster KEK from the configured provider. */
+/*
+ * Get the cluster KEK from the configured provider, remember where it came
+ * from and warn about key files that travel with backups of the data
+ * directory.
+ */
 bool
 fc_kek_load(uint8 *kek, char *why, size_t whylen)
 {
+	char		path[MAXPGPATH];
+	bool		ok;
+
+	kek_place_known = false;
+	kek_place_inside = -1;
 	if (fc_key_provider == FC_PROVIDER_COMMAND)
-		return run_key_command(kek, why, whylen);
-	return file_provider(kek, why, whylen);
+	{
+		strlcpy(kek_place, "fieldcrypt.key_command", sizeof(kek_place));
+		kek_place_known = true;
+		ok = run_key_command(kek, why, whylen);
+		warn_key_placement(NULL);
+		return ok;
+	}
+	if (!resolve_key_file(path, sizeof(path), why, whylen))
+		return false;
+	strlcpy(kek_place, path, sizeof(kek_place));
+	kek_place_known = true;
+	kek_place_inside = in_data_directory(path) ? 1 : 0;
+	ok = file_provider(path, kek, why, whylen);
+	warn_key_placement(path);
+	return ok;
 }
 
 /*

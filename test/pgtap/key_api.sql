@@ -25,7 +25,8 @@ SELECT ok((SELECT 'fieldcrypt.key_generations'::regclass = ANY (extconfig)
 SELECT has_view('fieldcrypt', 'key_status', 'key_status view exists');
 SELECT columns_are('fieldcrypt', 'key_status',
     ARRAY['active', 'key_loaded', 'generation', 'key_source', 'set_at', 'key_age',
-          'rotation_recommended', 'generations_kept', 'keyring']);
+          'rotation_recommended', 'generations_kept', 'keyring',
+          'cluster_key', 'cluster_key_in_data_directory']);
 
 SELECT has_function('fieldcrypt', 'is_data_encryption_active', ARRAY[]::name[]);
 SELECT function_returns('fieldcrypt', 'is_data_encryption_active', ARRAY[]::name[], 'boolean');
