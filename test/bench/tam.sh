@@ -135,7 +135,7 @@ section5() {
   say ""
   say "== 5. re-encryption of an encrypted_heap table ($(commas "$TDE_ROWS") rows, $((size / 1048576)) MB)"
   say "  VACUUM FULL (offline rewrite under the current key):       $vf s"
-  say "  rotate_tde_key until the old generation is destroyed (online, unthrottled: UPDATE pass, VACUUM): $online s"
+  say "  rotate_tde_key until the old generation is destroyed (online, unthrottled: resealed in place, VACUUM): $online s"
   target "encrypted_heap online re-encryption, $((size / 1048576)) MB (time vs VACUUM FULL)" \
     "$(calc "$online / $vf" 2)" "x <= 2.0" "<=2.0x"
   fc_cluster_stop tde

@@ -24,6 +24,7 @@ use strict;
 use warnings;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use MIME::Base64 qw(encode_base64 decode_base64);
 use FcNode;
 use FcKeyTest;
 
@@ -137,6 +138,17 @@ my $VALUES = q{SELECT md5(string_agg(v, ',' ORDER BY v)) FROM (
   UNION ALL SELECT note FROM mal.tde_trap
   UNION ALL SELECT note FROM mal.tde_dos) x};
 my $values_before = $node->safe_psql('app', $VALUES);
+
+# a forged envelope under generation 1: a real one with a flipped ciphertext byte,
+# written back in its text form (accepted without the key); it can never be
+# re-encrypted, and must not keep generation 1 alive or stop the worker
+my $envelope = $node->safe_psql('app', 'COPY mal.trap (s) TO STDOUT');
+($envelope) = $envelope =~ /^(fcenc:v1:\S+)$/m or die "no envelope in COPY output";
+my $raw = decode_base64(substr($envelope, 9));
+substr($raw, 30, 1) = chr(ord(substr($raw, 30, 1)) ^ 1);
+my $forged = 'fcenc:v1:' . encode_base64($raw, '');
+$node->safe_psql('app', "SET ROLE mallory; CREATE TABLE mal.forged (s fieldcrypt.encrypted_text);
+  INSERT INTO mal.forged VALUES ('$forged')");
 is($node->safe_psql('app', 'SELECT count(*) FROM mal.trap_rls'), '20',
 	'control: the superuser reads all rows of the FORCEd-policy table');
 
@@ -156,6 +168,9 @@ is($node->safe_psql('app', 'SELECT count(*) FROM mal.fired'), '0',
 is($node->safe_psql('app', $VALUES), $values_before, 'every value decrypts as before');
 unlike(log_since($node, $log_offset), qr/denied to|could not re-encrypt/,
 	'no trap raised an error in the worker');
+my ($frc, $fout, $ferr) = FcNode::psql_tls($node, 'app',
+	"\\set VERBOSITY verbose\nSELECT fieldcrypt.decrypt(s) FROM mal.forged");
+like($ferr, qr/ERROR:  (XX001|55000): /, 'the forged envelope was left as it was: still unreadable');
 
 # --- the TDE key rotation ----------------------------------------------------------------------
 sql_is($node, 'app', 'SELECT fieldcrypt.rotate_tde_key()', '2', 'administrator rotates the TDE key');
