@@ -70,6 +70,7 @@ extern bool fc_rot_load_state(Run *r, char *state, Size statelen);
 extern void fc_rot_wait_older_transactions(Run *r);
 extern void fc_rot_table_failed(Run *r, Oid relid, MemoryContext cxt);
 extern void fc_rot_set_problem(const char *problem);
+extern Relation fc_rot_open_table(Run *r, Oid relid);
 
 /*
  * inplace.c: how a stored tuple is rewritten.  FcRewriteTuple gets a private

@@ -26,6 +26,8 @@
 #include "storage/ipc.h"
 #include "storage/latch.h"
 #include "storage/lock.h"
+#include "storage/lmgr.h"
+#include "access/relation.h"
 #include "storage/proc.h"
 #include "storage/procarray.h"
 #include "utils/guc.h"
@@ -406,4 +408,21 @@ fc_rot_table_failed(Run *r, Oid relid, MemoryContext cxt)
 			 errhint("The other tables go on; the worker tries this one again after a back-off. "
 					 "fieldcrypt.rotation_progress shows the problem until it is solved.")));
 	FreeErrorData(edata);
+}
+
+/*
+ * Open relid for a batch (RowExclusiveLock, in a transaction) without
+ * waiting: a table somebody keeps locked (LOCK TABLE in an open
+ * transaction) is left to the next pass, which is then not clean, so that
+ * it does not hold back the other tables.  NULL if locked or gone.
+ */
+Relation
+fc_rot_open_table(Run *r, Oid relid)
+{
+	if (!ConditionalLockRelationOid(relid, RowExclusiveLock))
+	{
+		r->pass_reencrypted++;
+		return NULL;
+	}
+	return try_relation_open(relid, NoLock);
 }

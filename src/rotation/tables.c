@@ -33,6 +33,7 @@
 #include "commands/vacuum.h"
 #include "nodes/makefuncs.h"
 #include "storage/bufmgr.h"
+#include "storage/lmgr.h"
 #include "utils/rel.h"
 #include "utils/syscache.h"
 
@@ -103,7 +104,7 @@ run_tde_batch(Run *r, Oid relid, BlockNumber stop)
 	BufferAccessStrategy strategy;
 
 	fc_rot_begin_xact();
-	rel = try_relation_open(relid, RowExclusiveLock);
+	rel = fc_rot_open_table(r, relid);
 	if (rel == NULL)
 	{
 		fc_rot_end_xact();
@@ -180,7 +181,7 @@ vacuum_table(Oid relid)
 		return;
 	}
 	memset(&params, 0, sizeof(params));
-	params.options = VACOPT_VACUUM | VACOPT_PROCESS_TOAST;
+	params.options = VACOPT_VACUUM | VACOPT_PROCESS_TOAST | VACOPT_SKIP_LOCKED;
 	params.freeze_min_age = -1;
 	params.freeze_table_age = -1;
 	params.multixact_freeze_min_age = -1;
@@ -279,8 +280,11 @@ fc_reencrypt_tde_tables(void)
 			r.next_block = 0;
 			fc_rot_begin_xact();
 			{
-				Relation	rel = try_relation_open(r.relid, AccessShareLock);
+				Relation	rel = NULL;
 
+				/* a table somebody keeps locked is done in a later attempt */
+				if (ConditionalLockRelationOid(r.relid, AccessShareLock))
+					rel = try_relation_open(r.relid, NoLock);
 				stop = rel ? RelationGetNumberOfBlocks(rel) : 0;
 				if (rel)
 					relation_close(rel, AccessShareLock);

@@ -24,6 +24,7 @@
 #include "catalog/pg_class.h"
 #include "fmgr.h"
 #include "storage/bufmgr.h"
+#include "storage/lmgr.h"
 #include "utils/rel.h"
 
 #include "columns/enctypes.h"
@@ -169,13 +170,16 @@ list_tables(void)
 		bool		isnull;
 		Oid			relid = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[i],
 														   SPI_tuptable->tupdesc, 1, &isnull));
-		Relation	rel = try_relation_open(relid, AccessShareLock);
-		bool		keep = false;
+		Relation	rel = NULL;
+		bool		keep = true;	/* a table kept locked: look at it in the pass */
 
-		if (rel)
+		if (ConditionalLockRelationOid(relid, AccessShareLock))
 		{
-			keep = may_hold_values(rel);
-			relation_close(rel, AccessShareLock);
+			rel = try_relation_open(relid, NoLock);
+			keep = rel != NULL && may_hold_values(rel);
+			if (rel)
+				relation_close(rel, NoLock);
+			UnlockRelationOid(relid, AccessShareLock);
 		}
 		if (keep)
 		{
@@ -195,12 +199,17 @@ list_tables(void)
 static int64
 count_table(Oid relid, int64 stop)
 {
-	Relation	rel = try_relation_open(relid, AccessShareLock);
-	BufferAccessStrategy strategy = GetAccessStrategy(BAS_BULKREAD);
+	Relation	rel;
+	BufferAccessStrategy strategy;
 	int64		total = 0;
 
+	/* a table somebody keeps locked counts as having work (see fc_rot_open_table) */
+	if (!ConditionalLockRelationOid(relid, AccessShareLock))
+		return stop >= 0 ? 1 : 0;
+	rel = try_relation_open(relid, NoLock);
 	if (rel == NULL)
 		return 0;
+	strategy = GetAccessStrategy(BAS_BULKREAD);
 	for (BlockNumber blk = 0; blk < RelationGetNumberOfBlocks(rel); blk++)
 	{
 		total += fc_count_block(rel, blk, rewrite_values, NULL, strategy);
@@ -240,7 +249,7 @@ run_batch(Run *r, Oid relid)
 	BufferAccessStrategy strategy;
 
 	fc_rot_begin_xact();
-	rel = try_relation_open(relid, RowExclusiveLock);
+	rel = fc_rot_open_table(r, relid);
 	if (rel == NULL)
 	{
 		fc_rot_end_xact();

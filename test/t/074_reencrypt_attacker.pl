@@ -28,7 +28,7 @@ use MIME::Base64 qw(encode_base64 decode_base64);
 use FcNode;
 use FcKeyTest;
 
-my ($K1, $K2, $K3) = ('Rotate-Key-2027!', 'Rotate-Key-2028!', 'Rotate-Key-2029!');
+my ($K1, $KL, $K2, $K3) = ('Rotate-Key-2027!', 'Rotate-Key-2027L!', 'Rotate-Key-2028!', 'Rotate-Key-2029!');
 my $PROGRESS = q{SELECT count(*) FROM fieldcrypt.rotation_progress WHERE database = current_database()};
 
 my $node = FcNode::new_node('attacker', reencrypt => 'on');
@@ -187,6 +187,41 @@ is($node->safe_psql('app', q{SELECT rolsuper FROM pg_roles WHERE rolname = 'mall
 is($node->safe_psql('app', 'SELECT count(*) FROM mal.fired'), '0', 'TDE: no trap function ran');
 is($node->safe_psql('app', $VALUES), $values_before, 'TDE: every value and row reads as before');
 
+# --- a table somebody keeps locked does not hold back the others ----------------------------
+# generations of the envelopes of one column, from their binary form (COPY TO)
+sub gens
+{
+	my ($table, $col) = @_;
+	my %g;
+	for my $line (split /\n/, $node->safe_psql('app', "COPY $table ($col) TO STDOUT"))
+	{
+		next unless $line =~ /^fcenc:v1:(\S+)$/;
+		$g{ unpack('N', substr(decode_base64($1), 2, 4)) } = 1;
+	}
+	return join ',', sort keys %g;
+}
+$node->safe_psql('app', q{SET ROLE mallory; CREATE TABLE mal.locked (s fieldcrypt.encrypted_text);
+  INSERT INTO mal.locked VALUES ('locked-secret')});
+my $locker = $node->background_psql('app', on_error_stop => 0);
+$locker->query_safe('SET ROLE mallory');
+$locker->query_safe('BEGIN');
+$locker->query_safe('LOCK TABLE mal.locked IN ACCESS EXCLUSIVE MODE');
+sql_is($node, 'app', "SELECT fieldcrypt.set_data_encryption_key('$KL')", '',
+	'key change to generation 3 while mallory keeps a table locked');
+$node->poll_query_until('app', q{SELECT phase FROM fieldcrypt.rotation_progress},
+	'waiting for older transactions')
+  or die 'the worker did not get past the locked table';
+is(gens('app.mailbox', 'password'), '3', 'the other tables were re-encrypted meanwhile');
+is(gens('mal.trap', 's'), '3', 'so were mallory\'s other tables');
+$locker->query_safe('COMMIT');
+$locker->quit;
+$node->poll_query_until('app', $PROGRESS, '0') or die 'the re-encryption did not finish after the lock';
+sql_is($node, 'app', 'SELECT generation, generations_kept FROM fieldcrypt.key_status', '3|1',
+	'once the lock is gone the locked table is done too and generation 2 destroyed');
+is(gens('mal.locked', 's'), '3', 'the locked table is under generation 3');
+sql_is($node, 'app', 'SELECT fieldcrypt.decrypt(s) FROM mal.locked', 'locked-secret',
+	'its value decrypts');
+
 # --- a table the worker cannot finish --------------------------------------------------------
 $node->safe_psql('app', <<'EOS');
 SET ROLE mallory;
@@ -206,7 +241,7 @@ EOS
 my $BIG = q{SELECT md5(string_agg(fieldcrypt.decrypt(s), ',' ORDER BY id)) FROM mal.big};
 my $big_before = $node->safe_psql('app', $BIG);
 $log_offset = -s $node->logfile;
-sql_is($node, 'app', "SELECT fieldcrypt.set_data_encryption_key('$K2')", '', 'key change to generation 3');
+sql_is($node, 'app', "SELECT fieldcrypt.set_data_encryption_key('$K2')", '', 'key change to generation 4');
 $node->poll_query_until('app',
 	q{SELECT phase || ' ' || problem FROM fieldcrypt.rotation_progress},
 	'retrying table mal.big could not be re-encrypted (SQLSTATE P0001)')
@@ -222,12 +257,12 @@ is($node->safe_psql('app', $VALUES), $values_before, 'the other tables were re-e
 sql_is($node, 'app', "SELECT fieldcrypt.set_data_encryption_key('$K3')", '',
 	'a table that fails does not block the next key change');
 $node->poll_query_until('app',
-	q{SELECT to_generation || ' ' || phase FROM fieldcrypt.rotation_progress}, '4 retrying')
-  or die 'the worker did not retry for generation 4';
+	q{SELECT to_generation || ' ' || phase FROM fieldcrypt.rotation_progress}, '5 retrying')
+  or die 'the worker did not retry for generation 5';
 $node->safe_psql('app', 'SET ROLE mallory; DROP INDEX mal.big_ix');
 $node->poll_query_until('app', $PROGRESS, '0')
   or die 'the re-encryption did not finish once the index was gone';
-sql_is($node, 'app', 'SELECT generation, generations_kept FROM fieldcrypt.key_status', '4|1',
+sql_is($node, 'app', 'SELECT generation, generations_kept FROM fieldcrypt.key_status', '5|1',
 	'once the owner fixed the table, the old generations are destroyed');
 is($node->safe_psql('app', $BIG), $big_before, 'the out-of-line values decrypt as before');
 is($node->safe_psql('app', $VALUES), $values_before, 'and every other value');
