@@ -727,6 +727,13 @@ fc_tam_reseal(Relation rel, HeapTupleHeader td, uint32 len, ItemPointer tid, boo
 	old_gen = fc_tam_tuple_generation(&stored) != (int) ctx->gen;
 	if (!(reseal_old && old_gen) && patch == NULL)
 		return 0;
+	if (patch == NULL && !write)
+	{
+		/* looking only: the trailer says it all, no need to decrypt */
+		const uint8 *tr = (const uint8 *) td + len - FC_TAM_TRAILER_FIXED;
+
+		return (len >= hoff + FC_TAM_TRAILER_FIXED && (tr[0] & FC_TAM_FLAG_HIDDEN)) ? -1 : 1;
+	}
 	plain = decrypt_raw(rel, desc, &stored, hidden, &anyhidden);
 	if (anyhidden)
 	{
