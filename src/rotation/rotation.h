@@ -90,6 +90,17 @@ extern int	fc_rewrite_block(Relation rel, BlockNumber blk, FcRewriteTuple fn,
 extern int	fc_count_block(Relation rel, BlockNumber blk, FcRewriteTuple fn, void *arg,
 						   BufferAccessStrategy strategy);
 
+/* What a pass does to a table, for fc_rot_batch (run.c). */
+typedef struct FcBatchOps
+{
+	bool		(*eligible) (Relation rel);	/* does the pass concern rel? */
+	FcRewriteTuple rewrite;
+	FcBuildRow	build;
+	bool		save_state;		/* record the position (resumable pass) */
+} FcBatchOps;
+
+extern bool fc_rot_batch(Run *r, Oid relid, BlockNumber stop, const FcBatchOps *ops);
+
 /* values.c: encrypted column values; tables.c: encrypted_heap tables */
 extern void fc_reencrypt_values(void);
 extern void fc_reencrypt_tde_tables(void);

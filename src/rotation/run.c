@@ -28,6 +28,7 @@
 #include "storage/lock.h"
 #include "storage/lmgr.h"
 #include "access/relation.h"
+#include "storage/bufmgr.h"
 #include "storage/proc.h"
 #include "storage/procarray.h"
 #include "utils/guc.h"
@@ -425,4 +426,63 @@ fc_rot_open_table(Run *r, Oid relid)
 		return NULL;
 	}
 	return try_relation_open(relid, NoLock);
+}
+
+/*
+ * One batch of a pass: blocks [r->next_block, + fieldcrypt.reencrypt_batch_pages)
+ * of relid (never at or past stop), rewritten through ops, in one
+ * transaction that also records the position when ops->save_state.  A page
+ * left pinned or a locked table makes the pass not clean.  False when the
+ * table is finished, gone, locked or not eligible.
+ */
+bool
+fc_rot_batch(Run *r, Oid relid, BlockNumber stop, const FcBatchOps *ops)
+{
+	Relation	rel;
+	BlockNumber nblocks;
+	int64		start = r->next_block;
+	int64		end;
+	int64		rows = 0;
+	BufferAccessStrategy strategy;
+
+	fc_rot_begin_xact();
+	rel = fc_rot_open_table(r, relid);
+	if (rel == NULL)
+	{
+		fc_rot_end_xact();
+		return false;
+	}
+	nblocks = Min(RelationGetNumberOfBlocks(rel), stop);
+	if (start >= nblocks || !ops->eligible(rel))
+	{
+		relation_close(rel, NoLock);
+		fc_rot_end_xact();
+		return false;
+	}
+	end = Min(start + fc_reencrypt_batch_pages, (int64) nblocks);
+	strategy = GetAccessStrategy(BAS_VACUUM);
+	for (int64 blk = start; blk < end; blk++)
+	{
+		int			k = fc_rewrite_block(rel, (BlockNumber) blk, ops->rewrite, ops->build,
+										 NULL, r->pass > 1, strategy);
+
+		if (k < 0)
+			r->pass_reencrypted++;	/* a pinned page: the pass is not clean */
+		else
+			rows += k;
+	}
+	FreeAccessStrategy(strategy);
+	relation_close(rel, NoLock);	/* keep the lock until commit */
+
+	r->rows_done += rows;
+	r->pass_reencrypted += rows;
+	r->next_block = end;
+	r->batches++;
+	if (ops->save_state)
+		fc_rot_save_state(r, "running");
+	fc_rot_end_xact();
+
+	fc_rot_publish(r, PHASE_REENCRYPTING);
+	fc_rot_throttle(r, rows);
+	return true;
 }

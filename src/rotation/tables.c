@@ -88,56 +88,18 @@ same_row(Relation rel, TupleTableSlot *oldslot, TupleTableSlot *newslot, void *a
 	return true;
 }
 
-/*
- * One batch of blocks of relid; false at the end.  Blocks added to the
- * table after the pass started (stop) hold only new versions, under the
- * current generation already: never chase them.
- */
+/* Whether the TDE pass concerns rel. */
 static bool
-run_tde_batch(Run *r, Oid relid, BlockNumber stop)
+is_tde_table(Relation rel)
 {
-	Relation	rel;
-	BlockNumber nblocks;
-	int64		start = r->next_block;
-	int64		end;
-	int64		rows = 0;
-	BufferAccessStrategy strategy;
-
-	fc_rot_begin_xact();
-	rel = fc_rot_open_table(r, relid);
-	if (rel == NULL)
-	{
-		fc_rot_end_xact();
-		return false;
-	}
-	nblocks = Min(RelationGetNumberOfBlocks(rel), stop);
-	if (start >= nblocks || !fc_is_encrypted_heap(rel))
-	{
-		relation_close(rel, NoLock);
-		fc_rot_end_xact();
-		return false;
-	}
-	end = Min(start + fc_reencrypt_batch_pages, (int64) nblocks);
-	strategy = GetAccessStrategy(BAS_VACUUM);
-	for (int64 blk = start; blk < end; blk++)
-	{
-		int			k = fc_rewrite_block(rel, (BlockNumber) blk, reseal_row, same_row, NULL,
-										 r->pass > 1, strategy);
-
-		if (k > 0)
-			rows += k;
-	}
-	FreeAccessStrategy(strategy);
-	relation_close(rel, NoLock);	/* keep the lock until commit */
-	r->rows_done += rows;
-	r->next_block = end;
-	r->batches++;
-	fc_rot_end_xact();
-
-	fc_rot_publish(r, PHASE_REENCRYPTING);
-	fc_rot_throttle(r, rows);
-	return true;
+	return fc_is_encrypted_heap(rel);
 }
+
+/*
+ * Blocks added to a table after the pass started (stop) hold only new
+ * versions, under the current generation already: never chase them.
+ */
+static const FcBatchOps tde_ops = {is_tde_table, reseal_row, same_row, false};
 
 /* All batches of table r->relid up to block stop; a failure is logged and noted in r. */
 static void
@@ -151,7 +113,7 @@ run_tde_table(Run *r, BlockNumber stop)
 		{
 			fc_rot_test_pause(r, false);
 			fc_rot_check_postponed();
-			if (!run_tde_batch(r, r->relid, stop))
+			if (!fc_rot_batch(r, r->relid, stop, &tde_ops))
 				break;
 		}
 	}

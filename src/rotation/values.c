@@ -233,60 +233,13 @@ count_stale(List *tables)
 	return total;
 }
 
-/*
- * One batch: rewrite the stale values of blocks [block, block + n) of relid
- * and record the progress, in one transaction.  False when the table is
- * finished (or gone).
- */
+static const FcBatchOps value_ops = {may_hold_values, rewrite_values, build_values, true};
+
+/* One batch of the column pass over relid; false when the table is finished. */
 static bool
 run_batch(Run *r, Oid relid)
 {
-	Relation	rel;
-	BlockNumber nblocks;
-	int64		start = r->next_block;
-	int64		end;
-	int64		rows = 0;
-	BufferAccessStrategy strategy;
-
-	fc_rot_begin_xact();
-	rel = fc_rot_open_table(r, relid);
-	if (rel == NULL)
-	{
-		fc_rot_end_xact();
-		return false;
-	}
-	nblocks = RelationGetNumberOfBlocks(rel);
-	if (start >= nblocks || !may_hold_values(rel))
-	{
-		relation_close(rel, NoLock);
-		fc_rot_end_xact();
-		return false;
-	}
-	end = Min(start + fc_reencrypt_batch_pages, (int64) nblocks);
-	strategy = GetAccessStrategy(BAS_VACUUM);
-	for (int64 blk = start; blk < end; blk++)
-	{
-		int			k = fc_rewrite_block(rel, (BlockNumber) blk, rewrite_values, build_values,
-										 NULL, r->pass > 1, strategy);
-
-		if (k < 0)
-			r->pass_reencrypted++;	/* a pinned page: the pass is not clean */
-		else
-			rows += k;
-	}
-	FreeAccessStrategy(strategy);
-	relation_close(rel, NoLock);	/* keep the lock until commit */
-
-	r->rows_done += rows;
-	r->pass_reencrypted += rows;
-	r->next_block = end;
-	r->batches++;
-	fc_rot_save_state(r, "running");
-	fc_rot_end_xact();
-
-	fc_rot_publish(r, PHASE_REENCRYPTING);
-	fc_rot_throttle(r, rows);
-	return true;
+	return fc_rot_batch(r, relid, MaxBlockNumber, &value_ops);
 }
 
 /*
