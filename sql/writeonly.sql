@@ -1,7 +1,7 @@
 --
--- writeonly: a retrieve of an encrypted column returns NULL on every query
--- path, while the server itself still moves ciphertext (INSERT ... SELECT,
--- CREATE TABLE AS, COPY table TO).
+-- writeonly: a retrieve of an encrypted column returns NULL on every path
+-- to the client, while the server itself still moves ciphertext (INSERT ...
+-- SELECT, CREATE TABLE AS, SPI, functions, COPY table TO, COPY (query) TO).
 --
 \set regress_db :DBNAME
 SET client_min_messages = warning;
@@ -57,27 +57,39 @@ CLOSE h;
 -- prepared statements
 PREPARE q(integer) AS SELECT email_pw, pin FROM queue WHERE id = $1;
 EXECUTE q(1);
--- COPY (query) TO
-COPY (SELECT id, email_pw, api_key FROM queue ORDER BY id) TO STDOUT;
--- SQL functions returning the column, set-returning too
+-- COPY (query) TO writes envelopes, as COPY table TO does
+CREATE TEMP TABLE qlines (line text);
+COPY (SELECT id, email_pw, api_key FROM queue ORDER BY id) TO '/tmp/fc_writeonly_q.txt';
+COPY qlines FROM '/tmp/fc_writeonly_q.txt' WITH (FORMAT csv, DELIMITER E'\x01', QUOTE E'\x02');
+SELECT line ~ E'^1\tfcenc:v1:[^\t]+\tfcenc:v1:' AS row1_envelopes,
+       line ~ E'^2\tfcenc:v1:[^\t]+\t\\\\N$' AS row2_envelope_and_null
+  FROM qlines ORDER BY line;
+-- SQL functions returning the column, set-returning too: the client gets
+-- NULL, while inside the server the function's result is the ciphertext
 CREATE FUNCTION pw_of(integer) RETURNS fieldcrypt.encrypted_text
     LANGUAGE sql AS 'SELECT email_pw FROM queue WHERE id = $1';
 SELECT pw_of(1), pw_of(1) IS NULL AS is_null;
 CREATE FUNCTION all_queues() RETURNS SETOF queue LANGUAGE sql AS 'SELECT * FROM queue ORDER BY id';
 SELECT * FROM all_queues();
--- SPI and PL/pgSQL: SELECT ... INTO gets NULL
+-- SPI and PL/pgSQL: SELECT ... INTO gets the ciphertext, which stays in the
+-- server (docs/security.md); casts out of it are refused as anywhere
 DO $$
 DECLARE
     v fieldcrypt.encrypted_text;
     r record;
 BEGIN
     SELECT email_pw INTO v FROM queue WHERE id = 1;
-    RAISE NOTICE 'select into: %', coalesce(v::text, 'NULL');
+    RAISE NOTICE 'select into: % %', v IS NULL, fieldcrypt.decrypt(v) = 'Queue-Pa55-1';
     FOR r IN SELECT * FROM queue ORDER BY id LOOP
         RAISE NOTICE 'loop: % %', r.id, r.email_pw IS NULL;
     END LOOP;
     EXECUTE 'SELECT email_pw FROM queue WHERE id = 2' INTO v;
     RAISE NOTICE 'execute into: %', v IS NULL;
+    BEGIN
+        RAISE NOTICE 'cast: %', v::text;
+    EXCEPTION WHEN cannot_coerce THEN
+        RAISE NOTICE 'cast refused: %', SQLERRM;
+    END;
 END
 $$;
 -- the stored values are untouched by all of the above

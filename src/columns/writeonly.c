@@ -1,16 +1,33 @@
 /*-------------------------------------------------------------------------
  *
  * writeonly.c
- *	  Executor hooks that make encrypted columns write-only: every row a
- *	  query hands to a receiver (client, cursor, SPI, COPY (query) TO, SQL
- *	  function, tuplestore) carries NULL in place of a value of an
+ *	  Executor hooks that make encrypted columns write-only toward the
+ *	  client: every row a query hands to a receiver that sends it out of the
+ *	  server (the client protocol, a portal's store that FETCH, RETURNING or
+ *	  a WITH HOLD cursor read from) carries NULL in place of a value of an
  *	  encrypted type, of a domain over one, or of an array holding them;
- *	  composite values keep their other fields.  Where the server itself
- *	  moves values into a relation (CREATE TABLE AS, SELECT INTO, REFRESH
- *	  MATERIALIZED VIEW, parallel workers feeding their leader) the
- *	  ciphertext flows unchanged; INSERT ... SELECT never reaches a
- *	  receiver.  pg_dump --inserts reads through its cursor
- *	  "_pg_dump_cursor" and gets envelopes, exactly what COPY TO gives.
+ *	  composite values keep their other fields.
+ *
+ *	  The boundary is the client, not the executor.  Rows that stay in the
+ *	  server carry the ciphertext unchanged, so that every server-side copy
+ *	  behaves like INSERT ... SELECT: SPI (PL/pgSQL SELECT INTO, FOR loops,
+ *	  cursors and FETCH inside functions, C extensions such as pg_repack's
+ *	  apply step), SQL functions (RETURNS SETOF, RETURNS TABLE, one row),
+ *	  PL/pgSQL RETURN QUERY (a tuplestore filled inside a running query),
+ *	  CREATE TABLE AS, SELECT INTO, REFRESH MATERIALIZED VIEW and parallel
+ *	  workers.  What such code returns to a query is nulled where that query
+ *	  hands it to the client.  COPY (query) TO writes envelopes exactly as
+ *	  COPY table TO does (logical replication's initial copy with a row
+ *	  filter runs it): envelopes are ciphertext, which a login that may read
+ *	  the table gets through COPY table TO and row serialization anyway
+ *	  (docs/security.md, "Threat model").  pg_dump --inserts reads through
+ *	  its cursor "_pg_dump_cursor" and gets envelopes, as COPY TO does.
+ *
+ *	  A tuplestore receiver is the client's when the query runs at executor
+ *	  nesting level 0 (a portal's query: FETCH from a client cursor,
+ *	  RETURNING, a WITH HOLD cursor persisted at commit), unless the portal
+ *	  is pinned (a PL/pgSQL FOR loop held across COMMIT in a procedure).
+ *	  RETURN QUERY only runs inside a function called by a running query.
  *
  *	  Cost: ExecutorRun inspects the result descriptor once; a query with
  *	  no column of a user-defined or record type is passed through as is.
@@ -85,6 +102,9 @@ typedef struct NullingReceiver
 static post_parse_analyze_hook_type prev_post_parse_analyze = NULL;
 static ExecutorStart_hook_type prev_ExecutorStart = NULL;
 static ExecutorRun_hook_type prev_ExecutorRun = NULL;
+
+/* ExecutorRun calls in progress in this backend (nesting level). */
+static int	exec_nesting = 0;
 
 static Datum scrub_value(ColAction action, Datum value, bool *isnull, int depth);
 
@@ -293,6 +313,30 @@ nulling_destroy(DestReceiver *self)
 	/* the executor never destroys the receiver it was given */
 }
 
+/*
+ * Does this query's receiver send its rows out of the server?  Every other
+ * receiver keeps them in the server, where ciphertext moves unchanged.
+ */
+static bool
+reaches_client(QueryDesc *qd)
+{
+	switch (qd->dest->mydest)
+	{
+		case DestRemote:
+		case DestRemoteExecute:
+		case DestRemoteSimple:
+		case DestDebug:
+			return true;
+		case DestTuplestore:
+			/* a portal's store, or RETURN QUERY / a held PL/pgSQL loop */
+			return exec_nesting == 0 &&
+				!(ActivePortal != NULL && ActivePortal->portalPinned);
+		default:
+			/* SPI, SQL functions, COPY TO, new relations, parallel workers */
+			return false;
+	}
+}
+
 /* A nulling receiver around dest for this result, or NULL if not needed. */
 static DestReceiver *
 maybe_wrap(QueryDesc *qd)
@@ -302,18 +346,8 @@ maybe_wrap(QueryDesc *qd)
 	ColAction  *action;
 	bool		any = false;
 
-	if (td == NULL || td->natts == 0)
+	if (td == NULL || td->natts == 0 || !reaches_client(qd))
 		return NULL;
-	switch (qd->dest->mydest)
-	{
-		case DestNone:
-		case DestIntoRel:
-		case DestTransientRel:
-		case DestTupleQueue:
-			return NULL;		/* the server moves ciphertext itself */
-		default:
-			break;
-	}
 	/* the common case: only built-in, non-record types, nothing to do */
 	for (int i = 0; i < td->natts && !any; i++)
 	{
@@ -365,15 +399,9 @@ fc_ExecutorRun(QueryDesc *qd, ScanDirection direction, uint64 count, bool execut
 		wrapped = maybe_wrap(qd);
 		MemoryContextSwitchTo(old);
 	}
-	if (wrapped == NULL)
-	{
-		if (prev_ExecutorRun)
-			prev_ExecutorRun(qd, direction, count, execute_once);
-		else
-			standard_ExecutorRun(qd, direction, count, execute_once);
-		return;
-	}
-	qd->dest = wrapped;
+	if (wrapped)
+		qd->dest = wrapped;
+	exec_nesting++;
 	PG_TRY();
 	{
 		if (prev_ExecutorRun)
@@ -383,6 +411,7 @@ fc_ExecutorRun(QueryDesc *qd, ScanDirection direction, uint64 count, bool execut
 	}
 	PG_FINALLY();
 	{
+		exec_nesting--;
 		qd->dest = orig;
 	}
 	PG_END_TRY();
