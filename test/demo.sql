@@ -36,7 +36,7 @@ INSERT INTO queue (name, emailpassword) VALUES ('Support', 'Queue-Pa55!');
 INSERT INTO usersettings (username, emailpassword) VALUES ('alice', 'Alice-Pa55!');
 UPDATE mailbox SET password = 'Mailbox-Pa55-v2!' WHERE id = 1;
 
--- 4. Reads return NULL, on every path: SELECT *, views, RETURNING, COPY (query)...
+-- 4. Reads return NULL to the client, on every path: SELECT *, views, RETURNING, cursors...
 SELECT * FROM emailserverprofile;
 SELECT emailaddress, password, password IS NULL AS "is null?" FROM mailbox;
 INSERT INTO queue (name, emailpassword) VALUES ('Billing', 'Billing-Pa55!') RETURNING *;
