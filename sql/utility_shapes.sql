@@ -49,6 +49,10 @@ REINDEX INDEX otherdb.public.foo_idx;
 CREATE DOMAIN dd AS a.b.c.d;
 ALTER DOMAIN a.b.c.d SET DEFAULT 1;
 ALTER DOMAIN otherdb.public.dd SET DEFAULT 1;
+-- invalid type modifiers: PostgreSQL's error with its cursor (create_type)
+CREATE TEMP TABLE mytab (foo numeric(42,13,7));
+CREATE TABLE t1 (a varchar(0));
+ALTER TABLE foo ADD COLUMN b numeric(1,2,3);
 -- a schema the user may not use, COPY from a file it may not read
 CREATE ROLE shapes_user;
 CREATE SCHEMA hidden;
