@@ -401,8 +401,13 @@ decrypt_value_ext(bytea *val, char kind, Size *outlen, bool soft)
 			no_key_error();
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("value was encrypted with key generation %u, which this database no longer has", gen),
-				 errhint("Restore the key of that generation into a fresh cluster to read it.")));
+				 errmsg("key generation %u is not held by this database", gen),
+				 errdetail("The value was encrypted under generation %u, here before that generation was "
+						   "destroyed, or in another database it was replicated or copied from.", gen),
+				 errhint("For a value from another database, run fieldcrypt.export_key_generations() "
+						 "there and fieldcrypt.import_key_generations(document, passphrase) here; "
+						 "a generation destroyed after re-encryption can only be read by restoring "
+						 "its key into a fresh cluster.")));
 	}
 	for (int i = 0; i < DEC_SLOTS; i++)
 		if (dec_slots[i].ctx && dec_slots[i].gen == gen &&
@@ -431,7 +436,9 @@ decrypt_value_ext(bytea *val, char kind, Size *outlen, bool soft)
 		ereport(ERROR,
 				(errcode(ERRCODE_DATA_CORRUPTED),
 				 errmsg("encrypted value could not be authenticated"),
-				 errdetail("It was modified, truncated, or encrypted with another key.")));
+				 errdetail("It was modified, truncated, or encrypted with another key of generation %u.", gen),
+				 errhint("A value replicated or copied from another database opens only where that "
+						 "database's key generations were imported (fieldcrypt.import_key_generations).")));
 	}
 	out[len] = '\0';
 	*outlen = len;
