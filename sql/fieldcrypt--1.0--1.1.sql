@@ -59,8 +59,9 @@ CREATE FUNCTION fieldcrypt.import_key_generations(document text, passphrase text
 COMMENT ON FUNCTION fieldcrypt.import_key_generations(text, text) IS
     'install the key generations of another database''s export that the passphrase opens, '
     'under the same numbers; returns the generations added; admins, TLS only';
+-- import_key_generations stays executable by PUBLIC, like set_data_encryption_key: it
+-- checks the role itself after registering the passphrase for redaction, so that a refused
+-- call cannot leave the passphrase in the STATEMENT line of the server log.
 REVOKE ALL ON FUNCTION fieldcrypt.export_key_generations() FROM PUBLIC;
-REVOKE ALL ON FUNCTION fieldcrypt.import_key_generations(text, text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION fieldcrypt.export_key_generations() TO fieldcrypt_admin;
-GRANT EXECUTE ON FUNCTION fieldcrypt.import_key_generations(text, text) TO fieldcrypt_admin;
 -- END ISSUE11-KEYS

@@ -36,8 +36,11 @@ sub check_sql
 }
 
 my $pub = FcNode::new_node('publisher', allows_streaming => 'logical', reencrypt => 'on');
+# log_statement (on in TAP clusters) writes statements before any extension sees them
+$pub->append_conf('postgresql.conf', "log_statement = none\n");
 $pub->start;
 my $sub = FcNode::new_node('subscriber', reencrypt => 'on');
+$sub->append_conf('postgresql.conf', "log_statement = none\n");
 $sub->start;
 
 my $TABLES = <<'EOS';
@@ -133,13 +136,10 @@ sql_fails($sub, 'app', 'SELECT fieldcrypt.export_key_generations()', '55000',
 	'data encryption is not active in this database', 'export refused where no key is held');
 $sub->safe_psql('app', 'CREATE ROLE plain_user LOGIN');
 sql_fails($sub, 'app', "SET ROLE plain_user; SELECT fieldcrypt.import_key_generations('$doc1', '$K1')",
-	'42501', 'permission denied for function import_key_generations', 'import is not executable by PUBLIC');
+	'42501', 'permission denied to import key generations', 'import refused to a role outside fieldcrypt_admin');
 sql_fails($sub, 'app', 'SET ROLE plain_user; SELECT fieldcrypt.export_key_generations()',
 	'42501', 'permission denied for function export_key_generations', 'export is not executable by PUBLIC');
-$sub->safe_psql('app', 'GRANT EXECUTE ON FUNCTION fieldcrypt.import_key_generations(text, text), '
-	  . 'fieldcrypt.export_key_generations() TO plain_user');
-sql_fails($sub, 'app', "SET ROLE plain_user; SELECT fieldcrypt.import_key_generations('$doc1', '$K1')",
-	'42501', 'permission denied to import key generations', 'import: EXECUTE alone is not enough');
+$sub->safe_psql('app', 'GRANT EXECUTE ON FUNCTION fieldcrypt.export_key_generations() TO plain_user');
 sql_fails($sub, 'app', 'SET ROLE plain_user; SELECT fieldcrypt.export_key_generations()',
 	'42501', 'permission denied to export key generations', 'export: EXECUTE alone is not enough');
 
@@ -174,6 +174,24 @@ sql_fails($sub, 'other', 'SELECT fieldcrypt.decrypt(s) FROM x', 'XX001',
 ($rc, $out, $err) = FcNode::psql_tls($sub, 'other', 'SELECT fieldcrypt.decrypt(s) FROM x');
 like($err, qr/DETAIL:  It was modified, truncated, or encrypted with another key of generation 1\.\nHINT:  [^\n]*fieldcrypt\.import_key_generations/,
 	'the failure names the generation and points to import_key_generations');
+
+# more generations than a database keeps: refused before any derivation
+my $many = join "\n", 'fieldcrypt key generations 1',
+  map { "generation $_ iterations 600000 salt $hex32 kcv $hex32" } 2 .. 17;
+$ring0 = read_bytes($ringfile);
+sql_fails($sub, 'other', "SELECT fieldcrypt.import_key_generations('$many', '$K1')", '54000',
+	'this database would keep more than 16 key generations', 'import refused: too many generations');
+is($sub->safe_psql('other', $META_MD5), $meta_other, 'too many generations: no key metadata changed');
+is(read_bytes($ringfile), $ring0, 'too many generations: the keyring is untouched');
+
+# a database whose key metadata came with a dump and whose key was not restored
+$sub->safe_psql('postgres', 'CREATE DATABASE waiting');
+$sub->safe_psql('waiting', "CREATE EXTENSION fieldcrypt; INSERT INTO fieldcrypt.key_generations "
+	  . "VALUES (1, '\\x$hex32', 600000, '\\x$hex32', 'administrator', now())");
+sql_fails($sub, 'waiting', "SELECT fieldcrypt.import_key_generations('$doc1', '$K1')", '55000',
+	'the data encryption key of this database has not been restored', 'import refused: key not restored');
+sql_fails($sub, 'waiting', 'SELECT fieldcrypt.export_key_generations()', '55000',
+	'the data encryption key of this database has not been restored', 'export refused: key not restored');
 
 # --- import: generation 1 ---------------------------------------------------------------
 sql_fails($sub, 'app', "BEGIN; SELECT fieldcrypt.import_key_generations('$doc1', '$K1'); "
@@ -261,6 +279,16 @@ follow('change 2', 3, $K3, $K2, 301, 400,
 	"SELECT replace(fieldcrypt.export_key_generations(), E'generations 1\\n', E'generations 1\\n$line2\\n')");
 sql_is($sub, 'app', 'SELECT fieldcrypt.retrieve_data_encryption_key()', $K3,
 	'subscriber: the passphrase of the current generation is K3');
+
+# no passphrase in either server log (STATEMENT lines of refused calls included)
+for my $n ($pub, $sub)
+{
+	my $log = slurp_file($n->logfile);
+	like($log, qr/ERROR:  passphrase does not open any key generation/, $n->name . ': the log has the refusals')
+	  if $n == $sub;
+	is(join("\n", grep { /\Q$K1\E|\Q$K2\E|\Q$K3\E|\Q$WRONG\E/ } split /\n/, $log), '',
+		$n->name . ': no passphrase in the server log');
+}
 
 $sub->stop;
 $pub->stop;
