@@ -80,6 +80,9 @@ is($sub->safe_psql('app', 'SELECT count(*), count(note) FROM acct2'), '200|0',
 	'subscriber: the column list left the unpublished column out');
 sql_fails($sub, 'app', check_sql('acct'), '55000', 'no data encryption key is loaded for database "app"',
 	'subscriber: without the generations nothing decrypts');
+my ($rc, $out, $err) = FcNode::psql_tls($sub, 'app', 'SELECT fieldcrypt.decrypt(s) FROM acct WHERE id = 1');
+like($err, qr/HINT:  [^\n]*; for values replicated or copied from another database, fieldcrypt\.import_key_generations\(document, passphrase\)/,
+	'subscriber: the hint names the import, not only set_data_encryption_key');
 
 # --- export -------------------------------------------------------------------------------
 my $doc1 = safe_tls($pub, 'app', 'SELECT fieldcrypt.export_key_generations()');
@@ -116,7 +119,7 @@ for my $b (@bad)
 	sql_fails($sub, 'app', "SELECT fieldcrypt.import_key_generations(E'" . ($lit =~ s/\n/\\n/gr) . "', '$K1')",
 		'22P02', $DOC_ERR, "import refused: $b->[1]");
 }
-my ($rc, $out, $err) = FcNode::psql_tls($sub, 'app', "\\set VERBOSITY verbose\n"
+($rc, $out, $err) = FcNode::psql_tls($sub, 'app', "\\set VERBOSITY verbose\n"
 	  . "SELECT fieldcrypt.import_key_generations(E'fieldcrypt key generations 1\\ngeneration 1 iterations 1000 salt $hex32 kcv $hex32', '$K1')");
 like($err, qr/DETAIL:  Line 2: The iteration count is not an integer of at least 600000\./,
 	'a malformed document names the line and the fault');
