@@ -382,3 +382,32 @@ COMMENT ON VIEW fieldcrypt.key_status IS
     'cluster_key and cluster_key_in_data_directory say where the cluster key is (visible to '
     'fieldcrypt_admin members and those who may read fieldcrypt.key_file)';
 -- END ISSUE10-KEYPLACE
+
+-- ISSUE11-KEYS: key generations that follow the data to other nodes
+-- export_key_generations() on the origin gives the metadata of every generation it
+-- holds (number, iterations, salt, key check value; never a key);
+-- import_key_generations(document, passphrase) on a logical subscriber, a shard or a
+-- copy re-derives them under the same numbers, so values made on the origin open there.
+-- Imported generations are recorded in key_generations with key_source 'imported'.
+ALTER TABLE fieldcrypt.key_generations DROP CONSTRAINT key_generations_key_source_check;
+ALTER TABLE fieldcrypt.key_generations ADD CONSTRAINT key_generations_key_source_check
+    CHECK (key_source IN ('generated', 'administrator', 'imported'));
+CREATE FUNCTION fieldcrypt.export_key_generations() RETURNS text
+    LANGUAGE C VOLATILE PARALLEL UNSAFE
+    AS 'MODULE_PATHNAME', 'fieldcrypt_export_key_generations';
+COMMENT ON FUNCTION fieldcrypt.export_key_generations() IS
+    'metadata of every data encryption key generation this database holds (salts, iteration '
+    'counts, key check values; no key), for import_key_generations on another node; admins, TLS only';
+CREATE FUNCTION fieldcrypt.import_key_generations(document text, passphrase text)
+    RETURNS integer[]
+    LANGUAGE C VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE
+    AS 'MODULE_PATHNAME', 'fieldcrypt_import_key_generations';
+COMMENT ON FUNCTION fieldcrypt.import_key_generations(text, text) IS
+    'install the key generations of another database''s export that the passphrase opens, '
+    'under the same numbers; returns the generations added; admins, TLS only';
+-- import_key_generations stays executable by PUBLIC, like set_data_encryption_key: it
+-- checks the role itself after registering the passphrase for redaction, so that a refused
+-- call cannot leave the passphrase in the STATEMENT line of the server log.
+REVOKE ALL ON FUNCTION fieldcrypt.export_key_generations() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION fieldcrypt.export_key_generations() TO fieldcrypt_admin;
+-- END ISSUE11-KEYS

@@ -109,7 +109,7 @@ static void refresh_ciphers(void);
 static FcCipher *make_cipher(const FcGeneration *g, const uint8 *instance, bool encrypt);
 static bytea *encrypt_value(const char *data, Size len, char kind);
 static bytea *envelope_from_bytes(const char *data, Size len, char kind);
-static void no_key_error(void) pg_attribute_noreturn();
+static void no_key_error(bool reading) pg_attribute_noreturn();
 
 /* Register the syscache callback that forgets our type OIDs. */
 void
@@ -279,9 +279,13 @@ fc_type_holds_encrypted(Oid typid)
 	return holds;
 }
 
-/* ERROR: no key for this database. */
+/*
+ * ERROR: no key for this database.  Reading, the value may come from another
+ * database (a logical subscriber before its first import): the hint says so,
+ * since a key set here would make a generation of its own.
+ */
 static void
-no_key_error(void)
+no_key_error(bool reading)
 {
 	fc_check_ring_usable();
 	ereport(ERROR,
@@ -290,6 +294,11 @@ no_key_error(void)
 					get_database_name(MyDatabaseId)),
 			 errdetail("Encryption is not active here, or the database was imported "
 					   "and its key was not restored yet."),
+			 reading ?
+			 errhint("An administrator must call fieldcrypt.set_data_encryption_key(key) over TLS; "
+					 "for values replicated or copied from another database, "
+					 "fieldcrypt.import_key_generations(document, passphrase) with that database's "
+					 "fieldcrypt.export_key_generations() instead.") :
 			 errhint("An administrator must call fieldcrypt.set_data_encryption_key(key) over TLS.")));
 }
 
@@ -331,7 +340,7 @@ encrypt_value(const char *data, Size len, char kind)
 	refresh_ciphers();
 	g = fc_local_generation(0, true);
 	if (g == NULL)
-		no_key_error();
+		no_key_error(false);
 	if (len > MaxAllocSize - VARHDRSZ - ENV_MIN_LEN)
 		ereport(ERROR,
 				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
@@ -398,11 +407,16 @@ decrypt_value_ext(bytea *val, char kind, Size *outlen, bool soft)
 	if (g == NULL)
 	{
 		if (fc_local_generation(0, true) == NULL)
-			no_key_error();
+			no_key_error(true);
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("value was encrypted with key generation %u, which this database no longer has", gen),
-				 errhint("Restore the key of that generation into a fresh cluster to read it.")));
+				 errmsg("key generation %u is not held by this database", gen),
+				 errdetail("The value was encrypted under generation %u, here before that generation was "
+						   "destroyed, or in another database it was replicated or copied from.", gen),
+				 errhint("For a value from another database, run fieldcrypt.export_key_generations() "
+						 "there and fieldcrypt.import_key_generations(document, passphrase) here; "
+						 "a generation destroyed after re-encryption can only be read by restoring "
+						 "its key into a fresh cluster.")));
 	}
 	for (int i = 0; i < DEC_SLOTS; i++)
 		if (dec_slots[i].ctx && dec_slots[i].gen == gen &&
@@ -431,7 +445,9 @@ decrypt_value_ext(bytea *val, char kind, Size *outlen, bool soft)
 		ereport(ERROR,
 				(errcode(ERRCODE_DATA_CORRUPTED),
 				 errmsg("encrypted value could not be authenticated"),
-				 errdetail("It was modified, truncated, or encrypted with another key.")));
+				 errdetail("It was modified, truncated, or encrypted with another key of generation %u.", gen),
+				 errhint("A value replicated or copied from another database opens only where that "
+						 "database's key generations were imported (fieldcrypt.import_key_generations).")));
 	}
 	out[len] = '\0';
 	*outlen = len;

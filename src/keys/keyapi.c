@@ -90,9 +90,6 @@ static void xact_callback(XactEvent event, void *arg);
 static void subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 							 SubTransactionId parentSubid, void *arg);
 static void check_key_policy(const char *key);
-static void derive_generation(const char *pass, uint32 gen, const uint8 *salt,
-							  uint32 iterations, FcGeneration *out);
-static void insert_meta(const FcGeneration *g, const char *source, TimestampTz at);
 static void set_pending(PendingKind kind);
 
 /* Register transaction callbacks; called from _PG_init. */
@@ -104,8 +101,8 @@ fc_keyapi_init(void)
 }
 
 /* Append the metadata of a new generation to key_generations. */
-static void
-insert_meta(const FcGeneration *g, const char *source, TimestampTz at)
+void
+fc_meta_insert(const FcGeneration *g, const char *source, TimestampTz at)
 {
 	Oid			types[6] = {INT4OID, BYTEAOID, INT4OID, BYTEAOID, TEXTOID, TIMESTAMPTZOID};
 	Datum		values[6];
@@ -185,8 +182,8 @@ check_key_policy(const char *key)
 }
 
 /* Derive the AES key and key check value of one generation. */
-static void
-derive_generation(const char *pass, uint32 gen, const uint8 *salt,
+void
+fc_derive_generation(const char *pass, uint32 gen, const uint8 *salt,
 				  uint32 iterations, FcGeneration *out)
 {
 	uint8		mac[32];
@@ -217,7 +214,7 @@ new_generation(const char *pass, uint32 gen, FcGeneration *out)
 		ereport(ERROR,
 				(errcode(ERRCODE_INTERNAL_ERROR),
 				 errmsg("random number generator failed: %s", fc_crypto_last_error())));
-	derive_generation(pass, gen, salt, fc_kdf_iterations, out);
+	fc_derive_generation(pass, gen, salt, fc_kdf_iterations, out);
 }
 
 /* Forget the change prepared by this transaction. */
@@ -308,6 +305,27 @@ check_no_pending(void)
 		fc_secure_region_alloc((void **) &pending_entry, sizeof(FcDbKeys));
 }
 
+/*
+ * For another key function of this layer (keyport.c): ERROR if this
+ * transaction already prepared a key change, else the entry to fill, to be
+ * handed back with fc_key_change_stage.  The caller holds the change lock
+ * before filling it.
+ */
+FcDbKeys *
+fc_key_change_prepare(void)
+{
+	check_no_pending();
+	memset(pending_entry, 0, sizeof(FcDbKeys));
+	return pending_entry;
+}
+
+/* Apply the entry filled after fc_key_change_prepare at commit. */
+void
+fc_key_change_stage(void)
+{
+	set_pending(PENDING_STORE);
+}
+
 /* Fill the parts of a fresh entry common to every path. */
 static void
 init_entry(FcDbKeys *e, const char *pass, FcKeySource source, TimestampTz now)
@@ -392,14 +410,14 @@ fieldcrypt_set_data_encryption_key(PG_FUNCTION_ARGS)
 			new_generation(pass, gen, &pending_entry->gens[pending_entry->ngens]);
 			pending_entry->ngens++;
 			pending_entry->current_gen = gen;
-			insert_meta(&pending_entry->gens[pending_entry->ngens - 1], "administrator", now);
+			fc_meta_insert(&pending_entry->gens[pending_entry->ngens - 1], "administrator", now);
 		}
 		else if (meta.found)
 		{
 			/* restore after import: verify against the key check value */
 			FcGeneration *g = &pending_entry->gens[0];
 
-			derive_generation(pass, meta.gen, meta.salt, meta.iterations, g);
+			fc_derive_generation(pass, meta.gen, meta.salt, meta.iterations, g);
 			if (!fc_equal_ct(g->kcv, meta.kcv, FC_KCV_LEN))
 				ereport(ERROR,
 						(errcode(ERRCODE_INVALID_PASSWORD),
@@ -421,7 +439,7 @@ fieldcrypt_set_data_encryption_key(PG_FUNCTION_ARGS)
 			pending_entry->activated_at = now;
 			pending_entry->ngens = 1;
 			pending_entry->current_gen = 1;
-			insert_meta(&pending_entry->gens[0], "administrator", now);
+			fc_meta_insert(&pending_entry->gens[0], "administrator", now);
 		}
 		set_pending(PENDING_STORE);
 	}
@@ -597,7 +615,7 @@ fieldcrypt_activate_on_create(PG_FUNCTION_ARGS)
 	pending_entry->activated_at = now;
 	pending_entry->ngens = 1;
 	pending_entry->current_gen = 1;
-	insert_meta(&pending_entry->gens[0], "generated", now);
+	fc_meta_insert(&pending_entry->gens[0], "generated", now);
 	set_pending(PENDING_STORE);
 	PG_RETURN_VOID();
 }

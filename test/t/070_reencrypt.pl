@@ -147,7 +147,7 @@ is($node->safe_psql('app', 'SELECT string_agg(generation::text, \',\') FROM fiel
 sql_is($node, 'app', 'SELECT fieldcrypt.retrieve_data_encryption_key()', $K1, 'retrieve returns K1');
 $node->safe_psql('app', "INSERT INTO misc (id, d) VALUES (3, '$old_envelope')");
 sql_fails($node, 'app', 'SELECT fieldcrypt.decrypt(d) FROM misc WHERE id = 3', '55000',
-	'value was encrypted with key generation 1, which this database no longer has',
+	'key generation 1 is not held by this database',
 	'a value under the destroyed generation cannot be decrypted');
 $node->safe_psql('app', 'DELETE FROM misc WHERE id = 3');
 
