@@ -40,18 +40,19 @@ my $pub = FcNode::new_node('publisher', allows_streaming => 'logical', reencrypt
 $pub->append_conf('postgresql.conf', "log_statement = none\n");
 $pub->start;
 my $sub = FcNode::new_node('subscriber', reencrypt => 'on');
-$sub->append_conf('postgresql.conf', "log_statement = none\n");
+$sub->append_conf('postgresql.conf', "log_statement = none\nmax_logical_replication_workers = 8\nmax_worker_processes = 16\n");
 $sub->start;
 
 my $TABLES = <<'EOS';
 CREATE TABLE acct (id int PRIMARY KEY, s fieldcrypt.encrypted_text, b fieldcrypt.encrypted_bytea, mirror text);
 CREATE TABLE acct2 (id int PRIMARY KEY, s fieldcrypt.encrypted_text, b fieldcrypt.encrypted_bytea, mirror text, note text);
+CREATE TABLE acct3 (id int PRIMARY KEY, s fieldcrypt.encrypted_text, b fieldcrypt.encrypted_bytea, mirror text);
 EOS
 # rows $from..$to in both tables, plain mirror kept beside the encrypted values
 sub insert_rows
 {
 	my ($from, $to) = @_;
-	safe_tls($pub, 'app', join '', map { <<"EOS" } qw(acct acct2));
+	safe_tls($pub, 'app', join '', map { <<"EOS" } qw(acct acct2 acct3));
 INSERT INTO $_ (id, s, b, mirror)
   SELECT i, 'v-' || i, decode(md5('v-' || i), 'hex'), 'v-' || i FROM generate_series($from, $to) i;
 EOS
@@ -65,7 +66,8 @@ sql_is($pub, 'app', "SELECT fieldcrypt.set_data_encryption_key('$K1')", '', 'pub
 insert_rows(1, 200);
 safe_tls($pub, 'app', "UPDATE acct2 SET note = 'not published'");
 $pub->safe_psql('app', 'CREATE PUBLICATION pub_all FOR TABLE acct; '
-	  . 'CREATE PUBLICATION pub_cols FOR TABLE acct2 (id, s, b, mirror)');
+	  . 'CREATE PUBLICATION pub_cols FOR TABLE acct2 (id, s, b, mirror); '
+	  . 'CREATE PUBLICATION pub_rf FOR TABLE acct3 WHERE (id > 0)');
 is($pub->safe_psql('app', check_sql('acct')), '200:0', 'publisher: 200 values decrypt');
 
 # --- subscriber: no key of its own, subscriptions ------------------------------------------
@@ -74,8 +76,12 @@ $sub->safe_psql('app', "SET fieldcrypt.auto_activate = off; CREATE EXTENSION fie
 my $pubconn = $pub->connstr('app') =~ s/'//gr;
 $sub->safe_psql('app', "CREATE SUBSCRIPTION sub_all CONNECTION '$pubconn' PUBLICATION pub_all");
 $sub->safe_psql('app', "CREATE SUBSCRIPTION sub_cols CONNECTION '$pubconn' PUBLICATION pub_cols");
+$sub->safe_psql('app', "CREATE SUBSCRIPTION sub_rf CONNECTION '$pubconn' PUBLICATION pub_rf");
 $sub->wait_for_subscription_sync($pub, 'sub_all');
 $sub->wait_for_subscription_sync($pub, 'sub_cols');
+$sub->wait_for_subscription_sync($pub, 'sub_rf');
+is($sub->safe_psql('app', 'SELECT count(*), count(s), count(b) FROM acct3'), '200|200|200',
+	'subscriber: the row-filtered initial copy brought every encrypted value, none NULL');
 is($sub->safe_psql('app', 'SELECT count(*), count(note) FROM acct2'), '200|0',
 	'subscriber: the column list left the unpublished column out');
 sql_fails($sub, 'app', check_sql('acct'), '55000', 'no data encryption key is loaded for database "app"',
@@ -210,6 +216,7 @@ is($sub->safe_psql('app', "SELECT encode(salt, 'hex') FROM fieldcrypt.key_genera
 	'subscriber: the salt is the publisher\'s');
 sql_is($sub, 'app', check_sql('acct'), '200:0', 'subscriber, generation 1: every value of acct decrypts');
 sql_is($sub, 'app', check_sql('acct2'), '200:0', 'subscriber, generation 1: every value of acct2 decrypts');
+sql_is($sub, 'app', check_sql('acct3'), '200:0', 'subscriber, generation 1: every value of the row-filtered acct3 decrypts');
 sql_is($sub, 'app', 'SELECT fieldcrypt.retrieve_data_encryption_key()', $K1,
 	'subscriber: the passphrase of the current generation is K1');
 ($rc, $out, $err) = FcNode::psql_tls($sub, 'app', "SELECT fieldcrypt.import_key_generations('$doc1\n', '$K1')");
@@ -241,9 +248,12 @@ sub follow
 	safe_tls($pub, 'app', "UPDATE acct SET s = 'u$gen-' || id, b = decode(md5('u$gen-' || id), 'hex'), "
 		  . "mirror = 'u$gen-' || id WHERE id % 10 = $gen;\n"
 		  . "UPDATE acct2 SET s = 'u$gen-' || id, b = decode(md5('u$gen-' || id), 'hex'), "
+		  . "mirror = 'u$gen-' || id WHERE id % 10 = $gen;\n"
+		  . "UPDATE acct3 SET s = 'u$gen-' || id, b = decode(md5('u$gen-' || id), 'hex'), "
 		  . "mirror = 'u$gen-' || id WHERE id % 10 = $gen;");
 	$pub->wait_for_catchup('sub_all');
 	$pub->wait_for_catchup('sub_cols');
+	$pub->wait_for_catchup('sub_rf');
 	is($pub->safe_psql('app', check_sql('acct')), "$to:0", "$step: publisher: every value decrypts");
 
 	# the publisher rewrote its rows in place, not replicated: the subscriber still has
@@ -266,11 +276,13 @@ sub follow
 		"$step: subscriber imports generation $gen");
 	sql_is($sub, 'app', check_sql('acct'), "$to:0", "$step: subscriber: every value of acct decrypts");
 	sql_is($sub, 'app', check_sql('acct2'), "$to:0", "$step: subscriber: every value of acct2 decrypts");
+	sql_is($sub, 'app', check_sql('acct3'), "$to:0", "$step: subscriber: every value of the row-filtered acct3 decrypts");
 	wait_rotated($sub, "$step subscriber");
 	sql_is($sub, 'app', $STATUS, "$gen|imported|1", "$step: subscriber: generation $gen current, alone");
 	is($sub->safe_psql('app', $META), "$gen:imported", "$step: subscriber: one metadata row");
 	sql_is($sub, 'app', check_sql('acct'), "$to:0", "$step: after its re-encryption every value of acct decrypts");
 	sql_is($sub, 'app', check_sql('acct2'), "$to:0", "$step: after its re-encryption every value of acct2 decrypts");
+	sql_is($sub, 'app', check_sql('acct3'), "$to:0", "$step: after its re-encryption every value of acct3 decrypts");
 	is($sub->safe_psql('app', 'SELECT count(note) FROM acct2'), '0', "$step: the unpublished column stays empty");
 	return $doc;
 }
