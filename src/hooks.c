@@ -205,6 +205,8 @@ fc_ProcessUtility(PlannedStmt *pstmt, const char *queryString,
 		fc_rotstate_stop(dropped);	/* its re-encryption worker is connected */
 	}
 	check_drop_extension(parsetree);
+	fc_tam_repack_rewrite(&pstmt, &readOnlyTree);
+	parsetree = pstmt->utilityStmt;
 	fc_restrict_before(parsetree);
 
 	/*
