@@ -30,6 +30,7 @@
 #include "keys/keystore.h"
 #include "keys/redact.h"
 #include "columns/restrict.h"
+#include "columns/nullguard.h"
 
 static ProcessUtility_hook_type prev_ProcessUtility = NULL;
 static object_access_hook_type prev_object_access = NULL;
@@ -53,6 +54,7 @@ fc_hooks_init(void)
 	ProcessUtility_hook = fc_ProcessUtility;
 	prev_object_access = object_access_hook;
 	object_access_hook = fc_object_access;
+	fc_nullguard_init();
 }
 
 /*
