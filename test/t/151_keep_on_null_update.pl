@@ -104,6 +104,10 @@ sql(q{MERGE INTO acct a USING (VALUES (10)) v(id) ON a.id = v.id
       WHEN MATCHED THEN UPDATE SET name = 'merged', secret = NULL});
 is(row_of(10), 'merged|S-10|0a|P-10', 'MERGE ... UPDATE SET secret = NULL keeps the value');
 
+sql(q{CREATE VIEW acct_v AS SELECT id, name, secret FROM acct;
+      UPDATE acct_v SET name = 'view', secret = NULL WHERE id = 12});
+is(row_of(12), 'view|S-12|0c|P-12', 'an UPDATE through an updatable view keeps the value');
+
 # a role that may update but not read the column
 sql(q{SET ROLE app_writer; UPDATE acct SET name = 'writer', secret = NULL; RESET ROLE});
 is(row_of(11), 'writer|S-11|0b|P-11', 'a role without SELECT privilege updates, the value stays');
