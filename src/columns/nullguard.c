@@ -114,7 +114,7 @@ guard_query(Query *query)
 
 /*
  * A NULL constant, an external parameter, or (exclrel > 0) a Var of the
- * EXCLUDED pseudo-relation, under any implicit coercions.
+ * EXCLUDED pseudo-relation, under any casts (implicit or written).
  */
 static bool
 writes_back_null(Node *expr, Index exclrel)
@@ -130,7 +130,8 @@ writes_back_null(Node *expr, Index exclrel)
 		else if (IsA(expr, CoerceToDomain))
 			expr = (Node *) ((CoerceToDomain *) expr)->arg;
 		else if (IsA(expr, FuncExpr) &&
-				 ((FuncExpr *) expr)->funcformat != COERCE_EXPLICIT_CALL &&
+				 (((FuncExpr *) expr)->funcformat == COERCE_IMPLICIT_CAST ||
+				  ((FuncExpr *) expr)->funcformat == COERCE_EXPLICIT_CAST) &&
 				 list_length(((FuncExpr *) expr)->args) >= 1)
 			expr = linitial(((FuncExpr *) expr)->args);
 		else
