@@ -17,6 +17,7 @@
 #include "utils/guc.h"
 
 #include "guc.h"
+#include "columns/nullguard.h"
 #include "keys/keyapi.h"
 #include "keys/keyring.h"
 #include "keys/keystore.h"
@@ -131,6 +132,14 @@ fc_define_gucs(void)
 							 NULL,
 							 &fc_test_reencrypt_pause_before_destroy, false,
 							 PGC_SIGHUP, GUC_NOT_IN_SAMPLE, NULL, NULL, NULL);
+
+	DefineCustomBoolVariable("fieldcrypt.keep_on_null_update",
+							 "An UPDATE that assigns NULL to an encrypted column keeps the stored value.",
+							 "Covers NULL constants, parameters that are NULL when the statement runs, "
+							 "and EXCLUDED values of INSERT ... ON CONFLICT DO UPDATE; "
+							 "SET column = DEFAULT still clears the value.",
+							 &fc_keep_on_null_update, false,
+							 PGC_SUSET, 0, NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("fieldcrypt");
 }

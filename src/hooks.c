@@ -21,6 +21,7 @@
 #include "miscadmin.h"
 #include "nodes/parsenodes.h"
 #include "tcop/utility.h"
+#include "utils/guc.h"
 
 #include "hooks.h"
 #include "tde/tam.h"
@@ -30,6 +31,7 @@
 #include "keys/keystore.h"
 #include "keys/redact.h"
 #include "columns/restrict.h"
+#include "columns/nullguard.h"
 
 static ProcessUtility_hook_type prev_ProcessUtility = NULL;
 static object_access_hook_type prev_object_access = NULL;
@@ -53,6 +55,7 @@ fc_hooks_init(void)
 	ProcessUtility_hook = fc_ProcessUtility;
 	prev_object_access = object_access_hook;
 	object_access_hook = fc_object_access;
+	fc_nullguard_init();
 }
 
 /*
@@ -75,11 +78,19 @@ fc_object_access(ObjectAccessType access, Oid classId, Oid objectId,
 static void
 refuse_drop(void)
 {
+	/* pg_restore --clean gets here after dropping the tables of the dump */
+	bool		restore = application_name != NULL &&
+		strncmp(application_name, "pg_restore", 10) == 0;
+
 	ereport(ERROR,
 			(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 			 errmsg("cannot drop extension fieldcrypt: data encryption is active in database \"%s\"",
 					get_database_name(MyDatabaseId)),
 			 errdetail("Once active, data encryption cannot be turned off."),
+			 restore ?
+			 errhint("pg_restore --clean cannot replace a database whose data encryption is active: "
+					 "restore into a new database instead, and use --single-transaction so that "
+					 "a failed restore changes nothing.") :
 			 errhint("Drop the database if its encrypted data is no longer needed.")));
 }
 
@@ -205,6 +216,8 @@ fc_ProcessUtility(PlannedStmt *pstmt, const char *queryString,
 		fc_rotstate_stop(dropped);	/* its re-encryption worker is connected */
 	}
 	check_drop_extension(parsetree);
+	fc_tam_repack_rewrite(&pstmt, &readOnlyTree);
+	parsetree = pstmt->utilityStmt;
 	fc_restrict_before(parsetree);
 
 	/*

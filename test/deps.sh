@@ -8,7 +8,7 @@ pkgs=(
   postgresql-15-pgtap libtap-parser-sourcehandler-pgtap-perl      # pgTAP + pg_prove
   libipc-run-perl perl libdbd-pg-perl                             # TAP tests (Cluster; DBD::Pg for bind parameters)
   postgresql-15-pgaudit openssl softhsm2
-  postgresql-15-repack                                            # TAP 131: pg_repack while the application writes
+  postgresql-15-repack                                            # pg_repack (TAP 131, 150)
   libp11-kit-dev opensc                                           # HSM tenant key: pkcs11.h; pkcs11-tool in tests
 )
 

@@ -481,6 +481,50 @@ envelope_from_bytes(const char *data, Size len, char kind)
 	return result;
 }
 
+/*
+ * COPY FROM (pg_restore, including --data-only) into a database that holds
+ * a key: refuse an envelope that this database cannot decrypt, instead of
+ * storing a value that fails at every later read.  Only under COPY FROM:
+ * an INSERT of an envelope keeps taking it as is (decryption authenticates
+ * it).  A database holding no key yet accepts it; the key set afterwards
+ * is checked against the key metadata that came with the data.
+ */
+static void
+check_envelope_loadable(bytea *val, char kind)
+{
+	const uint8 *env = (const uint8 *) VARDATA_ANY(val);
+	uint32		gen;
+	Size		len;
+	char	   *plain;
+	bool		held;
+
+	if (!fc_redact_copy_from_active())
+		return;
+	refresh_ciphers();
+	if (fc_local_generation(0, true) == NULL)
+		return;
+	plain = decrypt_value_ext(val, kind, &len, true);
+	if (plain != NULL)
+	{
+		explicit_bzero(plain, len);
+		pfree(plain);
+		return;
+	}
+	gen = ((uint32) env[2] << 24) | ((uint32) env[3] << 16) | ((uint32) env[4] << 8) | env[5];
+	held = fc_local_generation(gen, false) != NULL;
+	ereport(ERROR,
+			(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+			 errmsg("encrypted value of key generation %u cannot be decrypted in this database", gen),
+			 held ?
+			 errdetail("Key generation %u of this database is another key: the value was written "
+					   "in another database, or was modified.", gen) :
+			 errdetail("This database holds no key generation %u: the value was written in another "
+					   "database, or under a generation that was destroyed.", gen),
+			 errhint("Load encrypted values only into the database they were written in; to copy a "
+					 "database, restore its whole dump (not --data-only) into a new database and set "
+					 "the original key there with fieldcrypt.set_data_encryption_key.")));
+}
+
 /* Decode the text form of an envelope. */
 static bytea *
 envelope_from_text(const char *str, char kind)
@@ -490,10 +534,13 @@ envelope_from_text(const char *str, char kind)
 	int			maxlen = pg_b64_dec_len(b64len);
 	char	   *raw = palloc(maxlen + 1);
 	int			n = pg_b64_decode(b64, b64len, raw, maxlen);
+	bytea	   *result;
 
 	if (n < 0)
 		n = 0;					/* envelope_from_bytes refuses it */
-	return envelope_from_bytes(raw, n, kind);
+	result = envelope_from_bytes(raw, n, kind);
+	check_envelope_loadable(result, kind);
+	return result;
 }
 
 /*
@@ -567,7 +614,10 @@ recv_common(StringInfo buf, char kind)
 	bytea	   *result;
 
 	if (len >= BIN_PREFIX_LEN && memcmp(data, BIN_PREFIX, BIN_PREFIX_LEN) == 0)
+	{
 		result = envelope_from_bytes(data + BIN_PREFIX_LEN, len - BIN_PREFIX_LEN, kind);
+		check_envelope_loadable(result, kind);
+	}
 	else if (kind == 't')
 	{
 		int			nbytes;

@@ -21,8 +21,10 @@
 #include "catalog/pg_extension.h"
 #include "commands/extension.h"
 #include "executor/spi.h"
+#include "access/xlog.h"
 #include "libpq/libpq-be.h"
 #include "miscadmin.h"
+#include "postmaster/postmaster.h"
 #include "storage/lock.h"
 #include "utils/acl.h"
 #include "utils/array.h"
@@ -31,6 +33,7 @@
 #include "utils/lsyscache.h"
 #include "utils/syscache.h"
 
+#include "keys/keystate.h"
 #include "keys/keystore.h"
 #include "keys/policy.h"
 
@@ -50,17 +53,55 @@ fc_require_role(const char *role, const char *what)
 			 errhint("Only superusers and members of role %s may do this.", role)));
 }
 
-/* ERROR 28000 unless this backend's client connection uses TLS. */
+/*
+ * Key functions that write the key metadata table or the keyring: on a
+ * standby they would fail deep inside with "cannot execute INSERT in a
+ * read-only transaction".  (The tenant key functions say it themselves;
+ * retrieve_data_encryption_key works on a standby.)
+ */
+static const char *const primary_only[] = {
+	"fieldcrypt.set_data_encryption_key",
+	"fieldcrypt.rotate_tde_key",
+	"fieldcrypt.drop_unused_tde_keys",
+};
+
+/*
+ * ERROR 28000 unless this backend's client connection uses TLS (saying so
+ * when the server has TLS turned off); then, for the key functions that
+ * change keys, ERROR 25006 on a standby.  Every key function calls this
+ * first, after its role check.
+ */
 void
 fc_require_tls(const char *what)
 {
-	if (MyProcPort != NULL && MyProcPort->ssl_in_use)
+	if (MyProcPort == NULL || !MyProcPort->ssl_in_use)
+	{
+		if (!EnableSSL)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION),
+					 errmsg("%s requires an SSL connection", what),
+					 errdetail("The server has TLS turned off (ssl = off), so no connection can use it."),
+					 errhint("Turn TLS on: set ssl = on, ssl_cert_file and ssl_key_file in postgresql.conf "
+							 "and reload the server, then connect over TCP with sslmode=require or stronger.")));
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION),
+				 errmsg("%s requires an SSL connection", what),
+				 errdetail("This connection is not encrypted with TLS."),
+				 errhint("Connect over TCP with sslmode=require or stronger.")));
+	}
+	if (!RecoveryInProgress())
 		return;
-	ereport(ERROR,
-			(errcode(ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION),
-			 errmsg("%s requires an SSL connection", what),
-			 errdetail("This connection is not encrypted with TLS."),
-			 errhint("Connect over TCP with sslmode=require or stronger.")));
+	for (size_t i = 0; i < lengthof(primary_only); i++)
+	{
+		if (strcmp(what, primary_only[i]) != 0)
+			continue;
+		fc_check_ring_usable(); /* a keyring this server cannot open says so first */
+		ereport(ERROR,
+				(errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),
+				 errmsg("%s cannot run during recovery", what),
+				 errdetail("This server is a standby; key changes are written on the primary."),
+				 errhint("Run %s on the primary; standbys follow every key change through WAL.", what)));
+	}
 }
 
 /*

@@ -103,6 +103,10 @@ extern void fc_tam_modify_routine(TableAmRoutine *r);
 /* tam_fence.c */
 extern void fc_tam_check_publications(void);
 
+/* tam_repack.c */
+struct PlannedStmt;
+extern void fc_tam_repack_rewrite(struct PlannedStmt **pstmt, bool *readOnlyTree);
+
 /* GUC */
 extern bool fc_analyze_values;
 
