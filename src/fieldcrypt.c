@@ -15,6 +15,7 @@
 #include "storage/ipc.h"
 
 #include "columns/enctypes.h"
+#include "columns/hints.h"
 #include "guc.h"
 #include "hooks.h"
 #include "keys/keyapi.h"
@@ -79,6 +80,7 @@ _PG_init(void)
 	fc_keyapi_init();
 	fc_enctypes_init();
 	fc_redact_init();
+	fc_hints_init();			/* after redaction: its hint is what redaction sees */
 	fc_writeonly_init();
 	fc_hooks_init();
 }
