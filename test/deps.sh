@@ -9,6 +9,7 @@ pkgs=(
   libipc-run-perl perl libdbd-pg-perl                             # TAP tests (Cluster; DBD::Pg for bind parameters)
   postgresql-15-pgaudit openssl softhsm2
   postgresql-15-repack                                            # pg_repack (TAP 131, 150)
+  pgbackrest                                                      # pgBackRest (TAP 160)
   libp11-kit-dev opensc                                           # HSM tenant key: pkcs11.h; pkcs11-tool in tests
 )
 
