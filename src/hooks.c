@@ -44,6 +44,7 @@ static void fc_ProcessUtility(PlannedStmt *pstmt, const char *queryString,
 static void refuse_drop(void) pg_attribute_noreturn();
 static void copy_template_tde_keys(CreatedbStmt *stmt);
 static void check_drop_extension(Node *parsetree);
+static void check_restore_clean(Node *parsetree, ProcessUtilityContext context);
 static void fc_object_access(ObjectAccessType access, Oid classId, Oid objectId,
 							 int subId, void *arg);
 
@@ -92,6 +93,50 @@ refuse_drop(void)
 					 "restore into a new database instead, and use --single-transaction so that "
 					 "a failed restore changes nothing.") :
 			 errhint("Drop the database if its encrypted data is no longer needed.")));
+}
+
+/*
+ * pg_restore --clean into a database whose data encryption is active: its
+ * first statement that drops something (DROP ..., or ALTER TABLE ... DROP
+ * CONSTRAINT / ALTER COLUMN ... DROP DEFAULT, which it issues first) is
+ * refused, before anything is dropped.  Otherwise it would drop the tables
+ * and then fail at DROP EXTENSION, leaving the database half dropped.  The
+ * client is known by its application_name (pg_restore's own default); a
+ * client that sets another one meets the DROP EXTENSION refusal instead.
+ */
+static void
+check_restore_clean(Node *parsetree, ProcessUtilityContext context)
+{
+	bool		drops = false;
+
+	if (context != PROCESS_UTILITY_TOPLEVEL || application_name == NULL ||
+		strncmp(application_name, "pg_restore", 10) != 0)
+		return;
+	if (IsA(parsetree, DropStmt))
+		drops = true;
+	else if (IsA(parsetree, AlterTableStmt))
+	{
+		ListCell   *lc;
+
+		foreach(lc, ((AlterTableStmt *) parsetree)->cmds)
+		{
+			AlterTableCmd *cmd = lfirst_node(AlterTableCmd, lc);
+
+			if (cmd->subtype == AT_DropConstraint ||
+				(cmd->subtype == AT_ColumnDefault && cmd->def == NULL))
+				drops = true;
+		}
+	}
+	if (!drops || !fc_db_is_active())
+		return;
+	ereport(ERROR,
+			(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+			 errmsg("pg_restore --clean cannot replace database \"%s\": its data encryption is active",
+					get_database_name(MyDatabaseId)),
+			 errdetail("Nothing was dropped. Once active, data encryption cannot be turned off, "
+					   "so the extension and its keys cannot be dropped and recreated."),
+			 errhint("Restore into a new database (createdb, then pg_restore -d <new database>), "
+					 "then restore its key there with fieldcrypt.set_data_encryption_key.")));
 }
 
 /*
@@ -215,6 +260,7 @@ fc_ProcessUtility(PlannedStmt *pstmt, const char *queryString,
 		dropped = get_database_oid(((DropdbStmt *) parsetree)->dbname, true);
 		fc_rotstate_stop(dropped);	/* its re-encryption worker is connected */
 	}
+	check_restore_clean(parsetree, context);
 	check_drop_extension(parsetree);
 	fc_tam_repack_rewrite(&pstmt, &readOnlyTree);
 	parsetree = pstmt->utilityStmt;

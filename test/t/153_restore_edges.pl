@@ -6,9 +6,9 @@
 # --data-only restore into the database the values were written in, and into a full copy that
 # was given the original key, loads and decrypts every value.  An INSERT of a foreign envelope
 # is still taken as is (decryption authenticates it).
-# --clean --if-exists into the origin: refused at DROP EXTENSION with a hint naming the way out
-# (a new database, --single-transaction); with --single-transaction nothing changed (values
-# before = values after); restoring into a new database works.
+# --clean (--if-exists) into the origin: refused at its first DROP, before anything is dropped,
+# with a hint naming the way out (a new database): values and tables before = after, also
+# without --single-transaction; restoring into a new database works.
 use strict;
 use warnings;
 use IPC::Run;
@@ -78,7 +78,7 @@ sql('src', 'DELETE FROM acct WHERE id = 1000');
 # an INSERT still takes an envelope as is (decryption authenticates it)
 sql('other', "INSERT INTO acct (id, secret) VALUES (9999, '$gen3')");
 sql_fails($node, 'other', 'SELECT fieldcrypt.decrypt(secret) FROM acct WHERE id = 9999', '55000',
-	'value was encrypted with key generation 3, which this database no longer has',
+	'key generation 3 is not held by this database',
 	'an inserted foreign envelope is accepted and fails at decryption');
 
 # --- --data-only into the origin and into a full copy with the original key ---------------
@@ -98,16 +98,22 @@ sql('copy', 'TRUNCATE acct');
 is($rc, 0, '--data-only into the full copy works') or diag($err);
 is(sql('copy', $DIGEST), $digest, 'copy: every value decrypts after --data-only');
 
-# --- --clean --if-exists into the origin -------------------------------------------------------
-($rc, $out, $err) = run_cmd('pg_restore', '--clean', '--if-exists', '--single-transaction',
-	'-d', dsn('src'), $dump);
-isnt($rc, 0, '--clean --if-exists --single-transaction into an active database fails');
-like($err, qr/ERROR:  cannot drop extension fieldcrypt: data encryption is active in database "src"/,
-	'it stops at DROP EXTENSION');
-like($err, qr/HINT:  pg_restore --clean cannot replace a database whose data encryption is active: restore into a new database instead, and use --single-transaction so that a failed restore changes nothing\./,
-	'the hint names the way out');
-is(sql('src', $DIGEST) . ' ' . sql('src', $LDIGEST), "$digest $ldigest",
-	'--single-transaction: every table and value is still there');
+# --- --clean into the origin: refused before anything is dropped ---------------------------------
+my $objects = q{SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                 WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast')};
+my $objects_before = sql('src', $objects);
+for my $opts (['--clean', '--if-exists'], ['--clean'], ['--clean', '--if-exists', '--single-transaction'])
+{
+	($rc, $out, $err) = run_cmd('pg_restore', @$opts, '-d', dsn('src'), $dump);
+	isnt($rc, 0, "pg_restore @$opts into an active database fails");
+	like($err, qr/ERROR:  pg_restore --clean cannot replace database "src": its data encryption is active\nDETAIL:  Nothing was dropped\./,
+		"@$opts: refused at its first DROP");
+	like($err, qr/HINT:  Restore into a new database \(createdb, then pg_restore -d <new database>\), then restore its key there with fieldcrypt\.set_data_encryption_key\./,
+		"@$opts: the hint names the way out");
+	unlike($err, qr/cannot drop extension/, "@$opts: it never got to DROP EXTENSION");
+	is(sql('src', $DIGEST) . ' ' . sql('src', $LDIGEST) . ' ' . sql('src', $objects),
+		"$digest $ldigest $objects_before", "@$opts: every table, object and value is still there");
+}
 
 # the same statement from another client keeps the general hint
 my ($r3, $o3, $e3) = FcNode::psql_tls($node, 'src', 'DROP EXTENSION fieldcrypt CASCADE');
