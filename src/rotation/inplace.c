@@ -57,7 +57,9 @@ typedef struct PageWork
 	char	  **copies;			/* by offset; NULL: unchanged */
 	int			nrewritten;
 	int			nmvcc;
-	OffsetNumber mvcc[MaxHeapTuplesPerPage];
+	OffsetNumber mvcc[MaxHeapTuplesPerPage];	/* cannot be done in place */
+	int			nwant;
+	OffsetNumber want[MaxHeapTuplesPerPage];	/* can, and need it */
 } PageWork;
 
 static void walk_page(Relation rel, Page page, BlockNumber blk, FcRewriteTuple fn,
@@ -80,6 +82,7 @@ walk_page(Relation rel, Page page, BlockNumber blk, FcRewriteTuple fn, void *arg
 	w->copies = palloc0(sizeof(char *) * (w->maxoff + 1));
 	w->nrewritten = 0;
 	w->nmvcc = 0;
+	w->nwant = 0;
 	for (OffsetNumber off = FirstOffsetNumber; off <= w->maxoff; off++)
 	{
 		ItemId		id = PageGetItemId(page, off);
@@ -95,6 +98,8 @@ walk_page(Relation rel, Page page, BlockNumber blk, FcRewriteTuple fn, void *arg
 		memcpy(copy, PageGetItem(page, id), len);
 		ItemPointerSet(&tid, blk, off);
 		k = fn(rel, (HeapTupleHeader) copy, len, &tid, write, arg);
+		if (k > 0)
+			w->want[w->nwant++] = off;
 		if (k > 0)
 			w->nrewritten++;
 		else if (k < 0)
@@ -181,18 +186,9 @@ fc_rewrite_block(Relation rel, BlockNumber blk, FcRewriteTuple fn, FcBuildRow bu
 		}
 		else if (pinned_ok)
 		{
-			/* every stored tuple of the page that needs work: by update */
-			w->nmvcc = 0;
-			LockBuffer(buf, BUFFER_LOCK_SHARE);
-			{
-				Page		page = BufferGetPage(buf);
-				OffsetNumber maxoff = PageGetMaxOffsetNumber(page);
-
-				for (OffsetNumber off = FirstOffsetNumber; off <= maxoff; off++)
-					if (ItemIdIsNormal(PageGetItemId(page, off)))
-						w->mvcc[w->nmvcc++] = off;
-			}
-			LockBuffer(buf, BUFFER_LOCK_UNLOCK);
+			/* the stored tuples of the page that need work: by update */
+			memcpy(w->mvcc + w->nmvcc, w->want, w->nwant * sizeof(OffsetNumber));
+			w->nmvcc += w->nwant;
 		}
 		else
 			pinned = true;
