@@ -35,23 +35,15 @@
 #include "columns/restamp.h"
 #include "keys/keystore.h"
 
-#define ENV_VERSION		1
-#define ENV_HDR_LEN		22
-
 static int	walk_container(Oid typid, char *vl, bool write);
 static int	walk_tuple(TupleDesc desc, HeapTupleHeader td, bool write);
 
-/* True if the envelope env (len bytes) is under an older generation this database holds. */
+/* True if generation gen is not the current one and this database still holds it. */
 bool
-fc_envelope_is_stale(const uint8 *env, Size len)
+fc_generation_is_stale(uint32 gen)
 {
-	const FcGeneration *cur;
-	uint32		gen;
+	const FcGeneration *cur = fc_local_generation(0, true);
 
-	if (len < ENV_HDR_LEN || env[0] != ENV_VERSION)
-		return false;
-	gen = ((uint32) env[2] << 24) | ((uint32) env[3] << 16) | ((uint32) env[4] << 8) | env[5];
-	cur = fc_local_generation(0, true);
 	if (cur == NULL || gen == 0 || gen == cur->gen)
 		return false;
 	return fc_local_generation(gen, false) != NULL;
@@ -69,7 +61,7 @@ restamp_envelope(char *vl, bool write)
 	bytea	   *copy;
 	bytea	   *fresh;
 
-	if (!fc_envelope_is_stale(env, len))
+	if (!fc_generation_is_stale(fc_envelope_generation(PointerGetDatum(vl))))
 		return 0;
 	if (!write)
 		return 1;

@@ -13,7 +13,7 @@
 #include "access/htup.h"
 #include "access/tupdesc.h"
 
-extern bool fc_envelope_is_stale(const uint8 *env, Size len);
+extern bool fc_generation_is_stale(uint32 gen);
 extern int	fc_restamp_value(Oid typid, char *vl, bool write);
 extern int	fc_restamp_tuple(TupleDesc desc, HeapTupleHeader td, bool write);
 extern Datum fc_restamp_datum(Oid typid, Datum value, bool *changed);

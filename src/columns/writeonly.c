@@ -131,6 +131,27 @@ action_for(Oid typid)
 	return COL_NULL;
 }
 
+/* What to do with each attribute of td (palloc'd), or NULL if nothing. */
+static ColAction *
+actions_for(TupleDesc td)
+{
+	ColAction  *action = palloc0(sizeof(ColAction) * td->natts);
+	bool		any = false;
+
+	for (int i = 0; i < td->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(td, i);
+
+		if (!att->attisdropped)
+			action[i] = action_for(att->atttypid);
+		any |= action[i] != COL_KEEP;
+	}
+	if (any)
+		return action;
+	pfree(action);
+	return NULL;
+}
+
 /*
  * A composite value with its encrypted fields NULL (recursively through
  * nested records, arrays of records and composites), or the value itself
@@ -155,19 +176,10 @@ scrub_composite(Datum value, int depth)
 	if (typid != RECORDOID && !fc_type_holds_encrypted(typid))
 		return value;
 	td = lookup_rowtype_tupdesc(typid, typmod);
-	action = palloc0(sizeof(ColAction) * td->natts);
-	for (int i = 0; i < td->natts; i++)
-	{
-		Form_pg_attribute att = TupleDescAttr(td, i);
-
-		if (!att->attisdropped)
-			action[i] = action_for(att->atttypid);
-		any |= action[i] != COL_KEEP;
-	}
-	if (!any)
+	action = actions_for(td);
+	if (action == NULL)
 	{
 		ReleaseTupleDesc(td);
-		pfree(action);
 		return value;
 	}
 	values = palloc(sizeof(Datum) * td->natts);
@@ -357,18 +369,11 @@ maybe_wrap(QueryDesc *qd)
 	}
 	if (!any || !fc_enctypes_installed())
 		return NULL;
-	any = false;
-	action = palloc0(sizeof(ColAction) * td->natts);
-	for (int i = 0; i < td->natts; i++)
-	{
-		Form_pg_attribute att = TupleDescAttr(td, i);
-
-		if (!att->attisdropped)
-			action[i] = action_for(att->atttypid);
-		any |= action[i] != COL_KEEP;
-	}
-	if (!any || (ActivePortal && ActivePortal->name &&
-				 strcmp(ActivePortal->name, "_pg_dump_cursor") == 0))
+	action = actions_for(td);
+	if (action == NULL)
+		return NULL;
+	if (ActivePortal && ActivePortal->name &&
+		strcmp(ActivePortal->name, "_pg_dump_cursor") == 0)
 	{
 		pfree(action);
 		return NULL;

@@ -454,6 +454,25 @@ fieldcrypt_set_data_encryption_key(PG_FUNCTION_ARGS)
 }
 
 /*
+ * ERROR 55000: this database has no key loaded, because it was imported
+ * without it (metadata present) or because encryption is not active.
+ */
+void
+fc_key_missing_error(void)
+{
+	if (fc_meta_current().found)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("the data encryption key of this database has not been restored"),
+				 errdetail("The database was imported or copied without its key."),
+				 errhint("Restore it with fieldcrypt.set_data_encryption_key(key) over TLS.")));
+	ereport(ERROR,
+			(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+			 errmsg("data encryption is not active in this database"),
+			 errhint("Activate it with fieldcrypt.set_data_encryption_key(key) over TLS.")));
+}
+
+/*
  * fieldcrypt.retrieve_data_encryption_key() RETURNS text
  */
 Datum
@@ -471,19 +490,8 @@ fieldcrypt_retrieve_data_encryption_key(PG_FUNCTION_ARGS)
 		memcpy(cur, pending_entry, sizeof(FcDbKeys));
 	else if (!fc_db_lookup(MyDatabaseId, cur))
 	{
-		bool		imported = fc_meta_current().found;
-
 		fc_secure_region_free(cur, sizeof(FcDbKeys));
-		if (imported)
-			ereport(ERROR,
-					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-					 errmsg("the data encryption key of this database has not been restored"),
-					 errdetail("The database was imported or copied without its key."),
-					 errhint("Restore it with fieldcrypt.set_data_encryption_key(key) over TLS.")));
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("data encryption is not active in this database"),
-				 errhint("Activate it with fieldcrypt.set_data_encryption_key(key) over TLS.")));
+		fc_key_missing_error();
 	}
 	result = cstring_to_text(cur->passphrase);
 	/* the key may yet reach a message (e.g. a failing cast of the result) */

@@ -18,6 +18,7 @@ extern bool fc_auto_activate;
 extern int	fc_kdf_iterations;
 
 extern void fc_keyapi_init(void);
+extern void fc_key_missing_error(void) pg_attribute_noreturn();
 extern void fc_meta_forget_generations(uint32 keep_gen);
 
 /* for the other key functions of this layer (keyport.c) */

@@ -238,16 +238,7 @@ require_keys(FcDbKeys *cur, bool have)
 	if (have)
 		return;
 	fc_secure_region_free(cur, sizeof(FcDbKeys));
-	if (fc_meta_current().found)
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("the data encryption key of this database has not been restored"),
-				 errdetail("The database was imported or copied without its key."),
-				 errhint("Restore it with fieldcrypt.set_data_encryption_key(key) over TLS.")));
-	ereport(ERROR,
-			(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-			 errmsg("data encryption is not active in this database"),
-			 errhint("Activate it with fieldcrypt.set_data_encryption_key(key) over TLS.")));
+	fc_key_missing_error();
 }
 
 /*

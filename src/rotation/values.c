@@ -45,14 +45,7 @@ static int64 values_reencrypted = 0;	/* by _reencrypt in this process */
 static bool
 value_is_stale(Datum v)
 {
-	uint32		gen = fc_envelope_generation(v);
-	const FcGeneration *cur = fc_local_generation(0, true);
-	uint32		cur_gen;
-
-	if (cur == NULL || gen == 0)
-		return false;
-	cur_gen = cur->gen;
-	return gen != cur_gen && fc_local_generation(gen, false) != NULL;
+	return fc_generation_is_stale(fc_envelope_generation(v));
 }
 
 static Datum
