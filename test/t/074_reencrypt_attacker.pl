@@ -267,5 +267,11 @@ sql_is($node, 'app', 'SELECT generation, generations_kept FROM fieldcrypt.key_st
 is($node->safe_psql('app', $BIG), $big_before, 'the out-of-line values decrypt as before');
 is($node->safe_psql('app', $VALUES), $values_before, 'and every other value');
 
+# no plaintext of any value the worker re-encrypted reached the server log
+# (the statements that wrote them hold only their prefix, through log_statement)
+my $whole_log = slurp_file($node->logfile);
+unlike($whole_log, qr/(?:mailbox-secret|trap|trap-trg|trap-rule|trap-rls|dos-check|dos-trg|dos-rls)-\d/,
+	'no plaintext of a re-encrypted value in the server log');
+
 $node->stop;
 done_testing();
