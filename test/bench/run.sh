@@ -100,7 +100,7 @@ EOF
 gcm_line() {
   local out
   out=$(fc_psql -At <<EOF
-CREATE TEMP TABLE gcm0 AS SELECT * FROM fieldcrypt.gcm_usage();
+CREATE TEMP TABLE gcm0 USING heap AS SELECT * FROM fieldcrypt.gcm_usage();
 \\o /dev/null
 $2
 \\o

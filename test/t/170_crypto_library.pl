@@ -5,7 +5,7 @@
 # row are sealed by Nettle and long ones (and TOAST segments) by OpenSSL, counted exactly per
 # message by fieldcrypt.gcm_usage(); under "openssl" Nettle seals and opens nothing; values and
 # rows written under one setting read back identically under the other, both ways; the setting
-# needs a restart (55P02); an unknown value at start gives a WARNING and the default.
+# needs a restart (55P02); Nettle's key schedules are in memory excluded from core dumps; an unknown value at start gives a WARNING and the default.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -65,6 +65,31 @@ sub write_batch
 		usage_of("UPDATE vals SET b = decode(md5(id::text), 'hex') WHERE id BETWEEN $s AND $l2"));
 }
 
+
+# kB of this backend's memory excluded from core dumps (VmFlags "dd" in /proc/self/smaps)
+# before and after sealing one short column value and one short encrypted_heap row, in one
+# fresh session: Nettle's contexts add one 8 kB region each (4.4 kB of key schedule and
+# hash table, page-rounded); OpenSSL's are in its heap.
+sub dontdump_growth
+{
+	my ($id) = @_;
+	my $smaps = q{SELECT pg_read_file('/proc/self/smaps')};
+	my $out = sql("$smaps;\nSELECT '--8<--';\nINSERT INTO vals VALUES ($id, 'dd-$id', NULL);\n"
+		  . "INSERT INTO rows VALUES ($id, 'dd-$id');\n$smaps;");
+	my @parts = split /^--8<--$/m, $out;
+	die "unexpected output" unless @parts == 2;
+	my @kb = map {
+		my $sum = 0;
+		for my $vma (split /^(?=[0-9a-f]+-[0-9a-f]+ )/m, $_)
+		{
+			my ($size) = $vma =~ /^Size:\s+(\d+) kB/m;
+			$sum += $size if defined $size && $vma =~ /^VmFlags:.*\bdd\b/m;
+		}
+		$sum;
+	} @parts;
+	return $kb[1] - $kb[0];
+}
+
 # --- auto ---
 is(sql('SHOW fieldcrypt.crypto_library'), 'auto', 'auto by default');
 is(sql($enabled_sql),
@@ -78,6 +103,7 @@ is($auto[3], 'openssl 5/0, nettle 0/0', 'auto: 5 encrypted_heap rows of 640 byte
 like($auto[4], qr{^openssl 0/\d+, nettle 10/\d+$}, 'auto: 10 short bytea envelopes sealed by Nettle');
 is(usage_of('SELECT count(fieldcrypt.decrypt(v)) FROM vals WHERE id BETWEEN 1 AND 10'),
 	'openssl 0/5, nettle 0/5', 'auto: the short ones opened by Nettle, the long ones by OpenSSL');
+my $dd_auto = dontdump_growth(1001);
 my $digest_auto = sql($digest_sql);
 
 # --- openssl ---
@@ -94,6 +120,9 @@ my @ossl = write_batch(100);
 is($ossl[0], 'openssl 5/0, nettle 0/0', 'openssl: short envelopes sealed by OpenSSL');
 is($ossl[2], 'openssl 5/0, nettle 0/0', 'openssl: short rows sealed by OpenSSL');
 like($ossl[4], qr{^openssl 10/\d+, nettle 0/0$}, 'openssl: bytea envelopes sealed by OpenSSL');
+my $dd_ossl = dontdump_growth(1002);
+is($dd_auto - $dd_ossl, 16,
+	"Nettle's two key schedules (column value, encrypted_heap row) are in memory excluded from core dumps");
 my $digest_ossl = sql($digest_sql);
 sql_fails($node, 'app', 'SET fieldcrypt.crypto_library = auto', '55P02',
 	'parameter "fieldcrypt.crypto_library" cannot be changed without restarting the server',
