@@ -16,6 +16,8 @@ $(OBJS): $(foreach d,$(SRCDIRS),$(wildcard $(d)/*.h))
 EXTENSION = fieldcrypt
 DATA = $(wildcard sql/fieldcrypt--*.sql)
 SHLIB_LINK += -lcrypto
+# GNU Nettle's AES-256-GCM for short messages (Debian nettle-dev; src/keys/gcm_nettle.c)
+SHLIB_LINK += -lnettle
 # PKCS#11 types for the HSM tenant key (Debian package libp11-kit-dev)
 PG_CPPFLAGS += -I/usr/include/p11-kit-1
 # headers are named from src/: #include "keys/keystore.h"

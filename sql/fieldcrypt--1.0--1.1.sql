@@ -65,3 +65,23 @@ COMMENT ON FUNCTION fieldcrypt.import_key_generations(text, text) IS
 REVOKE ALL ON FUNCTION fieldcrypt.export_key_generations() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION fieldcrypt.export_key_generations() TO fieldcrypt_admin;
 -- END ISSUE11-KEYS
+
+-- ISSUE13-GCM: which AES-256-GCM implementation runs, and a known-answer self test
+-- Short messages go to GNU Nettle, the others to OpenSSL (fieldcrypt.crypto_library).
+CREATE FUNCTION fieldcrypt.gcm_usage(OUT library text, OUT enabled boolean,
+                                     OUT seals bigint, OUT opens bigint, OUT bytes bigint)
+    RETURNS SETOF record
+    LANGUAGE C VOLATILE STRICT PARALLEL RESTRICTED
+    AS 'MODULE_PATHNAME', 'fieldcrypt_gcm_usage';
+COMMENT ON FUNCTION fieldcrypt.gcm_usage() IS
+    'per AES-256-GCM implementation (openssl, nettle): whether this server uses it '
+    '(fieldcrypt.crypto_library, FIPS mode) and how many messages and bytes this backend '
+    'sealed and opened with it since it started';
+CREATE FUNCTION fieldcrypt.gcm_self_test(OUT library text, OUT vector text, OUT passed boolean)
+    RETURNS SETOF record
+    LANGUAGE C VOLATILE STRICT PARALLEL SAFE
+    AS 'MODULE_PATHNAME', 'fieldcrypt_gcm_self_test';
+COMMENT ON FUNCTION fieldcrypt.gcm_self_test() IS
+    'known-answer test of each AES-256-GCM implementation against the NIST GCM vectors '
+    '(AES-256 test cases 13 to 16): seal, open, and refusal of a modified tag';
+-- END ISSUE13-GCM

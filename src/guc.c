@@ -18,6 +18,7 @@
 
 #include "guc.h"
 #include "columns/nullguard.h"
+#include "keys/crypto.h"
 #include "keys/keyapi.h"
 #include "keys/keyring.h"
 #include "keys/keystore.h"
@@ -29,6 +30,12 @@
 static const struct config_enum_entry provider_options[] = {
 	{"file", FC_PROVIDER_FILE, false},
 	{"command", FC_PROVIDER_COMMAND, false},
+	{NULL, 0, false}
+};
+
+static const struct config_enum_entry crypto_library_options[] = {
+	{"auto", FC_CRYPTO_AUTO, false},
+	{"openssl", FC_CRYPTO_OPENSSL, false},
 	{NULL, 0, false}
 };
 
@@ -140,6 +147,14 @@ fc_define_gucs(void)
 							 "SET column = DEFAULT still clears the value.",
 							 &fc_keep_on_null_update, false,
 							 PGC_SUSET, 0, NULL, NULL, NULL);
+
+	DefineCustomEnumVariable("fieldcrypt.crypto_library",
+							 "Which implementations of AES-256-GCM encrypt and decrypt data.",
+							 "\"auto\" uses GNU Nettle for short messages and OpenSSL for the others, "
+							 "or OpenSSL only when OpenSSL runs in FIPS mode; \"openssl\" uses only "
+							 "OpenSSL. Both write and read the same bytes.",
+							 &fc_crypto_library, FC_CRYPTO_AUTO, crypto_library_options,
+							 PGC_POSTMASTER, 0, NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("fieldcrypt");
 }

@@ -11,6 +11,7 @@ pkgs=(
   postgresql-15-repack                                            # pg_repack (TAP 131, 150)
   pgbackrest                                                      # pgBackRest (TAP 160)
   libp11-kit-dev opensc                                           # HSM tenant key: pkcs11.h; pkcs11-tool in tests
+  nettle-dev libnettle8                                           # AES-256-GCM of short messages (src/keys/gcm_nettle.c)
 )
 
 missing=()

@@ -5,6 +5,13 @@
  *	  approved algorithms only: AES-256-GCM, PBKDF2-HMAC-SHA256,
  *	  HKDF-SHA256, HMAC-SHA256 and the default DRBG.
  *
+ *	  AES-256-GCM per message size: a message whose AAD and text together
+ *	  are at most FC_NETTLE_MAX_BYTES goes to GNU Nettle (gcm_nettle.c),
+ *	  whose fixed cost per message is well below EVP's; longer ones go to
+ *	  EVP, whose cost per byte is lower.  Same algorithm, same bytes: each
+ *	  reads what the other wrote.  fieldcrypt.crypto_library = openssl, or
+ *	  OpenSSL in FIPS mode, keeps every message on OpenSSL.
+ *
  *	  Nothing here uses fmgr, palloc or ereport: callers turn a false return
  *	  into an error of their own, so this file is usable from the postmaster
  *	  (keyring load) as well as from backends.  Cipher contexts are meant to
@@ -15,6 +22,8 @@
  *
  *-------------------------------------------------------------------------
  */
+#include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <openssl/core_names.h>
@@ -26,6 +35,18 @@
 #include <openssl/rand.h>
 
 #include "keys/crypto.h"
+#include "keys/gcm_nettle.h"
+
+/* A cipher context: OpenSSL's, and Nettle's for messages up to nettle_max. */
+struct FcCipher
+{
+	EVP_CIPHER_CTX *evp;		/* NULL only when every message goes to Nettle */
+	FcNettleGcm *nettle;		/* NULL: OpenSSL only */
+	size_t		nettle_max;		/* AAD + message bytes that go to Nettle */
+};
+
+int			fc_crypto_library = FC_CRYPTO_AUTO;	/* fieldcrypt.crypto_library */
+FcGcmUsage	fc_gcm_usage[FC_GCM_NLIBS];
 
 /* Fill buf with bytes from OpenSSL's DRBG. */
 bool
@@ -35,18 +56,40 @@ fc_random_bytes(uint8_t *buf, size_t len)
 }
 
 /*
- * Create an AES-256-GCM context keyed once for encryption or decryption.
- * The cipher is fetched from the provider once per process: contexts made
- * from an explicitly fetched cipher re-initialise (new nonce) about 25%
- * faster than from the EVP_aes_256_gcm() compatibility object.
+ * Whether short messages go to Nettle in this process: not when the
+ * setting says openssl, nor when OpenSSL's default properties ask for FIPS
+ * (a FIPS deployment must use only its validated provider).  Decided once:
+ * the setting is PGC_POSTMASTER and the FIPS mode comes from OpenSSL's
+ * configuration, read once per process.
  */
-FcCipher *
-fc_cipher_new(const uint8_t *key, bool encrypt)
+bool
+fc_gcm_nettle_enabled(void)
+{
+	static int	enabled = -1;
+
+	if (enabled < 0)
+	{
+		/* the default properties come from the configuration file */
+		OPENSSL_init_crypto(OPENSSL_INIT_LOAD_CONFIG, NULL);
+		enabled = fc_crypto_library == FC_CRYPTO_AUTO &&
+			!EVP_default_properties_is_fips_enabled(NULL);
+	}
+	return enabled == 1;
+}
+
+/* An EVP AES-256-GCM context keyed for one direction; NULL on failure. */
+static EVP_CIPHER_CTX *
+evp_new(const uint8_t *key, bool encrypt)
 {
 	static EVP_CIPHER *gcm = NULL;
 	EVP_CIPHER_CTX *ctx;
 	int			ok;
 
+	/*
+	 * The cipher is fetched from the provider once per process: contexts
+	 * made from an explicitly fetched cipher re-initialise (new nonce) about
+	 * 25% faster than from the EVP_aes_256_gcm() compatibility object.
+	 */
 	if (gcm == NULL && (gcm = EVP_CIPHER_fetch(NULL, "AES-256-GCM", NULL)) == NULL)
 		return NULL;
 	ctx = EVP_CIPHER_CTX_new();
@@ -64,12 +107,68 @@ fc_cipher_new(const uint8_t *key, bool encrypt)
 	return ctx;
 }
 
-/* Free a context; OpenSSL cleanses the key schedule. */
+/*
+ * Create an AES-256-GCM context keyed once for encryption or decryption:
+ * an EVP context, plus a Nettle one for short messages when Nettle is
+ * enabled (fc_gcm_nettle_enabled).
+ */
+FcCipher *
+fc_cipher_new(const uint8_t *key, bool encrypt)
+{
+	return fc_cipher_new_using(key, encrypt,
+							   fc_gcm_nettle_enabled() ? FC_GCM_AUTO : FC_GCM_OPENSSL);
+}
+
+/*
+ * A context for one routing: FC_GCM_AUTO (by message size), or every
+ * message through one library (FC_GCM_OPENSSL, FC_GCM_NETTLE: the
+ * known-answer self test, whatever the setting).
+ */
+FcCipher *
+fc_cipher_new_using(const uint8_t *key, bool encrypt, FcGcmLib lib)
+{
+	FcCipher   *c = calloc(1, sizeof(FcCipher));
+
+	if (c == NULL)
+		return NULL;
+	if (lib != FC_GCM_NETTLE && (c->evp = evp_new(key, encrypt)) == NULL)
+	{
+		free(c);
+		return NULL;
+	}
+	if (lib != FC_GCM_OPENSSL)
+	{
+		if ((c->nettle = fc_nettle_gcm_new(key)) == NULL)
+		{
+			fc_cipher_free(c);
+			return NULL;
+		}
+		c->nettle_max = lib == FC_GCM_NETTLE ? SIZE_MAX : FC_NETTLE_MAX_BYTES;
+	}
+	return c;
+}
+
+/* Free a context; OpenSSL cleanses its key schedule, gcm_nettle.c wipes its own. */
 void
 fc_cipher_free(FcCipher *ctx)
 {
-	if (ctx)
-		EVP_CIPHER_CTX_free(ctx);
+	if (ctx == NULL)
+		return;
+	if (ctx->evp)
+		EVP_CIPHER_CTX_free(ctx->evp);
+	fc_nettle_gcm_free(ctx->nettle);
+	free(ctx);
+}
+
+/* Count one message of a library (fc_gcm_usage). */
+static inline void
+count(FcGcmLib lib, bool seal, size_t bytes)
+{
+	if (seal)
+		fc_gcm_usage[lib].seals++;
+	else
+		fc_gcm_usage[lib].opens++;
+	fc_gcm_usage[lib].bytes += bytes;
 }
 
 /* Encrypt len bytes with a 96-bit nonce, authenticate aad; write the tag. */
@@ -80,19 +179,27 @@ fc_gcm_seal(FcCipher *ctx, const uint8_t *nonce,
 {
 	int			n;
 	OSSL_PARAM	params[2];
+	EVP_CIPHER_CTX *evp = ctx->evp;
 
-	if (EVP_EncryptInit_ex2(ctx, NULL, NULL, nonce, NULL) != 1)
+	if (ctx->nettle && aadlen + len <= ctx->nettle_max)
+	{
+		count(FC_GCM_NETTLE, true, aadlen + len);
+		fc_nettle_gcm_seal(ctx->nettle, nonce, aad, aadlen, in, len, out, tag);
+		return true;
+	}
+	count(FC_GCM_OPENSSL, true, aadlen + len);
+	if (EVP_EncryptInit_ex2(evp, NULL, NULL, nonce, NULL) != 1)
 		return false;
-	if (aadlen > 0 && EVP_EncryptUpdate(ctx, NULL, &n, aad, (int) aadlen) != 1)
+	if (aadlen > 0 && EVP_EncryptUpdate(evp, NULL, &n, aad, (int) aadlen) != 1)
 		return false;
-	if (len > 0 && EVP_EncryptUpdate(ctx, out, &n, in, (int) len) != 1)
+	if (len > 0 && EVP_EncryptUpdate(evp, out, &n, in, (int) len) != 1)
 		return false;
-	if (EVP_EncryptFinal_ex(ctx, out + len, &n) != 1)
+	if (EVP_EncryptFinal_ex(evp, out + len, &n) != 1)
 		return false;
 	/* the OSSL_PARAM interface skips ctrl's translation layer (OpenSSL 3) */
 	params[0] = OSSL_PARAM_construct_octet_string(OSSL_CIPHER_PARAM_AEAD_TAG, tag, FC_TAG_LEN);
 	params[1] = OSSL_PARAM_construct_end();
-	return EVP_CIPHER_CTX_get_params(ctx, params) == 1;
+	return EVP_CIPHER_CTX_get_params(evp, params) == 1;
 }
 
 /* Decrypt and verify; false means the input is not authentic. */
@@ -103,18 +210,25 @@ fc_gcm_open(FcCipher *ctx, const uint8_t *nonce,
 {
 	int			n;
 	OSSL_PARAM	params[2];
+	EVP_CIPHER_CTX *evp = ctx->evp;
 
+	if (ctx->nettle && aadlen + len <= ctx->nettle_max)
+	{
+		count(FC_GCM_NETTLE, false, aadlen + len);
+		return fc_nettle_gcm_open(ctx->nettle, nonce, aad, aadlen, in, len, out, tag);
+	}
+	count(FC_GCM_OPENSSL, false, aadlen + len);
 	/* the expected tag goes in with the nonce: one parameter pass, not two */
 	params[0] = OSSL_PARAM_construct_octet_string(OSSL_CIPHER_PARAM_AEAD_TAG,
 												  (void *) tag, FC_TAG_LEN);
 	params[1] = OSSL_PARAM_construct_end();
-	if (EVP_DecryptInit_ex2(ctx, NULL, NULL, nonce, params) != 1)
+	if (EVP_DecryptInit_ex2(evp, NULL, NULL, nonce, params) != 1)
 		return false;
-	if (aadlen > 0 && EVP_DecryptUpdate(ctx, NULL, &n, aad, (int) aadlen) != 1)
+	if (aadlen > 0 && EVP_DecryptUpdate(evp, NULL, &n, aad, (int) aadlen) != 1)
 		return false;
-	if (len > 0 && EVP_DecryptUpdate(ctx, out, &n, in, (int) len) != 1)
+	if (len > 0 && EVP_DecryptUpdate(evp, out, &n, in, (int) len) != 1)
 		return false;
-	return EVP_DecryptFinal_ex(ctx, out + len, &n) == 1;
+	return EVP_DecryptFinal_ex(evp, out + len, &n) == 1;
 }
 
 /* Run one EVP_KDF by name with the given parameters. */
