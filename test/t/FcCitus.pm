@@ -18,6 +18,7 @@ use warnings;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use FcNode;
+use FcKeyTest ();
 
 our $DB = 'app';
 
@@ -41,7 +42,9 @@ sub skip_unless_citus
 sub _new_node
 {
 	my ($name, %opts) = @_;
+	my $conf = delete $opts{conf} // '';
 	my $node = FcNode::new_node($name, preload => 'citus,fieldcrypt', %opts);
+	$node->append_conf('postgresql.conf', $conf) if $conf;
 	$node->append_conf('postgresql.conf', <<'EOC');
 wal_level = logical
 max_prepared_transactions = 100
@@ -67,7 +70,8 @@ sub _create_db
 
 # Coordinator and workers, every worker added with citus_add_node, in database $DB.
 # Options: workers (2), db_pre / worker_pre: SQL before CREATE EXTENSION fieldcrypt on the
-# coordinator / on workers; the rest goes to FcNode::new_node.
+# coordinator / on workers; conf: more postgresql.conf lines; preload (default
+# 'citus,fieldcrypt'); the rest goes to FcNode::new_node.
 sub new_cluster
 {
 	my (%opts) = @_;
@@ -106,6 +110,22 @@ sub add_worker
 	}
 	push @{ $c->{workers} }, $w;
 	return $w;
+}
+
+# One key for database $db on every node, by hand (docs/operations.md "Sharded layouts"):
+# the database made with fieldcrypt.auto_activate = off on every node, the key set on the
+# coordinator, its export imported on every worker with the passphrase.
+sub add_shared_key_database
+{
+	my ($c, $db, $pass) = @_;
+	add_database($c, $db, db_pre => 'SET fieldcrypt.auto_activate = off; ',
+		worker_pre => 'SET fieldcrypt.auto_activate = off; ');
+	FcKeyTest::safe_tls($c->{coord}, $db, "SELECT fieldcrypt.set_data_encryption_key('$pass')");
+	my $doc = FcKeyTest::safe_tls($c->{coord}, $db, 'SELECT fieldcrypt.export_key_generations()');
+	$doc =~ s/\n/\\n/g;
+	FcKeyTest::safe_tls($_, $db, "SELECT fieldcrypt.import_key_generations(E'$doc', '$pass')")
+	  for @{ $c->{workers} };
+	return;
 }
 
 # Node name of the worker that holds the shard of $table for distribution value $value.
