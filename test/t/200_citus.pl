@@ -13,6 +13,9 @@
 #     multi-shard pushed down, on the coordinator over rows it pulled: before this issue
 #     the worker sent NULL there and decrypt returned NULL silently), and refuses others
 #     with 42501 on each of those paths; reading the column is NULL on every path;
+#   - fieldcrypt.cluster_key_status() on the coordinator lists every node with its
+#     generations and whether they are the coordinator's (fieldcrypt_admin, TLS; 55000
+#     without Citus);
 #   - the attacker: a plain login connecting straight to a worker with application_name
 #     "citus_internal gpid=..." gets envelopes, never plaintext, and exactly the envelopes
 #     COPY (query) TO STDOUT gives it on that node anyway; without that name it gets NULL;
@@ -61,6 +64,12 @@ sql_fails($co, 'app', 'SELECT fieldcrypt.decrypt(password) FROM mailbox WHERE id
 	'XX001', 'encrypted value could not be authenticated',
 	'app finding 2: decrypt pushed down to the worker cannot open the coordinator\'s envelope');
 
+# cluster_key_status on the coordinator: every node, and that the workers' keys are their own
+sql_is($co, 'app', 'SELECT nodeport, is_coordinator, generations, current_generation, matches_coordinator, error '
+	  . 'FROM fieldcrypt.cluster_key_status()',
+	join("\n", $co->port . '|t|{1}|1|t|', map { $_->port . '|f|{1}|1|f|' } @w),
+	'app: cluster_key_status lists every node, the workers\' generation 1 is not the coordinator\'s');
+
 safe_tls($co, 'app', <<'EOS');
 CREATE TABLE ledger (id int, note text) USING encrypted_heap;
 SELECT create_distributed_table('ledger', 'id');
@@ -85,6 +94,17 @@ safe_tls($_, 'shared', "SELECT fieldcrypt.import_key_generations(E'$docq', '$K1'
 is(join(',', map { $_->safe_psql('shared', "SELECT encode(salt, 'hex') FROM fieldcrypt.key_generations") } @w),
 	join(',', ($co->safe_psql('shared', "SELECT encode(salt, 'hex') FROM fieldcrypt.key_generations")) x 2),
 	'shared: every worker holds the coordinator\'s generation');
+
+sql_is($co, 'shared', 'SELECT count(*), bool_and(matches_coordinator), min(current_generation), '
+	  . 'count(error) FROM fieldcrypt.cluster_key_status()', '3|t|1|0',
+	'shared: cluster_key_status says every node holds the coordinator\'s generations');
+safe_tls($co, 'shared', 'CREATE ROLE keyadmin LOGIN; GRANT fieldcrypt_admin TO keyadmin');
+sql_is($co, 'shared', "\\set QUIET on\nSET ROLE keyadmin;\nSELECT count(*) FILTER (WHERE matches_coordinator) FROM fieldcrypt.cluster_key_status()",
+	'3', 'shared: a member of fieldcrypt_admin may call it');
+sql_fails($co, 'shared', 'SELECT * FROM fieldcrypt.cluster_key_status()', '28000',
+	'fieldcrypt.export_key_generations requires an SSL connection', 'cluster_key_status: refused without TLS', via => 'plain');
+sql_fails($w[0], 'postgres', 'CREATE EXTENSION IF NOT EXISTS fieldcrypt; SELECT * FROM fieldcrypt.cluster_key_status()', '55000',
+	'the citus extension is not installed in this database', 'cluster_key_status: refused where Citus is not installed');
 
 safe_tls($co, 'shared', <<'EOS');
 CREATE TABLE mailbox (id int PRIMARY KEY, password fieldcrypt.encrypted_text, mirror text);
@@ -160,7 +180,7 @@ unlike($env . $err2, qr/pw-7/, 'worker: no plaintext in what the claimed peer go
 ($rc, $out, $err) = $as_bob->($PEER, "\\set VERBOSITY verbose\nSELECT fieldcrypt.decrypt(password) FROM $shard WHERE id = 7");
 like("$rc:$err", qr/\A[1-9]\d*:.*ERROR:  42501: permission denied to decrypt encrypted values/s,
 	'worker, plain login claiming to be Citus: decrypt is refused');
-$wk->safe_psql('postgres', 'CREATE EXTENSION fieldcrypt; CREATE TABLE loc (s fieldcrypt.encrypted_text); '
+$wk->safe_psql('postgres', 'CREATE EXTENSION IF NOT EXISTS fieldcrypt; CREATE TABLE loc (s fieldcrypt.encrypted_text); '
 	  . "INSERT INTO loc VALUES ('x'); GRANT SELECT ON loc TO bob");
 my $connstr = FcNode::tls_connstr($wk, 'postgres') =~ s/user=\S+/user=bob/r;
 ($rc, $out) = FcNode::psql_connstr("$connstr application_name='$PEER'", 'SELECT 1, s FROM loc');
