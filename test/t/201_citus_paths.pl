@@ -7,7 +7,10 @@
 #     repartitioned and pulled to the coordinator (which before this issue stored NULL
 #     silently) copy the values, which decrypt to their mirrors; COPY TO gives envelopes as
 #     on a single node; reference tables and co-located joins read NULL and decrypt for
-#     readers; a plain login gets neither plaintext nor envelope from any SELECT.
+#     readers; a plain login gets neither plaintext nor envelope from any SELECT;
+#   - RETURNING of INSERT (router, multi-row, INSERT ... SELECT pushed down and pulled to
+#     the coordinator), UPDATE, DELETE, on reference tables and in a data-modifying CTE
+#     returns NULL for encrypted columns, and what they wrote decrypts.
 use strict;
 use warnings;
 use PostgreSQL::Test::Utils;
@@ -143,6 +146,34 @@ for my $r (@reads)
 	ok($rc == 0 && $lines == $n && $out !~ /pw-|fcenc/, "plain login: $q gives its $n rows without plaintext or envelope")
 	  or diag("rc $rc, $lines lines: $err\n" . substr($out, 0, 300));
 }
+
+# RETURNING and data-modifying CTEs: the workers hand envelopes to the coordinator (a
+# Citus peer), which nulls them before its client on every modification path
+safe_tls($co, $DB, 'CREATE TABLE ret (id int PRIMARY KEY, password fieldcrypt.encrypted_text, mirror text); '
+	  . "SELECT create_distributed_table('ret', 'id'); "
+	  . 'CREATE TABLE ret_ref (id int PRIMARY KEY, password fieldcrypt.encrypted_text); '
+	  . "SELECT create_reference_table('ret_ref')");
+my @ret = (
+	[ "INSERT INTO ret VALUES (1, 'pw-1', 'x') RETURNING id, password", "1|" ],
+	[ "INSERT INTO ret SELECT i, 'pw-' || i, 'x' FROM generate_series(2, 4) i RETURNING id, password", "2|\n3|\n4|" ],
+	[ "UPDATE ret SET mirror = 'y' WHERE id = 1 RETURNING id, password", "1|" ],
+	[ "UPDATE ret SET mirror = 'y' WHERE id IN (2, 3) RETURNING id, password", "2|\n3|" ],
+	[ "INSERT INTO ret SELECT id + 100, password, mirror FROM mailbox WHERE id < 3 RETURNING id, password", "101|\n102|" ],
+	[ "INSERT INTO ret SELECT id + 200, password, mirror FROM mailbox ORDER BY id LIMIT 2 RETURNING id, password", "201|\n202|" ],
+	[ "DELETE FROM ret WHERE id IN (101, 102) RETURNING id, password", "101|\n102|" ],
+	[ "INSERT INTO ret_ref VALUES (1, 'pw-r') RETURNING id, password", "1|" ],
+	[ "UPDATE ret_ref SET id = id RETURNING id, password", "1|" ],
+	[ "WITH u AS (UPDATE ret SET mirror = 'w' WHERE id < 3 RETURNING *) SELECT id, password FROM u", "1|\n2|" ],
+);
+for my $r (@ret)
+{
+	my ($q, $want) = @$r;
+	my ($rc, $out, $err) = FcNode::psql_tls($co, $DB, "\\set QUIET on\n$q");
+	$out = join("\n", sort { $a <=> $b } split /\n/, $out);
+	is("$rc:$out", "0:$want", "$q: NULL in every returned row") or diag($err);
+}
+is($co->safe_psql($DB, 'SELECT count(*), count(password), count(*) FILTER (WHERE fieldcrypt.decrypt(password) LIKE \'pw-%\') FROM ret'),
+	'6|6|6', 'what those statements wrote is stored and decrypts');
 
 FcCitus::stop_all($c);
 done_testing();
