@@ -55,7 +55,7 @@ PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
 deps:
-	@test/deps.sh
+	@PG_CONFIG=$(PG_CONFIG) test/deps.sh
 
 test: deps
 	$(MAKE) install

@@ -431,3 +431,49 @@ COMMENT ON FUNCTION fieldcrypt.gcm_self_test() IS
     'known-answer test of each AES-256-GCM implementation against the NIST GCM vectors '
     '(AES-256 test cases 13 to 16): seal, open, and refusal of a modified tag';
 -- END ISSUE13-GCM
+
+-- ISSUE15-CITUS: fieldcrypt on a Citus cluster
+-- cluster_key_status() on a Citus coordinator: every node of the cluster (from Citus's
+-- metadata) with the key generations its database holds, and whether they are the
+-- coordinator's (same numbers, salts, iteration counts and key check values: values
+-- written anywhere open everywhere). It reads each node's export_key_generations()
+-- through Citus (run_command_on_all_nodes, TLS between nodes), so it needs what that
+-- function needs on every node: fieldcrypt_admin (or a superuser) and TLS.
+CREATE FUNCTION fieldcrypt.cluster_key_status(
+    OUT nodename text, OUT nodeport integer, OUT is_coordinator boolean,
+    OUT generations integer[], OUT current_generation integer,
+    OUT matches_coordinator boolean, OUT error text)
+    RETURNS SETOF record
+    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+    SET search_path = pg_catalog, pg_temp
+    AS $fn$
+DECLARE
+    mine text;
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'citus') THEN
+        RAISE EXCEPTION USING ERRCODE = '55000',
+            MESSAGE = 'the citus extension is not installed in this database',
+            HINT = 'fieldcrypt.cluster_key_status() runs on a Citus coordinator; '
+                || 'use fieldcrypt.key_status on a single node.';
+    END IF;
+    mine := fieldcrypt.export_key_generations();
+    RETURN QUERY EXECUTE $q$
+        SELECT n.nodename::text, n.nodeport, n.groupid = 0,
+               CASE WHEN r.success THEN ARRAY(
+                   SELECT (pg_catalog.regexp_match(l, '^generation (\d+) '))[1]::integer
+                   FROM pg_catalog.regexp_split_to_table(r.result, E'\n') l
+                   WHERE l LIKE 'generation %') END,
+               CASE WHEN r.success THEN (pg_catalog.regexp_match(r.result, 'generation (\d+) [^\n]*$'))[1]::integer END,
+               r.success AND r.result = $1,
+               CASE WHEN r.success THEN NULL ELSE r.result END
+        FROM pg_catalog.run_command_on_all_nodes('SELECT fieldcrypt.export_key_generations()') r
+        JOIN pg_catalog.pg_dist_node n USING (nodeid)
+        ORDER BY n.groupid, n.nodeport$q$ USING mine;
+END
+$fn$;
+COMMENT ON FUNCTION fieldcrypt.cluster_key_status() IS
+    'on a Citus coordinator: the key generations of every node and whether they are the '
+    'coordinator''s; fieldcrypt_admin, TLS';
+REVOKE ALL ON FUNCTION fieldcrypt.cluster_key_status() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION fieldcrypt.cluster_key_status() TO fieldcrypt_admin;
+-- END ISSUE15-CITUS

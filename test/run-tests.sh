@@ -5,7 +5,9 @@
 #   isolation   test/isolation/specs/NAME.spec vs test/isolation/expected/NAME.out  1 per spec
 #   tap         test/t/*.pl with prove, as user postgres                         1 per assertion
 # Outputs stay in results/ (git-ignored). The last line is "N passed, N failed"; the exit
-# status is non-zero if anything failed, a suite could not run, or no test ran at all.
+# status is non-zero if anything failed, a suite could not run, or no test ran at all. A TAP
+# file that skips itself whole (200_citus.pl where Citus is not installed) counts nothing and
+# is listed on a "not run:" line of the summary, with its reason.
 # pg_regress runs twice: as is, then (pg_regress_tam) with default_table_access_method =
 # encrypted_heap for the whole cluster (ALTER SYSTEM), so that every table the tests create
 # without USING, in every database they create, is an encrypted_heap table. The expected
@@ -24,7 +26,7 @@ CLUSTER_CONF=()    # extra postgresql.conf lines for the pg_regress/pgTAP/isolat
 # and change keys back to back: they run with it postponed. test/t/07x_reencrypt* turn it on.
 CLUSTER_CONF+=("fieldcrypt.reencrypt = off")
 
-total_pass=0 total_fail=0 summary=()
+total_pass=0 total_fail=0 summary=() not_run=()
 record() {  # SUITE PASSED FAILED [NOTE]
   summary+=("$(printf '%-15s %d passed, %d failed%s' "$1:" "$2" "$3" "${4:+ ($4)}")")
   total_pass=$((total_pass + $2)) total_fail=$((total_fail + $3))
@@ -156,6 +158,11 @@ run_tap() {
   done
   cp -r "$dir/tmp_check/log" "$OUT/tap_logs" 2>/dev/null
   record tap "$passed" "$failed"
+  # A file that skipped itself whole (plan skip_all: e.g. 200_citus without Citus) ran no
+  # test: it adds nothing to "passed" and is listed as not run, with its reason.
+  while IFS= read -r f; do
+    not_run+=("tap ${f%% *}: ${f#*skipped: }")
+  done < <(sed -n 's|^.*/\([^/ ]*\.pl\) \.* skipped: |\1 skipped: |p' "$OUT/tap.log")
 }
 
 # layers: the shape of src/ (test/check-layers.pl over the objects `make install` built).
@@ -209,6 +216,7 @@ run_tap
 
 echo "== summary"
 printf '%s\n' "${summary[@]}"
+((${#not_run[@]} == 0)) || printf 'not run: %s\n' "${not_run[@]}"
 ((total_pass + total_fail > 0)) || echo "no test ran at all: that is a failure"
 echo "$total_pass passed, $total_fail failed"
 ((total_fail == 0 && total_pass > 0))

@@ -29,6 +29,10 @@
  *	  is pinned (a PL/pgSQL FOR loop held across COMMIT in a procedure).
  *	  RETURN QUERY only runs inside a function called by a running query.
  *
+ *	  A Citus peer session (keys/cluster.c: Citus running a piece of a
+ *	  distributed query from another node) is not a client: its rows go to
+ *	  the coordinator's executor, whose own receiver nulls them.
+ *
  *	  Cost: ExecutorRun inspects the result descriptor once; a query with
  *	  no column of a user-defined or record type is passed through as is.
  *
@@ -76,6 +80,7 @@
 #include "utils/typcache.h"
 
 #include "columns/enctypes.h"
+#include "keys/cluster.h"
 #include "keys/redact.h"
 #include "columns/writeonly.h"
 
@@ -337,6 +342,8 @@ reaches_client(QueryDesc *qd)
 		case DestRemote:
 		case DestRemoteExecute:
 		case DestRemoteSimple:
+			/* another node of a Citus cluster: envelopes stay in the cluster */
+			return !fc_citus_peer_session();
 		case DestDebug:
 			return true;
 		case DestTuplestore:

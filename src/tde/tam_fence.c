@@ -11,7 +11,9 @@
  *	  ATTACH PARTITION or SET SCHEMA, CREATE TABLE AS) the utility hook
  *	  calls fc_tam_check_publications, whose ERROR aborts the statement.
  *	  Decoding through a slot with another plugin cannot be fenced here;
- *	  the README says so.
+ *	  the README says so.  Where Citus is installed, the hint names the
+ *	  shard transfer mode that copies rows instead (a shard move or the
+ *	  rebalancer publishes the shard by default).
  *
  * src/tde/tam_fence.c
  *
@@ -28,6 +30,8 @@
 #include "catalog/pg_publication.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
+
+#include "keys/cluster.h"
 
 #include "tde/tam.h"
 
@@ -111,6 +115,10 @@ fc_tam_check_publications(void)
 				 errmsg("tables using access method encrypted_heap cannot be published"),
 				 errdetail("Table \"%s\" would be published; logical decoding would hand its "
 						   "ciphertext to output functions.", bad),
+				 fc_citus_installed() ?
+				 errhint("Citus moves shards through a publication unless told otherwise: move or "
+						 "rebalance shards of encrypted_heap tables with "
+						 "shard_transfer_mode => 'block_writes', which copies their rows.") :
 				 errhint("Leave encrypted_heap tables out of publications (and of FOR ALL TABLES "
 						 "or FOR TABLES IN SCHEMA publications), or use heap for them.")));
 }
