@@ -353,10 +353,17 @@ fc_slot_store_raw(TupleTableSlot *slot, Relation rel, TupleTableSlot *raw)
 		slot->tts_tableOid = RelationGetRelid(rel);
 		return;
 	}
-	/* clear, keeping the pin if the row is on the same buffer */
+	/* clear (as lazy_clear, inline: once per row), keeping the pin if on the same buffer */
 	keep = s->buffer;
 	s->buffer = InvalidBuffer;
-	ExecClearTuple(slot);
+	if (unlikely(TTS_SHOULDFREE(slot)))
+	{
+		heap_freetuple(s->base.tuple);
+		slot->tts_flags &= ~TTS_FLAG_SHOULDFREE;
+	}
+	s->base.tuple = NULL;
+	s->base.off = 0;
+	s->incache = false;
 	if (keep != b->buffer)
 	{
 		if (BufferIsValid(keep))
