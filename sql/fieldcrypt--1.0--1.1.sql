@@ -131,3 +131,19 @@ COMMENT ON FUNCTION fieldcrypt.cluster_key_status() IS
 REVOKE ALL ON FUNCTION fieldcrypt.cluster_key_status() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION fieldcrypt.cluster_key_status() TO fieldcrypt_admin;
 -- END ISSUE15-CITUS
+
+-- ISSUE13-CACHE: size and hit rate of the decrypted-row cache of encrypted_heap
+-- Cluster-wide counters (no row, table or database named): readable by pg_monitor and
+-- fieldcrypt_admin, not PUBLIC, since hit rates tell one database about another's reads.
+CREATE FUNCTION fieldcrypt.tde_cache_stats(OUT size_bytes bigint, OUT entries integer,
+                                           OUT entries_used integer, OUT hits bigint,
+                                           OUT misses bigint, OUT evictions bigint,
+                                           OUT hit_ratio double precision)
+    RETURNS record
+    LANGUAGE C VOLATILE STRICT PARALLEL SAFE AS 'MODULE_PATHNAME', 'fieldcrypt_tde_cache_stats';
+COMMENT ON FUNCTION fieldcrypt.tde_cache_stats() IS
+    'size (fieldcrypt.tde_cache_size), entries (one per heap page), hits, misses and evictions '
+    'of the shared cache of decrypted encrypted_heap rows, for the whole cluster';
+REVOKE ALL ON FUNCTION fieldcrypt.tde_cache_stats() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION fieldcrypt.tde_cache_stats() TO pg_monitor, fieldcrypt_admin;
+-- END ISSUE13-CACHE

@@ -23,6 +23,7 @@
 #include "keys/rotstate.h"
 #include "keys/redact.h"
 #include "rotation/reencrypt.h"
+#include "tde/tam_cache.h"
 #include "keys/wal.h"
 #include "columns/writeonly.h"
 
@@ -42,6 +43,7 @@ fc_shmem_request(void)
 		prev_shmem_request_hook();
 	fc_keystore_request();
 	fc_rotstate_request();
+	fc_tam_cache_request();
 }
 
 /* shmem_startup_hook: create the key store and load the keyring. */
@@ -52,6 +54,7 @@ fc_shmem_startup(void)
 		prev_shmem_startup_hook();
 	fc_keystore_startup();
 	fc_rotstate_startup();
+	fc_tam_cache_startup();
 }
 
 /* Module load. */
@@ -78,6 +81,7 @@ _PG_init(void)
 
 	fc_reencrypt_register_launcher();
 	fc_keyapi_init();
+	fc_tam_cache_init();
 	fc_enctypes_init();
 	fc_redact_init();
 	fc_hints_init();			/* after redaction: its hint is what redaction sees */

@@ -26,6 +26,7 @@
 #include "keys/rotstate.h"
 #include "rotation/reencrypt.h"
 #include "tde/tam.h"
+#include "tde/tam_cache.h"
 
 static const struct config_enum_entry provider_options[] = {
 	{"file", FC_PROVIDER_FILE, false},
@@ -94,6 +95,13 @@ fc_define_gucs(void)
 							 "Off: pg_statistic gets no values of these tables and the planner uses default selectivities.",
 							 &fc_analyze_values, false,
 							 PGC_SUSET, 0, NULL, NULL, NULL);
+
+	DefineCustomIntVariable("fieldcrypt.tde_cache_size",
+							"Shared memory for decrypted rows of encrypted_heap tables, read again without decrypting.",
+							"0 turns the cache off. The cached rows are plaintext in shared memory, "
+							"kept out of core dumps, never written to disk.",
+							&fc_tde_cache_size_mb, 128, 0, 1024 * 1024,
+							PGC_POSTMASTER, GUC_UNIT_MB, NULL, NULL, NULL);
 
 	DefineCustomStringVariable("fieldcrypt.hsm_pin_command",
 							   "Shell command printing the user PIN of the HSM that holds the tenant key.",

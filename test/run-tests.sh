@@ -8,10 +8,12 @@
 # status is non-zero if anything failed, a suite could not run, or no test ran at all. A TAP
 # file that skips itself whole (200_citus.pl where Citus is not installed) counts nothing and
 # is listed on a "not run:" line of the summary, with its reason.
-# pg_regress runs twice: as is, then (pg_regress_tam) with default_table_access_method =
+# pg_regress runs three times: as is, then (pg_regress_tam) with default_table_access_method =
 # encrypted_heap for the whole cluster (ALTER SYSTEM), so that every table the tests create
-# without USING, in every database they create, is an encrypted_heap table. The expected
-# outputs are the same. FC_REGRESS_TAM_PASS=0 skips that second pass.
+# without USING, in every database they create, is an encrypted_heap table, and then again
+# (pg_regress_tam_nocache) after a restart with fieldcrypt.tde_cache_size = 0, so that
+# encrypted_heap reads run with the decrypted-row cache on and off. The expected outputs are
+# the same. FC_REGRESS_TAM_PASS=0 skips the second and third passes.
 # Filters for development (all unset in `make test`): FC_SUITES="regress regress_tam pgtap
 # isolation tap layers" runs only those suites, FC_REGRESS="topic ..." only those pg_regress
 # topics, FC_TAP="041 090" only the TAP files whose names start with these prefixes.
@@ -97,22 +99,45 @@ wait_default_am() {
 # encrypted_heap table. The setting is removed afterwards, whatever happened, before the other
 # suites run on the same cluster.
 run_regress_tam() {
-  [[ -n $cluster ]] || { record pg_regress_tam 0 1 "cluster did not start"; return; }
+  local suite=$1; shift
+  [[ -n $cluster ]] || { record "$suite" 0 1 "cluster did not start"; return; }
   if fresh_db fc_regress_tam_am 'CREATE EXTENSION fieldcrypt' &&
      fc_psql -d fc_regress_tam_am -c 'ALTER SYSTEM SET default_table_access_method = encrypted_heap' \
        -c 'SELECT pg_reload_conf()' >/dev/null &&
      wait_default_am encrypted_heap &&
      [[ $(fc_psql -d fc_regress_tam_am -At -c 'CREATE TEMP TABLE tam_probe (i int)' \
             -c "SELECT fieldcrypt.is_encrypted('tam_probe')") == t ]]; then
-    run_regress pg_regress_tam "$PGXS_TEST/regress/pg_regress" . fc_regress \
+    run_regress "$suite" "$PGXS_TEST/regress/pg_regress" . fc_regress \
       'CREATE EXTENSION IF NOT EXISTS fieldcrypt' "$@"
   else
-    record pg_regress_tam 0 1 "could not set default_table_access_method = encrypted_heap"
+    record "$suite" 0 1 "could not set default_table_access_method = encrypted_heap"
   fi
   fc_psql -c 'ALTER SYSTEM RESET default_table_access_method' -c 'SELECT pg_reload_conf()' >/dev/null &&
     wait_default_am heap &&
     fc_psql -c 'DROP DATABASE IF EXISTS fc_regress_tam_am WITH (FORCE)' ||
-    record pg_regress_tam 0 1 "could not reset default_table_access_method"
+    record "$suite" 0 1 "could not reset default_table_access_method"
+}
+
+# set_cache_size SIZE: restart the test cluster with fieldcrypt.tde_cache_size = SIZE and check
+# that the server runs with it (SHOW gives it back in its own unit).
+set_cache_size() {
+  fc_psql -c "ALTER SYSTEM SET fieldcrypt.tde_cache_size = '$1'" >/dev/null &&
+    fc_cluster_restart "$cluster" &&
+    [[ $(fc_psql -At -c 'SHOW fieldcrypt.tde_cache_size') == "$2" ]]
+}
+
+# The pg_regress_tam pass again with the decrypted-row cache off; the cluster gets its default
+# size back afterwards.
+run_regress_tam_nocache() {
+  [[ -n $cluster ]] || { record pg_regress_tam_nocache 0 1 "cluster did not start"; return; }
+  if set_cache_size 0 0; then
+    run_regress_tam pg_regress_tam_nocache "$@"
+  else
+    record pg_regress_tam_nocache 0 1 "could not restart with fieldcrypt.tde_cache_size = 0"
+  fi
+  fc_psql -c 'ALTER SYSTEM RESET fieldcrypt.tde_cache_size' >/dev/null && fc_cluster_restart "$cluster" &&
+    [[ $(fc_psql -At -c 'SHOW fieldcrypt.tde_cache_size') != 0 ]] ||
+    record pg_regress_tam_nocache 0 1 "could not restart with the default fieldcrypt.tde_cache_size"
 }
 
 run_pgtap() {
@@ -207,7 +232,8 @@ if suite_on regress; then
   run_regress pg_regress "$PGXS_TEST/regress/pg_regress" . fc_regress '' "${regress_tests[@]}"
 fi
 if [[ ${FC_REGRESS_TAM_PASS:-1} == 1 ]] && ((${#regress_tests[@]} > 0)); then
-  run_regress_tam "${regress_tests[@]}"
+  run_regress_tam pg_regress_tam "${regress_tests[@]}"
+  run_regress_tam_nocache "${regress_tests[@]}"
 fi
 run_pgtap
 run_regress isolation "$PGXS_TEST/isolation/pg_isolation_regress" test/isolation fc_isolation '' "${specs[@]}"

@@ -601,6 +601,13 @@ fc_tam_decrypt(Relation rel, HeapTuple stored)
 	return decrypt_with(rel, RelationGetDescr(rel), stored);
 }
 
+/* fc_tam_decrypt under a given descriptor (a slot's; see decrypt_with). */
+HeapTuple
+fc_tam_decrypt_desc(Relation rel, TupleDesc desc, HeapTuple stored)
+{
+	return decrypt_with(rel, desc, stored);
+}
+
 /*
  * fc_tam_decrypt with the descriptor the tuple was stored under: ALTER
  * TABLE's rewrite reads the old rows through a slot of the old descriptor

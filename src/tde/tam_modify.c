@@ -36,6 +36,7 @@
 #include "utils/rel.h"
 
 #include "tde/tam.h"
+#include "tde/tam_slot.h"
 
 /*
  * Give the caller's slot the header heap wrote into our stored tuple (xmin,
@@ -47,15 +48,16 @@ header_to_slot(TupleTableSlot *slot, HeapTuple stored)
 {
 	HeapTupleHeader src = stored->t_data;
 	HeapTupleHeader dst;
+	HeapTuple	owned = fc_slot_owned_tuple(slot);
 
-	if (!TTS_IS_HEAPTUPLE(slot) || ((HeapTupleTableSlot *) slot)->tuple == NULL)
+	if (owned == NULL)
 		return;
-	dst = ((HeapTupleTableSlot *) slot)->tuple->t_data;
+	dst = owned->t_data;
 	dst->t_choice = src->t_choice;
 	dst->t_ctid = src->t_ctid;
 	dst->t_infomask = (dst->t_infomask & ~HEAP_XACT_MASK) | (src->t_infomask & HEAP_XACT_MASK);
 	dst->t_infomask2 = (dst->t_infomask2 & ~HEAP2_XACT_MASK) | (src->t_infomask2 & HEAP2_XACT_MASK);
-	((HeapTupleTableSlot *) slot)->tuple->t_self = stored->t_self;
+	owned->t_self = stored->t_self;
 }
 
 static void
@@ -356,7 +358,7 @@ fc_tuple_lock(Relation rel, ItemPointer tid, Snapshot snapshot, TupleTableSlot *
 		r = fc_heap_routine->tuple_lock(rel, tid, snapshot, raw, cid, mode, wait_policy,
 										flags, tmfd);
 		if (!TTS_EMPTY(raw))
-			fc_tam_store(rel, ((BufferHeapTupleTableSlot *) raw)->base.tuple, slot);
+			fc_slot_store_raw(slot, rel, raw);
 	}
 	PG_FINALLY();
 	{

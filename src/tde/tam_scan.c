@@ -5,9 +5,10 @@
  *	  sample and ANALYZE scans, single-row fetches and visibility checks.
  *
  *	  Every read calls heap's own function with a private buffer slot
- *	  ("raw": the stored tuple, pinned), then decrypts into the caller's
- *	  slot (TTSOpsHeapTuple, holding a palloc'd plain copy that keeps the
- *	  stored header, so system columns work).  Heap's code does all the
+ *	  ("raw": the stored tuple, pinned), then hands the stored tuple to the
+ *	  caller's slot, a lazy slot (tam_slot.c) that pins the buffer itself
+ *	  and decrypts on first attribute access, through the decrypted-row
+ *	  cache (tam_cache.c); system columns come from the stored header.  Heap's code does all the
  *	  visibility, HOT-chain, pruning, predicate-locking and parallel-scan
  *	  work; nothing here looks at tuple contents except through
  *	  fc_tam_store.  Scan keys are never used for user tables (only catalog
@@ -27,6 +28,7 @@
 #include "utils/rel.h"
 
 #include "tde/tam.h"
+#include "tde/tam_slot.h"
 
 bool		fc_analyze_values = false;	/* setting fieldcrypt.analyze_values */
 
@@ -52,13 +54,15 @@ hscan_of(TableScanDesc sscan)
 	return h;
 }
 
-/* Decrypt the stored tuple held by a raw buffer slot into slot. */
+/*
+ * Give slot the stored tuple held by a raw buffer slot: a lazy slot keeps
+ * it (pinned) and decrypts it on first access, any other slot type gets it
+ * decrypted now.
+ */
 static void
 store_raw(Relation rel, TupleTableSlot *raw, TupleTableSlot *slot)
 {
-	BufferHeapTupleTableSlot *b = (BufferHeapTupleTableSlot *) raw;
-
-	fc_tam_store(rel, b->base.tuple, slot);
+	fc_slot_store_raw(slot, rel, raw);
 }
 
 /* A private buffer slot for stored tuples of rel. */
@@ -71,7 +75,7 @@ raw_slot(Relation rel)
 static const TupleTableSlotOps *
 fc_slot_callbacks(Relation rel)
 {
-	return &TTSOpsHeapTuple;
+	return &FcTTSOpsLazy;
 }
 
 static TableScanDesc
@@ -245,14 +249,14 @@ fc_tuple_satisfies_snapshot(Relation rel, TupleTableSlot *slot, Snapshot snapsho
 		{
 			HeapTupleData tup;
 			bool		same = true;
+			HeapTupleHeader held = fc_slot_header(slot);
 
 			tup.t_data = (HeapTupleHeader) PageGetItem(page, lp);
 			tup.t_len = ItemIdGetLength(lp);
 			tup.t_self = tid;
 			tup.t_tableOid = RelationGetRelid(rel);
-			if (TTS_IS_HEAPTUPLE(slot) && ((HeapTupleTableSlot *) slot)->tuple != NULL)
-				same = HeapTupleHeaderGetRawXmin(((HeapTupleTableSlot *) slot)->tuple->t_data) ==
-					HeapTupleHeaderGetRawXmin(tup.t_data);
+			if (held != NULL)
+				same = HeapTupleHeaderGetRawXmin(held) == HeapTupleHeaderGetRawXmin(tup.t_data);
 			res = same && HeapTupleSatisfiesVisibility(&tup, snapshot, buf);
 		}
 	}
