@@ -27,6 +27,9 @@
  *
  *	  With fieldcrypt.analyze_values = on (1.0's opt-in), rows go to core
  *	  as heap's would, and what was stored here for the table is forgotten.
+ *	  While it is off, CREATE STATISTICS on encrypted_heap tables is refused:
+ *	  extended statistics would be built from plaintext samples into
+ *	  pg_statistic_ext_data.
  *
  *	  Memory: everything lives in a context under TopTransactionContext;
  *	  the transaction callback drops the state at commit and abort.
@@ -48,6 +51,8 @@
 #include "access/xact.h"
 #include "catalog/heap.h"
 #include "catalog/index.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_class.h"
 #include "catalog/pg_statistic.h"
 #include "catalog/pg_type.h"
 #include "commands/progress.h"
@@ -102,6 +107,8 @@ typedef struct TreePart
 	HeapTuple  *rows;			/* in the parent's row type */
 	double		totalrows;
 } TreePart;
+
+bool		fc_analyze_values = false;	/* setting fieldcrypt.analyze_values */
 
 static MemoryContext cxt = NULL;	/* under TopTransactionContext */
 static Sample *cur = NULL;
@@ -687,4 +694,46 @@ store_stats(Oid relid, bool inherit, VacAttrStats *stats)
 	table_close(sd, AccessShareLock);
 	fc_tde_stats_store(relid, stats->attr->attnum, inherit, stats->attrtypid, tup);
 	heap_freetuple(tup);
+}
+
+/*
+ * CREATE STATISTICS on an encrypted_heap table is refused while ANALYZE
+ * keeps its statistics encrypted: core would build extended statistics
+ * from plaintext samples into pg_statistic_ext_data.
+ */
+void
+fc_tde_stats_check_utility(Node *parsetree)
+{
+	CreateStatsStmt *stmt;
+	ListCell   *lc;
+
+	if (!IsA(parsetree, CreateStatsStmt) || fc_analyze_values)
+		return;
+	stmt = (CreateStatsStmt *) parsetree;
+	foreach(lc, stmt->relations)
+	{
+		Node	   *n = lfirst(lc);
+		Oid			relid;
+		HeapTuple	ctup;
+		Oid			am = InvalidOid;
+
+		if (!IsA(n, RangeVar))
+			continue;
+		relid = RangeVarGetRelid((RangeVar *) n, NoLock, true);
+		if (!OidIsValid(relid))
+			continue;
+		ctup = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
+		if (HeapTupleIsValid(ctup))
+		{
+			am = ((Form_pg_class) GETSTRUCT(ctup))->relam;
+			ReleaseSysCache(ctup);
+		}
+		if (OidIsValid(am) && am == fc_tam_oid())
+			ereport(ERROR,
+					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+					 errmsg("extended statistics are not supported on encrypted_heap table \"%s\"",
+							get_rel_name(relid)),
+					 errdetail("Extended statistics would keep sample values of the table in plaintext in pg_statistic_ext_data."),
+					 errhint("Set fieldcrypt.analyze_values = on to keep plaintext statistics of this table, or do without extended statistics.")));
+	}
 }

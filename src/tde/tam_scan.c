@@ -29,8 +29,6 @@
 #include "tde/tam.h"
 #include "tde/tde_stats.h"
 
-bool		fc_analyze_values = false;	/* setting fieldcrypt.analyze_values */
-
 static void store_raw(Relation rel, TupleTableSlot *raw, TupleTableSlot *slot);
 static inline TableScanDesc hscan_of(TableScanDesc sscan);
 

@@ -638,48 +638,6 @@ fc_tde_stats_forget(Oid relid, int16 attnum, int inherit)
 }
 
 /*
- * CREATE STATISTICS on an encrypted_heap table is refused while ANALYZE
- * keeps its statistics encrypted: core would build extended statistics
- * from plaintext samples into pg_statistic_ext_data.
- */
-void
-fc_tde_stats_check_utility(Node *parsetree)
-{
-	CreateStatsStmt *stmt;
-	ListCell   *lc;
-
-	if (!IsA(parsetree, CreateStatsStmt) || fc_analyze_values)
-		return;
-	stmt = (CreateStatsStmt *) parsetree;
-	foreach(lc, stmt->relations)
-	{
-		Node	   *n = lfirst(lc);
-		Oid			relid;
-		HeapTuple	ctup;
-		Oid			am = InvalidOid;
-
-		if (!IsA(n, RangeVar))
-			continue;
-		relid = RangeVarGetRelid((RangeVar *) n, NoLock, true);
-		if (!OidIsValid(relid))
-			continue;
-		ctup = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
-		if (HeapTupleIsValid(ctup))
-		{
-			am = ((Form_pg_class) GETSTRUCT(ctup))->relam;
-			ReleaseSysCache(ctup);
-		}
-		if (OidIsValid(am) && am == fc_tam_oid())
-			ereport(ERROR,
-					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-					 errmsg("extended statistics are not supported on encrypted_heap table \"%s\"",
-							get_rel_name(relid)),
-					 errdetail("Extended statistics would keep sample values of the table in plaintext in pg_statistic_ext_data."),
-					 errhint("Set fieldcrypt.analyze_values = on to keep plaintext statistics of this table, or do without extended statistics.")));
-	}
-}
-
-/*
  * fieldcrypt._tde_statistic(): every stored statistics row, decrypted and
  * in pg_statistic's shape (backs the view fieldcrypt.pg_stats).  Superusers
  * only: the rows hold sample values.

@@ -21,7 +21,6 @@ extern bool fc_tde_stats_available(void);
 extern void fc_tde_stats_store(Oid relid, int16 attnum, bool inherit, Oid atttypid,
 							   HeapTuple stat);
 extern void fc_tde_stats_forget(Oid relid, int16 attnum, int inherit);
-extern void fc_tde_stats_check_utility(Node *parsetree);
 
 /* tam_analyze.c: the sample and the statistics of an ANALYZE scan */
 struct TableScanDescData;
@@ -31,5 +30,6 @@ extern void fc_analyze_offer(struct TableScanDescData *scan, HeapTuple stored,
 							 double liverows);
 extern void fc_analyze_end(struct TableScanDescData *scan);
 extern bool fc_analyze_wants_rows(struct TableScanDescData *scan);
+extern void fc_tde_stats_check_utility(Node *parsetree);
 
 #endif
