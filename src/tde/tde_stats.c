@@ -96,6 +96,7 @@ static uint64 inval_count = 0;
 static RelStats *lookup(Oid relid);
 static HeapTuple find_stat(Oid relid, int16 attnum, bool inherit);
 static void load(Oid relid, RelStats *out);
+static Oid	stats_index(Relation rel);
 static HeapTuple decode(Datum data, TupleDesc stadesc);
 static bool rows_selectable(PlannerInfo *root, Index varno, AttrNumber attnum,
 							bool whole_table);
@@ -186,6 +187,13 @@ fc_tde_stats_available(void)
 	return OidIsValid(fc_tde_stats_table()) && fc_local_tde_generation(0, true) != NULL;
 }
 
+/* OID of the index of fieldcrypt.tde_statistic (InvalidOid while it is being made). */
+static Oid
+stats_index(Relation rel)
+{
+	return get_relname_relid(STATS_INDEX, RelationGetNamespace(rel));
+}
+
 /* Make a HeapTuple of pg_statistic's shape from a stored bytea. */
 static HeapTuple
 decode(Datum data, TupleDesc stadesc)
@@ -243,11 +251,15 @@ load(Oid relid, RelStats *out)
 		return;
 
 	rel = table_open(fc_tde_stats_table(), AccessShareLock);
+	if (!OidIsValid(stats_index(rel)))
+	{
+		table_close(rel, AccessShareLock);
+		return;
+	}
 	sd = table_open(StatisticRelationId, AccessShareLock);
 	snap = RegisterSnapshot(GetLatestSnapshot());
 	ScanKeyInit(&key, 1, BTEqualStrategyNumber, F_OIDEQ, ObjectIdGetDatum(relid));
-	scan = systable_beginscan(rel, get_relname_relid(STATS_INDEX, RelationGetNamespace(rel)),
-							  true, snap, 1, &key);
+	scan = systable_beginscan(rel, stats_index(rel), true, snap, 1, &key);
 	while (HeapTupleIsValid(t = systable_getnext(scan)))
 	{
 		TupleDesc	desc = RelationGetDescr(rel);
@@ -310,7 +322,8 @@ lookup(Oid relid)
 		if (e != NULL)
 			return e;
 	}
-	if (!fc_tde_stats_available())
+	/* never statistics of the statistics (and no read of an index being built) */
+	if (!fc_tde_stats_available() || relid == fc_tde_stats_table())
 		return NULL;
 	if (stats_cxt == NULL)
 		stats_cxt = AllocSetContextCreate(CacheMemoryContext, "fieldcrypt statistics",
@@ -536,8 +549,7 @@ scan_of(Relation rel, Oid relid, int16 attnum, Snapshot snap)
 	if (attnum != 0)
 		ScanKeyInit(&keys[nkeys++], 2, BTEqualStrategyNumber, F_INT2EQ,
 					Int16GetDatum(attnum));
-	return systable_beginscan(rel, get_relname_relid(STATS_INDEX, RelationGetNamespace(rel)),
-							  true, snap, nkeys, keys);
+	return systable_beginscan(rel, stats_index(rel), true, snap, nkeys, keys);
 }
 
 /* Delete the rows of relid (attnum 0: all; inherit -1: both) from rel. */
@@ -549,6 +561,8 @@ delete_rows(Relation rel, Oid relid, int16 attnum, int inherit)
 	Snapshot	snap;
 	int			n = 0;
 
+	if (!OidIsValid(stats_index(rel)))
+		return 0;				/* CREATE / ALTER EXTENSION is making it */
 	CommandCounterIncrement();
 	snap = RegisterSnapshot(GetLatestSnapshot());
 	scan = scan_of(rel, relid, attnum, snap);
