@@ -493,3 +493,62 @@ COMMENT ON FUNCTION fieldcrypt.tde_cache_stats() IS
 REVOKE ALL ON FUNCTION fieldcrypt.tde_cache_stats() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION fieldcrypt.tde_cache_stats() TO pg_monitor, fieldcrypt_admin;
 -- END ISSUE13-CACHE
+
+-- ISSUE12-STATS: planner statistics of encrypted_heap tables, kept encrypted
+-- ANALYZE of an encrypted_heap table computes the statistics heap's would, and keeps
+-- them here (encrypted_heap, one pg_statistic-shaped row as bytea per column) instead
+-- of in pg_statistic; the planner reads them through get_relation_stats_hook and
+-- get_index_stats_hook. It is a materialized view (never populated by REFRESH, written
+-- by fieldcrypt's C code only) because a table would be part of every FOR ALL TABLES
+-- publication, which encrypted_heap tables cannot be. No role has any privilege on it.
+-- Superusers inspect it through fieldcrypt.pg_stats (the columns of pg_stats; its
+-- anyarray columns as text, as a view cannot have anyarray).
+CREATE MATERIALIZED VIEW fieldcrypt.tde_statistic USING encrypted_heap AS
+    SELECT 0::oid AS starelid, 0::smallint AS staattnum, false AS stainherit, 0::oid AS statype,
+           ''::bytea AS stadata
+     WHERE false
+    WITH NO DATA;
+CREATE INDEX tde_statistic_key ON fieldcrypt.tde_statistic (starelid, staattnum, stainherit);
+REVOKE ALL ON fieldcrypt.tde_statistic FROM PUBLIC;
+COMMENT ON MATERIALIZED VIEW fieldcrypt.tde_statistic IS
+    'planner statistics of encrypted_heap tables (pg_statistic rows, encrypted); read by the planner, never by SQL roles';
+CREATE FUNCTION fieldcrypt._tde_statistic() RETURNS SETOF pg_catalog.pg_statistic
+    LANGUAGE C STRICT VOLATILE PARALLEL RESTRICTED
+    AS 'MODULE_PATHNAME', 'fieldcrypt_tde_statistic';
+COMMENT ON FUNCTION fieldcrypt._tde_statistic() IS
+    'internal: backs the view fieldcrypt.pg_stats; superusers only';
+REVOKE ALL ON FUNCTION fieldcrypt._tde_statistic() FROM PUBLIC;
+CREATE VIEW fieldcrypt.pg_stats AS
+    SELECT n.nspname AS schemaname, c.relname AS tablename, a.attname,
+           s.stainherit AS inherited, s.stanullfrac AS null_frac, s.stawidth AS avg_width,
+           s.stadistinct AS n_distinct,
+           CASE 1 WHEN s.stakind1 THEN s.stavalues1::text WHEN s.stakind2 THEN s.stavalues2::text
+                  WHEN s.stakind3 THEN s.stavalues3::text WHEN s.stakind4 THEN s.stavalues4::text
+                  WHEN s.stakind5 THEN s.stavalues5::text END AS most_common_vals,
+           CASE 1 WHEN s.stakind1 THEN s.stanumbers1 WHEN s.stakind2 THEN s.stanumbers2
+                  WHEN s.stakind3 THEN s.stanumbers3 WHEN s.stakind4 THEN s.stanumbers4
+                  WHEN s.stakind5 THEN s.stanumbers5 END AS most_common_freqs,
+           CASE 2 WHEN s.stakind1 THEN s.stavalues1::text WHEN s.stakind2 THEN s.stavalues2::text
+                  WHEN s.stakind3 THEN s.stavalues3::text WHEN s.stakind4 THEN s.stavalues4::text
+                  WHEN s.stakind5 THEN s.stavalues5::text END AS histogram_bounds,
+           CASE 3 WHEN s.stakind1 THEN s.stanumbers1[1] WHEN s.stakind2 THEN s.stanumbers2[1]
+                  WHEN s.stakind3 THEN s.stanumbers3[1] WHEN s.stakind4 THEN s.stanumbers4[1]
+                  WHEN s.stakind5 THEN s.stanumbers5[1] END AS correlation,
+           CASE 4 WHEN s.stakind1 THEN s.stavalues1::text WHEN s.stakind2 THEN s.stavalues2::text
+                  WHEN s.stakind3 THEN s.stavalues3::text WHEN s.stakind4 THEN s.stavalues4::text
+                  WHEN s.stakind5 THEN s.stavalues5::text END AS most_common_elems,
+           CASE 4 WHEN s.stakind1 THEN s.stanumbers1 WHEN s.stakind2 THEN s.stanumbers2
+                  WHEN s.stakind3 THEN s.stanumbers3 WHEN s.stakind4 THEN s.stanumbers4
+                  WHEN s.stakind5 THEN s.stanumbers5 END AS most_common_elem_freqs,
+           CASE 5 WHEN s.stakind1 THEN s.stanumbers1 WHEN s.stakind2 THEN s.stanumbers2
+                  WHEN s.stakind3 THEN s.stanumbers3 WHEN s.stakind4 THEN s.stanumbers4
+                  WHEN s.stakind5 THEN s.stanumbers5 END AS elem_count_histogram
+      FROM fieldcrypt._tde_statistic() s
+      JOIN pg_catalog.pg_class c ON c.oid = s.starelid
+      JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum = s.staattnum
+      LEFT JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+     WHERE NOT a.attisdropped;
+COMMENT ON VIEW fieldcrypt.pg_stats IS
+    'pg_stats for encrypted_heap tables: their statistics, kept encrypted in fieldcrypt.tde_statistic; superusers only';
+REVOKE ALL ON fieldcrypt.pg_stats FROM PUBLIC;
+-- END ISSUE12-STATS

@@ -33,16 +33,20 @@ END $$;
 
 --
 -- ANALYZE.  fieldcrypt.analyze_values (boolean, default off, superuser):
--- off, ANALYZE of an encrypted_heap table writes no statistics rows (they
--- would hold plaintext values) but sets reltuples and relpages; on,
--- statistics are the same as heap's.
+-- off, ANALYZE of an encrypted_heap table writes no statistics rows to
+-- pg_statistic (they would hold plaintext values; they are kept encrypted
+-- instead, see tam_stats) but sets reltuples and relpages; on, statistics
+-- are heap's, in pg_statistic.  Extended statistics are refused on
+-- encrypted_heap tables while it is off (tam_stats): st_e_ext is made with it on.
 --
 SELECT name, setting, vartype, context FROM pg_settings WHERE name = 'fieldcrypt.analyze_values';
 CREATE TABLE st_h (id int, grp int, label text, amount numeric) USING heap;
 CREATE TABLE st_e (id int, grp int, label text, amount numeric) USING encrypted_heap;
 INSERT INTO st_h SELECT g, g % 10, 'label-' || (g % 37), g * 1.5 FROM generate_series(1, 5000) g;
 INSERT INTO st_e SELECT * FROM st_h;
+SET fieldcrypt.analyze_values = on;
 CREATE STATISTICS st_e_ext (ndistinct, dependencies, mcv) ON grp, label FROM st_e;
+RESET fieldcrypt.analyze_values;
 ANALYZE st_h;
 ANALYZE st_e;
 SELECT (SELECT count(*) FROM pg_statistic WHERE starelid = 'st_e'::regclass) AS e_stat_rows,

@@ -37,10 +37,12 @@ BEGIN
        INTO r;
     RETURN r;
 END $$;
--- the status with the table lists sorted
+-- the status with the table lists sorted (without fieldcrypt.tde_statistic, the
+-- encrypted planner statistics: it has rows once autovacuum analyzed a table)
 CREATE VIEW st AS
     SELECT generation, is_current,
-           ARRAY(SELECT t::text FROM unnest(tables) t ORDER BY 1) AS tables
+           ARRAY(SELECT t::text FROM unnest(tables) t
+                  WHERE t <> 'fieldcrypt.tde_statistic'::regclass ORDER BY 1) AS tables
       FROM fieldcrypt.tde_key_status;
 
 -- the view's shape, and the functions' signatures

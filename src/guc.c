@@ -91,8 +91,8 @@ fc_define_gucs(void)
 							PGC_SUSET, 0, NULL, NULL, NULL);
 
 	DefineCustomBoolVariable("fieldcrypt.analyze_values",
-							 "ANALYZE of encrypted_heap tables stores column statistics (plaintext samples).",
-							 "Off: pg_statistic gets no values of these tables and the planner uses default selectivities.",
+							 "ANALYZE of encrypted_heap tables keeps their statistics in plaintext in pg_statistic.",
+							 "Off: they are kept encrypted in fieldcrypt.tde_statistic, and CREATE STATISTICS on these tables is refused.",
 							 &fc_analyze_values, false,
 							 PGC_SUSET, 0, NULL, NULL, NULL);
 

@@ -2,8 +2,11 @@
  *
  * hooks.c
  *	  Utility and object-access hooks: encryption cannot be turned off once
- *	  active, a dropped database's keys leave the keyring, and DDL on
- *	  encrypted columns goes through restrict.c before and after it runs.
+ *	  active, a dropped database's keys leave the keyring, DDL on
+ *	  encrypted columns goes through restrict.c before and after it runs,
+ *	  and the encrypted statistics of a dropped relation or column go
+ *	  (tde/tde_stats.c, which also refuses CREATE STATISTICS on
+ *	  encrypted_heap tables).
  *
  * src/hooks.c
  *
@@ -25,6 +28,7 @@
 
 #include "hooks.h"
 #include "tde/tam.h"
+#include "tde/tde_stats.h"
 #include "keys/keyapi.h"
 #include "keys/rotstate.h"
 #include "columns/enctypes.h"
@@ -57,6 +61,7 @@ fc_hooks_init(void)
 	prev_object_access = object_access_hook;
 	object_access_hook = fc_object_access;
 	fc_nullguard_init();
+	fc_tde_stats_init();
 }
 
 /*
@@ -73,6 +78,9 @@ fc_object_access(ObjectAccessType access, Oid classId, Oid objectId,
 	if (access == OAT_DROP && classId == RelationRelationId && subId == 0 &&
 		objectId == fc_config_table_oid() && fc_db_is_active())
 		refuse_drop();
+	/* statistics of a dropped table, index or column (tde_stats.c) */
+	if (access == OAT_DROP && classId == RelationRelationId)
+		fc_tde_stats_forget(objectId, subId, -1);
 }
 
 /* The error of every attempt to drop the extension while it is active. */
@@ -265,6 +273,7 @@ fc_ProcessUtility(PlannedStmt *pstmt, const char *queryString,
 	fc_tam_repack_rewrite(&pstmt, &readOnlyTree);
 	parsetree = pstmt->utilityStmt;
 	fc_restrict_before(parsetree);
+	fc_tde_stats_check_utility(parsetree);
 
 	/*
 	 * Errors are logged only once they reach the top level, after this

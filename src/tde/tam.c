@@ -24,6 +24,7 @@
 #include "access/tableam.h"
 #include "catalog/pg_am_d.h"
 #include "commands/defrem.h"
+#include "commands/extension.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
@@ -39,14 +40,20 @@ static bool routine_ready = false;
 /*
  * New storage (CREATE, TRUNCATE, rewrites): heap's, after making sure the
  * database has a TDE key, so that a table that cannot be written is
- * refused when it is created.
+ * refused when it is created.  Except the extension's own statistics table
+ * created by CREATE EXTENSION / ALTER EXTENSION UPDATE (where encryption
+ * may not be active yet): it is written only by ANALYZE of encrypted_heap
+ * tables, which exist only once the key does.
  */
 static void
 fc_relation_set_new_filenode(Relation rel, const RelFileNode *newrnode,
 							 char persistence, TransactionId *freezeXid,
 							 MultiXactId *minmulti)
 {
-	(void) fc_tde_encrypt_ctx();
+	if (!(creating_extension &&
+		  CurrentExtensionObject == get_extension_oid("fieldcrypt", true) &&
+		  strcmp(RelationGetRelationName(rel), "tde_statistic") == 0))
+		(void) fc_tde_encrypt_ctx();
 	fc_heap_routine->relation_set_new_filenode(rel, newrnode, persistence,
 											   freezeXid, minmulti);
 }

@@ -108,7 +108,7 @@ extern void fc_tam_check_publications(void);
 struct PlannedStmt;
 extern void fc_tam_repack_rewrite(struct PlannedStmt **pstmt, bool *readOnlyTree);
 
-/* GUC */
+/* GUC (defined in tam_analyze.c) */
 extern bool fc_analyze_values;
 
 #endif

@@ -29,8 +29,7 @@
 
 #include "tde/tam.h"
 #include "tde/tam_slot.h"
-
-bool		fc_analyze_values = false;	/* setting fieldcrypt.analyze_values */
+#include "tde/tde_stats.h"
 
 static void store_raw(Relation rel, TupleTableSlot *raw, TupleTableSlot *slot);
 static inline TableScanDesc hscan_of(TableScanDesc sscan);
@@ -90,6 +89,8 @@ fc_scan_begin(Relation rel, Snapshot snapshot, int nkeys, struct ScanKeyData *ke
 	s->hscan = heap_beginscan(rel, snapshot, 0, NULL, pscan, flags);
 	s->rs_base = *s->hscan;
 	s->raw = raw_slot(rel);
+	if (flags & SO_TYPE_ANALYZE)
+		fc_analyze_begin(&s->rs_base);	/* tam_analyze.c keeps the sample */
 	return &s->rs_base;
 }
 
@@ -98,6 +99,8 @@ fc_scan_end(TableScanDesc sscan)
 {
 	FcScanDesc	s = (FcScanDesc) sscan;
 
+	if (sscan->rs_flags & SO_TYPE_ANALYZE)
+		fc_analyze_end(sscan);
 	ExecDropSingleTupleTableSlot(s->raw);
 	heap_endscan(hscan_of(sscan));
 	pfree(s);
@@ -268,14 +271,16 @@ static bool
 fc_scan_analyze_next_block(TableScanDesc sscan, BlockNumber blockno,
 						   BufferAccessStrategy bstrategy)
 {
+	fc_analyze_block(sscan);
 	return fc_heap_routine->scan_analyze_next_block(hscan_of(sscan),
 													blockno, bstrategy);
 }
 
 /*
  * With fieldcrypt.analyze_values off, count the block's rows (so reltuples
- * stays right) but return none: ANALYZE then stores no statistics, and no
- * plaintext sample reaches pg_statistic.
+ * stays right) but return none to core: each is offered to the sample of
+ * tam_analyze.c, which computes the statistics and keeps them encrypted,
+ * so no plaintext sample reaches pg_statistic.
  */
 static bool
 fc_scan_analyze_next_tuple(TableScanDesc sscan, TransactionId OldestXmin,
@@ -283,11 +288,16 @@ fc_scan_analyze_next_tuple(TableScanDesc sscan, TransactionId OldestXmin,
 {
 	FcScanDesc	s = (FcScanDesc) sscan;
 
-	if (!fc_analyze_values)
+	if (fc_analyze_wants_rows(sscan))
 	{
 		while (fc_heap_routine->scan_analyze_next_tuple(s->hscan, OldestXmin, liverows,
 														deadrows, s->raw))
+		{
+			fc_analyze_offer(sscan, ((BufferHeapTupleTableSlot *) s->raw)->base.tuple,
+							 *liverows);
 			ExecClearTuple(s->raw);
+		}
+		fc_analyze_offer(sscan, NULL, *liverows);
 		ExecClearTuple(slot);
 		return false;
 	}

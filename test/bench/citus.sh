@@ -18,7 +18,7 @@ citus_installed() {
   [[ -f $("$PGBIN/pg_config" --pkglibdir)/citus.so ]]
 }
 
-section6() {
+section8() {
   local n v r node doc key='Bench-Citus-Key-1!'
   if ! citus_installed; then
     say ""
@@ -26,7 +26,7 @@ section6() {
     return 0
   fi
   n=$(commas "$CITUS_ROWS")
-  log "section 6: Citus, $n rows"
+  log "section 8: Citus, $n rows"
   for node in coord w1 w2; do
     FC_PRELOAD='citus,fieldcrypt' fc_cluster_start "citus_$node" "${CONF[@]}" \
       "max_prepared_transactions = 50" "citus.node_conninfo = 'sslmode=require'"
@@ -65,7 +65,7 @@ section6() {
     done
   done
   [[ $(fc_psql -Atc "SELECT count(*) FILTER (WHERE fieldcrypt.decrypt(e.v) = t.v) FROM t_enc e JOIN t_text t USING (id)") == "$CITUS_ROWS" ]] ||
-    log "section 6: encrypted values do not all decrypt to the baseline"
+    log "section 8: encrypted values do not all decrypt to the baseline"
 
   say ""
   say "== 6. Citus: coordinator + 2 workers on this machine, distributed tables of 32 shards, $n rows (seconds)"

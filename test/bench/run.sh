@@ -25,7 +25,9 @@
 #      throttle against TPS while it is postponed.
 #   5. Online re-encryption of a 1 GB encrypted_heap table after rotate_tde_key against
 #      VACUUM FULL of it (test/bench/tam.sh).
-#   6. Citus (where it is installed): INSERT and multi-shard SELECT on distributed tables
+#   6. Planning time of a 20-way join over encrypted_heap tables (statistics kept encrypted,
+#      through the planner's hooks) against the same over heap tables (test/bench/stats.sh).
+#   8. Citus (where it is installed): INSERT and multi-shard SELECT on distributed tables
 #      with an encrypted_text column and with encrypted_heap shards, against text/heap on
 #      the same coordinator and two workers (test/bench/citus.sh).
 #
@@ -42,7 +44,8 @@
 #        FC_BENCH_PGBENCH_SECONDS FC_BENCH_PGBENCH_ROUNDS FC_BENCH_LOOP_QUERIES FC_BENCH_TAM_SCALE
 #        FC_BENCH_TAM_SECONDS FC_BENCH_TPCB_SECONDS FC_BENCH_TAM_CACHE FC_BENCH_REENC_ROWS FC_BENCH_REENC_REPEAT
 #        FC_BENCH_REENC_SECONDS FC_BENCH_REENC_ROUNDS FC_BENCH_TDE_ROWS;
-#        FC_BENCH_CITUS_ROWS; FC_BENCH_SECTIONS (default "1 2 3 4 5 6"); FC_BENCH_CRYPTO_LIBRARY (auto, openssl).
+#        FC_BENCH_STATS_ROWS FC_BENCH_STATS_PLANS FC_BENCH_STATS_ROUNDS; FC_BENCH_CITUS_ROWS;
+#        FC_BENCH_SECTIONS (default "1 2 3 4 5 6 8"); FC_BENCH_CRYPTO_LIBRARY (auto, openssl).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source test/lib.sh
@@ -54,7 +57,7 @@ PGB_SCALE=${FC_BENCH_PGBENCH_SCALE:-10}
 PGB_SECONDS=${FC_BENCH_PGBENCH_SECONDS:-3}
 PGB_ROUNDS=${FC_BENCH_PGBENCH_ROUNDS:-10}
 LOOP_QUERIES=${FC_BENCH_LOOP_QUERIES:-200000}
-SECTIONS=${FC_BENCH_SECTIONS:-1 2 3 4 5 6}
+SECTIONS=${FC_BENCH_SECTIONS:-1 2 3 4 5 6 8}
 ((PGP_ROWS <= ROWS)) || PGP_ROWS=$ROWS
 
 # Identical settings for every cluster; only shared_preload_libraries differs in section 2.
@@ -426,7 +429,8 @@ section2() {
 
 source test/bench/tam.sh
 source test/bench/reencrypt.sh   # section4
-source test/bench/citus.sh       # section6
+source test/bench/stats.sh       # section6
+source test/bench/citus.sh       # section8
 for s in $SECTIONS; do "section$s"; done
 
 say ""

@@ -97,7 +97,8 @@ $node->poll_query_until('app', $GENS, '2')
   or die 'the old TDE generation was not destroyed';
 is($node->safe_psql('app', $PROGRESS), '0', 'rotation_progress has no row once finished');
 my $log = log_since($node, $log_offset);
-like($log, qr/LOG:  fieldcrypt: re-encryption of the encrypted_heap tables of database "app" from TDE key generation 1 to 2 started: 4 tables/,
+# 4 tables, and fieldcrypt.tde_statistic (the encrypted planner statistics: re-encrypted too)
+like($log, qr/LOG:  fieldcrypt: re-encryption of the encrypted_heap tables of database "app" from TDE key generation 1 to 2 started: 5 tables/,
 	'log line at start');
 like($log, qr/LOG:  fieldcrypt: re-encryption of the encrypted_heap tables of database "app" to TDE key generation 2 finished: \d+ rows rewritten; 1 old generation\(s\) destroyed/,
 	'log line at the end: one generation destroyed');
@@ -106,7 +107,9 @@ unlike($log, qr/row-\d+/, 'no plaintext in the server log');
 is($node->safe_psql('app', $MISMATCH), '0', 'no update of the writers was lost');
 is($node->safe_psql('app', $SUM), $sum_before, 'untouched rows read back unchanged');
 is($node->safe_psql('app', $ROWGENS), '2', 'every row version is under generation 2');
-is($node->safe_psql('app', q{SELECT string_agg(x::text, ',' ORDER BY x::text) FROM fieldcrypt.tde_key_status, unnest(tables) x}), 'ident,mv,nocols,t',
+# (fieldcrypt.tde_statistic has rows only if autovacuum analyzed a table: left out)
+is($node->safe_psql('app', q{SELECT string_agg(x::text, ',' ORDER BY x::text) FROM fieldcrypt.tde_key_status, unnest(tables) x
+                             WHERE x <> 'fieldcrypt.tde_statistic'::regclass}), 'ident,mv,nocols,t',
 	'all four relations are under generation 2 only (also one whose first column is GENERATED ALWAYS AS IDENTITY)');
 is($node->safe_psql('app', "SELECT md5(string_agg(id || ':' || v, ',' ORDER BY id)) FROM mv"),
 	$node->safe_psql('app', "SELECT md5(string_agg(i || ':row-' || i, ',' ORDER BY i)) FROM generate_series(1, 100) i"),
