@@ -24,11 +24,19 @@
 #include "keys/pkcs11.h"
 #include "keys/rotstate.h"
 #include "rotation/reencrypt.h"
+#include "tde/keyed.h"
 #include "tde/tam.h"
 
 static const struct config_enum_entry provider_options[] = {
 	{"file", FC_PROVIDER_FILE, false},
 	{"command", FC_PROVIDER_COMMAND, false},
+	{NULL, 0, false}
+};
+
+static const struct config_enum_entry plain_indexes_options[] = {
+	{"allow", FC_PLAIN_INDEXES_ALLOW, false},
+	{"warn", FC_PLAIN_INDEXES_WARN, false},
+	{"refuse", FC_PLAIN_INDEXES_REFUSE, false},
 	{NULL, 0, false}
 };
 
@@ -86,6 +94,12 @@ fc_define_gucs(void)
 							 "ANALYZE of encrypted_heap tables stores column statistics (plaintext samples).",
 							 "Off: pg_statistic gets no values of these tables and the planner uses default selectivities.",
 							 &fc_analyze_values, false,
+							 PGC_SUSET, 0, NULL, NULL, NULL);
+
+	DefineCustomEnumVariable("fieldcrypt.tde_plain_indexes",
+							 "What creating an index that stores plaintext values of an encrypted_heap table does.",
+							 "allow, warn (a WARNING with a hint toward the keyed hash operator classes) or refuse (an ERROR).",
+							 &fc_tde_plain_indexes, FC_PLAIN_INDEXES_WARN, plain_indexes_options,
 							 PGC_SUSET, 0, NULL, NULL, NULL);
 
 	DefineCustomStringVariable("fieldcrypt.hsm_pin_command",

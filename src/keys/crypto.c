@@ -203,6 +203,59 @@ fc_hmac_sha256(const uint8_t *key, size_t keylen,
 	return ok;
 }
 
+/*
+ * An HMAC-SHA-256 context keyed once: HMAC's inner and outer states are
+ * prepared here, and each fc_mac32 only copies them back (EVP_MAC_init with
+ * no key), so a short message costs two SHA-256 compressions and no
+ * allocation.  NULL on failure.
+ */
+FcMac *
+fc_mac_new(const uint8_t *key, size_t keylen)
+{
+	EVP_MAC    *mac = EVP_MAC_fetch(NULL, "HMAC", NULL);
+	EVP_MAC_CTX *mctx;
+	OSSL_PARAM	params[2];
+
+	if (mac == NULL)
+		return NULL;
+	mctx = EVP_MAC_CTX_new(mac);
+	EVP_MAC_free(mac);
+	if (mctx == NULL)
+		return NULL;
+	params[0] = OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST,
+												 (char *) "SHA256", 0);
+	params[1] = OSSL_PARAM_construct_end();
+	if (EVP_MAC_init(mctx, key, keylen, params) != 1)
+	{
+		EVP_MAC_CTX_free(mctx);
+		return NULL;
+	}
+	return mctx;
+}
+
+/* The first 32 bits (big-endian) of HMAC-SHA-256(key of mac, msg). */
+bool
+fc_mac32(FcMac *mac, const uint8_t *msg, size_t len, uint32_t *out)
+{
+	uint8_t		md[32];
+	size_t		outlen = 0;
+
+	if (EVP_MAC_init(mac, NULL, 0, NULL) != 1 ||
+		EVP_MAC_update(mac, msg, len) != 1 ||
+		EVP_MAC_final(mac, md, &outlen, sizeof(md)) != 1 || outlen != 32)
+		return false;
+	*out = ((uint32_t) md[0] << 24) | ((uint32_t) md[1] << 16) |
+		((uint32_t) md[2] << 8) | (uint32_t) md[3];
+	return true;
+}
+
+/* Free a context of fc_mac_new (its key material with it). */
+void
+fc_mac_free(FcMac *mac)
+{
+	EVP_MAC_CTX_free(mac);
+}
+
 /* Constant-time comparison. */
 bool
 fc_equal_ct(const void *a, const void *b, size_t len)
