@@ -228,10 +228,28 @@ SELECT * FROM keyed WHERE index LIKE 'part4%';
 SELECT id FROM part WHERE email IN ('p50', 'p150', 'p250', 'p350') ORDER BY 1;
 RESET enable_seqscan;
 
+-- a generation this database does not hold (a dump of another database, or destroyed):
+-- an index built from the rows takes the current one, and says so
+CREATE INDEX cust_email_g1 ON cust USING hash (email fieldcrypt.text_keyed_ops (generation = 1));
+SELECT * FROM keyed WHERE index = 'cust_email_g1';
+DROP INDEX cust_email_g1;
 -- errors
--- a generation this server does not hold
-CREATE INDEX ON cust USING hash (email fieldcrypt.text_keyed_ops (generation = 1));
+-- an existing index whose generation is not loaded (here its catalog row is edited, as a
+-- copy of the database without its keys would have it) fails instead of answering
+CREATE INDEX cust_email_lost ON cust USING hash (email fieldcrypt.text_keyed_ops);
+DROP INDEX cust_email;
+UPDATE pg_attribute SET attoptions = '{generation=9}' WHERE attrelid = 'cust_email_lost'::regclass;
+SET enable_seqscan = off;
+SELECT id FROM cust WHERE email = 'user42@contoso.example';
 \echo :LAST_ERROR_SQLSTATE
+INSERT INTO cust (id, email) VALUES (6000, 'another@contoso.example');
+\echo :LAST_ERROR_SQLSTATE
+-- the way out: a rebuild keys it with the current generation
+REINDEX INDEX CONCURRENTLY cust_email_lost;
+SELECT * FROM keyed WHERE index = 'cust_email_lost';
+SELECT id FROM cust WHERE email = 'user42@contoso.example';
+SELECT scans('SELECT * FROM {T} WHERE email = ''user42@contoso.example''');
+RESET enable_seqscan;
 CREATE INDEX ON cust USING hash (email fieldcrypt.text_keyed_ops (generation = 70000));
 \echo :LAST_ERROR_SQLSTATE
 CREATE INDEX ON cust USING hash (email fieldcrypt.text_keyed_ops (colour = 1));

@@ -17,9 +17,15 @@
  *	  option "generation" of each keyed column (pg_attribute.attoptions of
  *	  the index), so that pg_dump dumps it and every reader uses it:
  *	    - not given: the current generation (the database gets its first
- *	      TDE key here if it has none);
- *	    - given (a restore, a clone, a copy for REINDEX CONCURRENTLY): kept,
- *	      and it must be loaded;
+ *	      TDE key here if it has none); a partitioned index, which hashes
+ *	      nothing, gets none, so that each partition's index takes the
+ *	      current one when it is made;
+ *	    - given (a restore, a clone, a copy for REINDEX CONCURRENTLY): kept
+ *	      if this database holds it; if not, an index built here from the
+ *	      table's rows takes the current one (a NOTICE says so: a dump
+ *	      restored into another database, whose generations are its own),
+ *	      and one that reuses existing storage (ALTER COLUMN TYPE without a
+ *	      rewrite, pg_upgrade) fails;
  *	    - during a rebuild (REINDEX CONCURRENTLY, the re-encryption worker):
  *	      replaced by the current generation: that is how an index moves to
  *	      a new key.
@@ -52,6 +58,7 @@
 #include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
 #include "access/xact.h"
+#include "miscadmin.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
@@ -138,11 +145,13 @@ generation_of(Datum attoptions)
 
 /*
  * Write generation gen into the options of key column attnum of indexoid
- * (visible rows), unless one is there and !overwrite.  Returns the
- * generation the column ends up with.
+ * (visible rows), unless one is there and !overwrite, and it is loaded or
+ * the index reuses existing storage (reuse).  Returns the generation the
+ * column ends up with.
  */
 static uint32
-set_generation_option(Oid indexoid, AttrNumber attnum, uint32 gen, bool overwrite)
+set_generation_option(Oid indexoid, AttrNumber attnum, uint32 gen, bool overwrite,
+					  bool reuse)
 {
 	Relation	pgattr = table_open(AttributeRelationId, RowExclusiveLock);
 	HeapTuple	tup = SearchSysCacheCopy2(ATTNUM, ObjectIdGetDatum(indexoid),
@@ -160,10 +169,21 @@ set_generation_option(Oid indexoid, AttrNumber attnum, uint32 gen, bool overwrit
 	old = SysCacheGetAttr(ATTNUM, tup, Anum_pg_attribute_attoptions, &isnull);
 	if (!isnull && !overwrite && generation_of(old) != 0)
 	{
-		gen = generation_of(old);
-		heap_freetuple(tup);
-		table_close(pgattr, RowExclusiveLock);
-		return gen;
+		uint32		given = generation_of(old);
+
+		if (reuse || given > 65535 || fc_local_tde_generation(given, false) != NULL)
+		{
+			heap_freetuple(tup);
+			table_close(pgattr, RowExclusiveLock);
+			return given;
+		}
+		/* built from the table here: any generation will do, take the current one */
+		ereport(NOTICE,
+				(errmsg("keyed hash index \"%s\" is keyed with TDE key generation %u, not %u",
+						get_rel_name(indexoid), gen, given),
+				 errdetail("This database holds no TDE key generation %u (a dump restored from another "
+						   "database, or a generation destroyed since); the index is built here from "
+						   "the table's rows.", given)));
 	}
 	if (!isnull)
 	{
@@ -291,17 +311,23 @@ fc_index_post_create(Oid indexoid)
 		RelationClose(trel);
 	}
 
-	if (any_keyed)
+	/* a partitioned index hashes nothing: its partitions' indexes get their own */
+	if (any_keyed && irel->rd_rel->relkind == RELKIND_INDEX)
 	{
 		uint32		current = current_generation();
+
+		/* ALTER COLUMN TYPE keeps an index's storage when it can; so does pg_upgrade */
+		bool		reuse = IsBinaryUpgrade || irel->rd_node.relNode != indexoid;
 
 		CommandCounterIncrement();
 		for (int i = 0; i < nkeys; i++)
 			if (keyed[i])
 			{
-				uint32		gen = set_generation_option(indexoid, i + 1, current, rebuilding);
+				uint32		gen = set_generation_option(indexoid, i + 1, current, rebuilding,
+														reuse);
 
-				if (fc_local_tde_generation(gen, false) == NULL)
+				/* out of range: index_create's validation of the options says so next */
+				if (gen <= 65535 && fc_local_tde_generation(gen, false) == NULL)
 					fc_keyed_generation_missing(gen);
 			}
 		/* the build must read the options again (see the file header) */
@@ -345,6 +371,8 @@ fc_keyed_indexes(void)
 		oidvector  *indclass = (oidvector *) DatumGetPointer(
 			heap_getattr(tup, Anum_pg_index_indclass, RelationGetDescr(pgindex), &isnull));
 
+		if (get_rel_relkind(form->indexrelid) != RELKIND_INDEX)
+			continue;
 		for (int i = 0; i < form->indnkeyatts; i++)
 		{
 			Oid			opc = indclass->values[i];
@@ -417,7 +445,7 @@ fc_keyed_index_set_generation(Oid indexoid, uint32 gen)
 															 Anum_pg_index_indclass, &isnull));
 	for (int i = 0; i < form->indnkeyatts; i++)
 		if (is_keyed_opclass(indclass->values[i]))
-			(void) set_generation_option(indexoid, i + 1, gen, true);
+			(void) set_generation_option(indexoid, i + 1, gen, true, false);
 	ReleaseSysCache(tup);
 	CommandCounterIncrement();
 }

@@ -129,8 +129,8 @@ fc_keyed_generation_missing(uint32 gen)
 			 errmsg("TDE key generation %u of a keyed hash index is not loaded", gen),
 			 errdetail("The index's hash codes are keyed by that generation of the database's TDE key, "
 					   "which this server does not hold."),
-			 errhint("Import the database's key generations with fieldcrypt.import_key_generations, "
-					 "or rebuild the index with REINDEX INDEX CONCURRENTLY.")));
+			 errhint("Rebuild the index with REINDEX INDEX CONCURRENTLY: it is then keyed with "
+					 "the current generation.")));
 }
 
 /* The context for an index's call site, or NULL when not called by an index. */
