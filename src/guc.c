@@ -147,6 +147,12 @@ fc_define_gucs(void)
 							 &fc_test_reencrypt_pause_before_destroy, false,
 							 PGC_SIGHUP, GUC_NOT_IN_SAMPLE, NULL, NULL, NULL);
 
+	DefineCustomBoolVariable("fieldcrypt.test_reencrypt_pause_before_rekey",
+							 "Test only: the re-encryption worker pauses before rebuilding keyed hash indexes.",
+							 NULL,
+							 &fc_test_reencrypt_pause_before_rekey, false,
+							 PGC_SIGHUP, GUC_NOT_IN_SAMPLE, NULL, NULL, NULL);
+
 	DefineCustomBoolVariable("fieldcrypt.keep_on_null_update",
 							 "An UPDATE that assigns NULL to an encrypted column keeps the stored value.",
 							 "Covers NULL constants, parameters that are NULL when the statement runs, "

@@ -18,10 +18,13 @@
  *	  that may evaluate user code (index expressions and predicates).  An
  *	  index that fails (its expression now raises an error, a lock is held
  *	  for ever, ...) is named in a WARNING and in rotation_progress; the
- *	  other indexes go on, and only its generation is kept.  An interrupted
- *	  REINDEX CONCURRENTLY (crash, cancel) leaves an invalid copy named
- *	  <index>_ccnew, as in PostgreSQL: the old index keeps answering, and
- *	  the copy is to be dropped (docs/operations.md).
+ *	  other indexes go on, and only its generation is kept.  The invalid
+ *	  copy "<index>_ccnew" a failed REINDEX CONCURRENTLY leaves is dropped
+ *	  at once; one left by a crash (the old index keeps answering) is keyed
+ *	  with the current generation, harmless, and dropped by the first run
+ *	  after the next key change.  Other invalid keyed indexes are not
+ *	  rebuilt (that would make them valid) and keep their generation until
+ *	  their owner drops or rebuilds them.
  *
  * src/rotation/keyed_rebuild.c
  *
@@ -33,6 +36,7 @@
 #include "catalog/pg_class.h"
 #include "commands/dbcommands.h"
 #include "commands/defrem.h"
+#include "executor/spi.h"
 #include "miscadmin.h"
 #include "nodes/makefuncs.h"
 #include "parser/parse_node.h"
@@ -43,8 +47,34 @@
 #include "utils/snapmgr.h"
 #include "utils/syscache.h"
 
+#include "access/xlog.h"
+#include "rotation/reencrypt.h"
 #include "rotation/rotation.h"
 #include "tde/keyed.h"
+
+bool		fc_test_reencrypt_pause_before_rekey = false;	/* setting */
+
+/* Test only: stay here while fieldcrypt.test_reencrypt_pause_before_rekey is on. */
+static void
+test_pause(Run *r)
+{
+	bool		logged = false;
+
+	while (fc_test_reencrypt_pause_before_rekey)
+	{
+		if (!logged)
+		{
+			XLogFlush(XactLastCommitEnd);
+			fc_rot_publish(r, PHASE_PAUSED);
+			ereport(LOG,
+					(errmsg("fieldcrypt: re-encryption paused for testing before rebuilding keyed hash indexes")));
+			logged = true;
+		}
+		fc_rot_sleep(100);
+	}
+	if (logged)
+		fc_rot_publish(r, PHASE_REENCRYPTING);
+}
 
 /* Rebuild one index under generation current, as its table's owner. */
 static void
@@ -104,9 +134,46 @@ rekey_one(const FcKeyedIndex *k, uint32 current)
 	CommitTransactionCommand();
 }
 
+/*
+ * Drop the invalid copies "<index>_ccnew*" that a REINDEX CONCURRENTLY of
+ * indexoid left on its table (interrupted or failed), except those keyed
+ * with generation keep (an interrupted one of this run is still current:
+ * it is harmless, and may be another session's REINDEX in progress).
+ * In the caller's transaction; returns how many were dropped.
+ */
+static int
+drop_leftovers(Oid indexoid, Oid tableoid, int64 keep)
+{
+	Oid			types[3] = {OIDOID, OIDOID, INT8OID};
+	Datum		values[3] = {ObjectIdGetDatum(indexoid), ObjectIdGetDatum(tableoid), Int64GetDatum(keep)};
+	List	   *drops = NIL;
+	ListCell   *lc;
+
+	if (SPI_execute_with_args("SELECT pg_catalog.format('DROP INDEX %s', c.oid::pg_catalog.regclass) "
+							  "FROM pg_catalog.pg_index i JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid "
+							  "JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum = 1 "
+							  "WHERE i.indrelid = $2 AND NOT i.indisvalid "
+							  "AND c.relname LIKE pg_catalog.replace(pg_catalog.replace("
+							  "(SELECT relname FROM pg_catalog.pg_class WHERE oid = $1), '\\', '\\\\'), '_', '\\_') "
+							  "|| '\\_ccnew%' "
+							  "AND a.attoptions IS DISTINCT FROM ARRAY['generation=' || $3]",
+							  3, types, values, NULL, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not look for leftovers of REINDEX CONCURRENTLY");
+	for (uint64 i = 0; i < SPI_processed; i++)
+		drops = lappend(drops, SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1));
+	foreach(lc, drops)
+	{
+		if (SPI_execute((char *) lfirst(lc), false, 0) != SPI_OK_UTILITY)
+			elog(ERROR, "could not drop a leftover of REINDEX CONCURRENTLY");
+		ereport(LOG, (errmsg("fieldcrypt: %s (left invalid by an interrupted rebuild)",
+							 (char *) lfirst(lc))));
+	}
+	return list_length(drops);
+}
+
 /* A WARNING naming the index that could not be rebuilt; the transaction is aborted. */
 static void
-rekey_failed(Oid indexoid, MemoryContext cxt)
+rekey_failed(Oid indexoid, Oid tableoid, MemoryContext cxt)
 {
 	ErrorData  *edata;
 	char		name[NAMEDATALEN * 2 + 8] = "";
@@ -127,6 +194,21 @@ rekey_failed(Oid indexoid, MemoryContext cxt)
 			snprintf(name, sizeof(name), "with OID %u", indexoid);
 	}
 	CommitTransactionCommand();
+	MemoryContextSwitchTo(cxt);
+	/* the copy the failed REINDEX CONCURRENTLY made: every retry would add one */
+	PG_TRY();
+	{
+		fc_rot_begin_xact();
+		(void) drop_leftovers(indexoid, tableoid, -1);
+		fc_rot_end_xact();
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(cxt);
+		FlushErrorState();
+		AbortCurrentTransaction();
+	}
+	PG_END_TRY();
 	MemoryContextSwitchTo(cxt);
 	snprintf(problem, sizeof(problem), "keyed hash index %s could not be rebuilt (SQLSTATE %s)",
 			 name, unpack_sql_state(edata->sqlerrcode));
@@ -150,7 +232,7 @@ try_rekey(const FcKeyedIndex *k, uint32 current, MemoryContext cxt)
 	}
 	PG_CATCH();
 	{
-		rekey_failed(k->indexoid, cxt);
+		rekey_failed(k->indexoid, k->tableoid, cxt);
 		ok = false;
 	}
 	PG_END_TRY();
@@ -163,7 +245,7 @@ try_rekey(const FcKeyedIndex *k, uint32 current, MemoryContext cxt)
  * be reached: theirs is kept until they end).  Returns how many failed.
  */
 int
-fc_rekey_keyed_indexes(uint32 current)
+fc_rekey_keyed_indexes(Run *r, uint32 current)
 {
 	MemoryContext cxt = CurrentMemoryContext;
 	List	   *todo = NIL;
@@ -179,7 +261,13 @@ fc_rekey_keyed_indexes(uint32 current)
 	{
 		FcKeyedIndex *k = lfirst(lc);
 
-		if (k->generation != current && !k->other_temp)
+		/*
+		 * An invalid index is not rebuilt (that would make a leftover valid):
+		 * copies left by an interrupted rebuild of an earlier generation are
+		 * dropped below; any other keeps its generation until its owner
+		 * drops or rebuilds it.
+		 */
+		if (k->generation != current && !k->other_temp && k->valid)
 		{
 			MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
 			FcKeyedIndex *copy = palloc(sizeof(FcKeyedIndex));
@@ -189,8 +277,18 @@ fc_rekey_keyed_indexes(uint32 current)
 			MemoryContextSwitchTo(old);
 		}
 	}
+	/* copies of keyed indexes left invalid by a rebuild under an older generation */
+	foreach(lc, all)
+	{
+		FcKeyedIndex *k = lfirst(lc);
+
+		if (k->valid && !k->other_temp)
+			(void) drop_leftovers(k->indexoid, k->tableoid, current);
+	}
 	fc_rot_end_xact();
 	MemoryContextSwitchTo(cxt);
+	if (todo != NIL)
+		test_pause(r);
 
 	foreach(lc, todo)
 	{

@@ -106,6 +106,6 @@ extern void fc_reencrypt_values(void);
 extern void fc_reencrypt_tde_tables(void);
 
 /* keyed_rebuild.c: keyed hash indexes moved to the current TDE generation */
-extern int	fc_rekey_keyed_indexes(uint32 current);
+extern int	fc_rekey_keyed_indexes(Run *r, uint32 current);
 
 #endif

@@ -261,7 +261,7 @@ fc_reencrypt_tde_tables(void)
 		fc_rot_publish(&r, PHASE_REENCRYPTING);
 		foreach(lc, tables)
 			vacuum_table(lfirst_oid(lc));
-		(void) fc_rekey_keyed_indexes(r.to_gen);
+		(void) fc_rekey_keyed_indexes(&r, r.to_gen);
 		if (tde_old_in_use(r.to_gen, &others_temp) == 0 && !others_temp)
 			break;
 		fc_rot_sleep(1000L << Min(attempt, 5));

@@ -394,6 +394,7 @@ fc_keyed_indexes(void)
 			k->tableoid = form->indrelid;
 			k->generation = generation_of(get_attoptions(form->indexrelid, i + 1));
 			k->exclusion = form->indisexclusion;
+			k->valid = form->indisvalid;
 			k->other_temp = isOtherTempNamespace(get_rel_namespace(form->indexrelid));
 			result = lappend(result, k);
 			break;

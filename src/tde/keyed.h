@@ -30,6 +30,7 @@ typedef struct FcKeyedIndex
 	Oid			tableoid;
 	uint32		generation;
 	bool		exclusion;		/* backs an exclusion constraint */
+	bool		valid;			/* indisvalid */
 	bool		other_temp;		/* another session's temporary index */
 } FcKeyedIndex;
 

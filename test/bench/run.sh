@@ -25,6 +25,9 @@
 #      throttle against TPS while it is postponed.
 #   5. Online re-encryption of a 1 GB encrypted_heap table after rotate_tde_key against
 #      VACUUM FULL of it (test/bench/tam.sh).
+#   6. Equality lookups through a keyed hash index (fieldcrypt.text_keyed_ops) against a
+#      plain hash index: pgbench TPS, and the cost of one keyed hash from CREATE INDEX times
+#      (test/bench/keyed.sh).
 #
 # Section 1 steps are interleaved across variants and repeated (FC_BENCH_REPEAT, default
 # 5); the best (lowest) time is reported, because load from other processes only ever adds
@@ -38,8 +41,9 @@
 # Knobs: FC_BENCH_ROWS FC_BENCH_REPEAT FC_BENCH_PGP_ROWS FC_BENCH_PGBENCH_SCALE
 #        FC_BENCH_PGBENCH_SECONDS FC_BENCH_PGBENCH_ROUNDS FC_BENCH_LOOP_QUERIES FC_BENCH_TAM_SCALE
 #        FC_BENCH_TAM_SECONDS FC_BENCH_TPCB_SECONDS FC_BENCH_REENC_ROWS FC_BENCH_REENC_REPEAT
-#        FC_BENCH_REENC_SECONDS FC_BENCH_REENC_ROUNDS FC_BENCH_TDE_ROWS;
-#        FC_BENCH_SECTIONS (default "1 2 3 4 5").
+#        FC_BENCH_REENC_SECONDS FC_BENCH_REENC_ROUNDS FC_BENCH_TDE_ROWS FC_BENCH_KEYED_ROWS
+#        FC_BENCH_KEYED_SECONDS FC_BENCH_KEYED_ROUNDS;
+#        FC_BENCH_SECTIONS (default "1 2 3 4 5 6").
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source test/lib.sh
@@ -51,7 +55,7 @@ PGB_SCALE=${FC_BENCH_PGBENCH_SCALE:-10}
 PGB_SECONDS=${FC_BENCH_PGBENCH_SECONDS:-3}
 PGB_ROUNDS=${FC_BENCH_PGBENCH_ROUNDS:-10}
 LOOP_QUERIES=${FC_BENCH_LOOP_QUERIES:-200000}
-SECTIONS=${FC_BENCH_SECTIONS:-1 2 3 4 5}
+SECTIONS=${FC_BENCH_SECTIONS:-1 2 3 4 5 6}
 ((PGP_ROWS <= ROWS)) || PGP_ROWS=$ROWS
 
 # Identical settings for every cluster; only shared_preload_libraries differs in section 2.
@@ -397,6 +401,7 @@ section2() {
 
 source test/bench/tam.sh
 source test/bench/reencrypt.sh   # section4
+source test/bench/keyed.sh       # section6
 for s in $SECTIONS; do "section$s"; done
 
 say ""
