@@ -5,7 +5,8 @@
 -- and UNIQUE constraints of CREATE and ALTER TABLE, partitions, CREATE TABLE LIKE --, never
 -- for keyed hash indexes, heap tables or rebuilds (REINDEX CONCURRENTLY); who may change
 -- it; the view fieldcrypt.tde_exposure and who may read it; the WARNING when
--- toast_tuple_target is set above what encrypted_heap honours.
+-- toast_tuple_target is set above what encrypted_heap honours; and the documented facts
+-- behind the README's limitations (row trailer, attmissingval, defaults).
 --
 -- The test cluster sets tde_plain_indexes = allow (test/run-tests.sh), so that other topics
 -- stay the same in the default_table_access_method = encrypted_heap pass: each case here
@@ -129,6 +130,26 @@ INSERT INTO tt VALUES (1, repeat('x', 3000));
 INSERT INTO tt_heap VALUES (1, repeat('x', 3000));
 SELECT relname, pg_relation_size(reltoastrelid) > 0 AS moved_out_of_line
   FROM pg_class WHERE relname IN ('tt', 'tt_heap') ORDER BY 1;
+
+-- the row trailer: a row that fits heap by less than 35 bytes and cannot move a value out
+-- of line fails on encrypted_heap with 54000
+CREATE TABLE wide (b bytea) USING encrypted_heap;
+CREATE TABLE wide_heap (b bytea) USING heap;
+ALTER TABLE wide ALTER COLUMN b SET STORAGE PLAIN;
+ALTER TABLE wide_heap ALTER COLUMN b SET STORAGE PLAIN;
+INSERT INTO wide_heap SELECT decode(repeat('ab', 8122), 'hex');
+INSERT INTO wide SELECT decode(repeat('ab', 8122), 'hex');
+\echo :LAST_ERROR_SQLSTATE
+INSERT INTO wide SELECT decode(repeat('ab', 8122 - 35), 'hex');
+SELECT octet_length(b) FROM wide;
+
+-- what the catalog keeps in plaintext: attmissingval of a column added with a constant
+-- default, and the default itself
+CREATE TABLE added (id int) USING encrypted_heap;
+INSERT INTO added VALUES (1);
+ALTER TABLE added ADD COLUMN note text DEFAULT 'kept in pg_attribute';
+SELECT attmissingval FROM pg_attribute WHERE attrelid = 'added'::regclass AND attname = 'note';
+SELECT pg_get_expr(adbin, adrelid) FROM pg_attrdef WHERE adrelid = 'added'::regclass;
 
 \c :regress_db
 DROP DATABASE fc_tde_guard;

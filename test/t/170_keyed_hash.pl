@@ -15,8 +15,9 @@
 #   - pg_ctl stop -m immediate in the middle of the rebuild (a REINDEX CONCURRENTLY waiting
 #     for a writer) loses nothing, and the worker finishes after the restart;
 #   - a streaming standby answers through the keyed indexes;
-#   - pg_dump and a restore into another cluster: the indexes are rebuilt under that
-#     database's own key and answer.
+#   - pg_dump and a restore into another cluster: the dump names the operator class and the
+#     generation; the indexes are rebuilt under that database's own key (generation 1 there,
+#     the NOTICE saying so is asserted in sql/keyed_hash.sql) and answer.
 use strict;
 use warnings;
 use File::Find;
@@ -293,11 +294,9 @@ my $other = FcNode::new_node('keyed_other');
 $other->start;
 $other->safe_psql('postgres', 'CREATE DATABASE app');
 $other->safe_psql('postgres', 'CREATE ROLE alice LOGIN');
-IPC::Run::run([ 'pg_restore', '--verbose', '--exit-on-error', '-d', FcNode::tls_connstr($other, 'app'), "$dir/app.dump" ],
+IPC::Run::run([ 'pg_restore', '--exit-on-error', '-d', FcNode::tls_connstr($other, 'app'), "$dir/app.dump" ],
 	'>', \$out, '2>', \$err);
 is($? >> 8, 0, 'pg_restore into another cluster') or diag($err);
-like($err, qr/keyed hash index "enc_email" is keyed with TDE key generation 1, not 4/,
-	'the restore says the index is keyed with that database\'s own generation');
 is(answers($other, 'enc'), $want, 'the restored database answers through its keyed indexes');
 is(safe_tls($other, 'app', q{SELECT a.attoptions[1] FROM pg_attribute a WHERE a.attrelid = 'enc_email'::regclass}),
 	'generation=1', 'the restored index is keyed with the restored database\'s generation 1');
