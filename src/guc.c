@@ -25,6 +25,7 @@
 #include "keys/pkcs11.h"
 #include "keys/rotstate.h"
 #include "rotation/reencrypt.h"
+#include "tde/keyed.h"
 #include "tde/tam.h"
 #include "tde/tam_cache.h"
 
@@ -37,6 +38,13 @@ static const struct config_enum_entry provider_options[] = {
 static const struct config_enum_entry crypto_library_options[] = {
 	{"auto", FC_CRYPTO_AUTO, false},
 	{"openssl", FC_CRYPTO_OPENSSL, false},
+	{NULL, 0, false}
+};
+
+static const struct config_enum_entry plain_indexes_options[] = {
+	{"allow", FC_PLAIN_INDEXES_ALLOW, false},
+	{"warn", FC_PLAIN_INDEXES_WARN, false},
+	{"refuse", FC_PLAIN_INDEXES_REFUSE, false},
 	{NULL, 0, false}
 };
 
@@ -103,6 +111,12 @@ fc_define_gucs(void)
 							&fc_tde_cache_size_mb, 128, 0, 1024 * 1024,
 							PGC_POSTMASTER, GUC_UNIT_MB, NULL, NULL, NULL);
 
+	DefineCustomEnumVariable("fieldcrypt.tde_plain_indexes",
+							 "What creating an index that stores plaintext values of an encrypted_heap table does.",
+							 "allow, warn (a WARNING with a hint toward the keyed hash operator classes) or refuse (an ERROR).",
+							 &fc_tde_plain_indexes, FC_PLAIN_INDEXES_WARN, plain_indexes_options,
+							 PGC_SUSET, 0, NULL, NULL, NULL);
+
 	DefineCustomStringVariable("fieldcrypt.hsm_pin_command",
 							   "Shell command printing the user PIN of the HSM that holds the tenant key.",
 							   "Its standard output, without the final newline, is the PIN.",
@@ -146,6 +160,12 @@ fc_define_gucs(void)
 							 "Test only: the re-encryption worker pauses before destroying old generations.",
 							 NULL,
 							 &fc_test_reencrypt_pause_before_destroy, false,
+							 PGC_SIGHUP, GUC_NOT_IN_SAMPLE, NULL, NULL, NULL);
+
+	DefineCustomBoolVariable("fieldcrypt.test_reencrypt_pause_before_rekey",
+							 "Test only: the re-encryption worker pauses before rebuilding keyed hash indexes.",
+							 NULL,
+							 &fc_test_reencrypt_pause_before_rekey, false,
 							 PGC_SIGHUP, GUC_NOT_IN_SAMPLE, NULL, NULL, NULL);
 
 	DefineCustomBoolVariable("fieldcrypt.keep_on_null_update",

@@ -27,6 +27,7 @@
 #include "utils/guc.h"
 
 #include "hooks.h"
+#include "tde/keyed.h"
 #include "tde/tam.h"
 #include "tde/tde_stats.h"
 #include "keys/keyapi.h"
@@ -51,6 +52,11 @@ static void check_drop_extension(Node *parsetree);
 static void check_restore_clean(Node *parsetree, ProcessUtilityContext context);
 static void fc_object_access(ObjectAccessType access, Oid classId, Oid objectId,
 							 int subId, void *arg);
+static bool is_reindex_concurrently(Node *parsetree);
+static void run_rebuilding(PlannedStmt *pstmt, const char *queryString,
+						   bool readOnlyTree, ProcessUtilityContext context,
+						   ParamListInfo params, QueryEnvironment *queryEnv,
+						   DestReceiver *dest, QueryCompletion *qc);
 
 /* Install the hooks; called last in _PG_init. */
 void
@@ -67,6 +73,7 @@ fc_hooks_init(void)
 /*
  * Refuse to drop the key metadata table while encryption is active: that
  * covers DROP EXTENSION, DROP SCHEMA ... CASCADE and DROP OWNED alike.
+ * A new index goes to index_guard.c.
  */
 static void
 fc_object_access(ObjectAccessType access, Oid classId, Oid objectId,
@@ -81,6 +88,10 @@ fc_object_access(ObjectAccessType access, Oid classId, Oid objectId,
 	/* statistics of a dropped table, index or column (tde_stats.c) */
 	if (access == OAT_DROP && classId == RelationRelationId)
 		fc_tde_stats_forget(objectId, subId, -1);
+
+	/* keyed hash indexes record their key; plaintext indexes of encrypted_heap */
+	if (access == OAT_POST_CREATE && classId == RelationRelationId && subId == 0)
+		fc_index_post_create(objectId);
 }
 
 /* The error of every attempt to drop the extension while it is active. */
@@ -253,6 +264,50 @@ forget_dropped_database(Oid dboid)
 	PG_END_TRY();
 }
 
+/* REINDEX (CONCURRENTLY): its copies of keyed indexes take the current key. */
+static bool
+is_reindex_concurrently(Node *parsetree)
+{
+	ListCell   *lc;
+
+	if (!IsA(parsetree, ReindexStmt))
+		return false;
+	foreach(lc, ((ReindexStmt *) parsetree)->params)
+	{
+		DefElem    *opt = lfirst(lc);
+
+		if (strcmp(opt->defname, "concurrently") == 0)
+			return defGetBoolean(opt);
+	}
+	return false;
+}
+
+/* Run a REINDEX CONCURRENTLY with keyed copies moving to the current key. */
+static void
+run_rebuilding(PlannedStmt *pstmt, const char *queryString,
+			   bool readOnlyTree, ProcessUtilityContext context,
+			   ParamListInfo params, QueryEnvironment *queryEnv,
+			   DestReceiver *dest, QueryCompletion *qc)
+{
+	bool		save;
+
+	fc_index_rebuild_begin(&save);
+	PG_TRY();
+	{
+		if (prev_ProcessUtility)
+			prev_ProcessUtility(pstmt, queryString, readOnlyTree, context,
+								params, queryEnv, dest, qc);
+		else
+			standard_ProcessUtility(pstmt, queryString, readOnlyTree, context,
+									params, queryEnv, dest, qc);
+	}
+	PG_FINALLY();
+	{
+		fc_index_rebuild_end(save);
+	}
+	PG_END_TRY();
+}
+
 /* Restrict DDL on encrypted columns; forget a dropped database's keys. */
 static void
 fc_ProcessUtility(PlannedStmt *pstmt, const char *queryString,
@@ -286,7 +341,9 @@ fc_ProcessUtility(PlannedStmt *pstmt, const char *queryString,
 		fc_redact_copy_from(IsA(parsetree, CopyStmt) && ((CopyStmt *) parsetree)->is_from &&
 							((CopyStmt *) parsetree)->relation &&
 							fc_rel_has_encrypted(fc_lookup_relid((Node *) ((CopyStmt *) parsetree)->relation)));
-	if (prev_ProcessUtility)
+	if (is_reindex_concurrently(parsetree))
+		run_rebuilding(pstmt, queryString, readOnlyTree, context, params, queryEnv, dest, qc);
+	else if (prev_ProcessUtility)
 		prev_ProcessUtility(pstmt, queryString, readOnlyTree, context,
 							params, queryEnv, dest, qc);
 	else
@@ -300,6 +357,8 @@ fc_ProcessUtility(PlannedStmt *pstmt, const char *queryString,
 		IsA(parsetree, CreateStmt) || IsA(parsetree, AlterTableStmt) ||
 		IsA(parsetree, AlterObjectSchemaStmt) || IsA(parsetree, CreateTableAsStmt))
 		fc_tam_check_publications();
+	if (IsA(parsetree, CreateStmt) || IsA(parsetree, AlterTableStmt))
+		fc_tam_check_settings(parsetree);
 	if (OidIsValid(dropped))
 		forget_dropped_database(dropped);
 	if (IsA(parsetree, CreatedbStmt))

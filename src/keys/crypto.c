@@ -317,6 +317,93 @@ fc_hmac_sha256(const uint8_t *key, size_t keylen,
 	return ok;
 }
 
+/*
+ * HMAC-SHA-256 (RFC 2104, FIPS 198-1) under a key prepared once: the SHA-256
+ * states after absorbing key XOR ipad and key XOR opad are kept, and each
+ * fc_mac32 copies them (two EVP_MD_CTX_copy_ex) instead of re-keying, so a
+ * short message costs two SHA-256 finalisations and no allocation: about
+ * two thirds of EVP_MAC's re-initialisation.  Keys longer than a block are
+ * not needed (callers pass 32 bytes) and are refused.
+ */
+struct FcMac
+{
+	EVP_MD_CTX *inner;
+	EVP_MD_CTX *outer;
+	EVP_MD_CTX *work;
+};
+
+#define SHA256_BLOCK	64
+
+/* A prepared HMAC-SHA-256 key (keylen <= 64); NULL on failure. */
+FcMac *
+fc_mac_new(const uint8_t *key, size_t keylen)
+{
+	static EVP_MD *sha256 = NULL;
+	uint8_t		pad[SHA256_BLOCK];
+	FcMac	   *mac;
+	bool		ok;
+
+	if (keylen > SHA256_BLOCK)
+		return NULL;
+	if (sha256 == NULL && (sha256 = EVP_MD_fetch(NULL, "SHA256", NULL)) == NULL)
+		return NULL;
+	mac = OPENSSL_zalloc(sizeof(FcMac));
+	if (mac == NULL)
+		return NULL;
+	mac->inner = EVP_MD_CTX_new();
+	mac->outer = EVP_MD_CTX_new();
+	mac->work = EVP_MD_CTX_new();
+	ok = mac->inner && mac->outer && mac->work;
+	memset(pad, 0x36, sizeof(pad));
+	for (size_t i = 0; i < keylen; i++)
+		pad[i] ^= key[i];
+	ok = ok && EVP_DigestInit_ex(mac->inner, sha256, NULL) == 1 &&
+		EVP_DigestUpdate(mac->inner, pad, sizeof(pad)) == 1;
+	memset(pad, 0x5c, sizeof(pad));
+	for (size_t i = 0; i < keylen; i++)
+		pad[i] ^= key[i];
+	ok = ok && EVP_DigestInit_ex(mac->outer, sha256, NULL) == 1 &&
+		EVP_DigestUpdate(mac->outer, pad, sizeof(pad)) == 1;
+	OPENSSL_cleanse(pad, sizeof(pad));
+	if (!ok)
+	{
+		fc_mac_free(mac);
+		return NULL;
+	}
+	return mac;
+}
+
+/* The first 32 bits (big-endian) of HMAC-SHA-256(key of mac, msg). */
+bool
+fc_mac32(FcMac *mac, const uint8_t *msg, size_t len, uint32_t *out)
+{
+	uint8_t		md[32];
+	unsigned int mdlen = 0;
+
+	if (EVP_MD_CTX_copy_ex(mac->work, mac->inner) != 1 ||
+		EVP_DigestUpdate(mac->work, msg, len) != 1 ||
+		EVP_DigestFinal_ex(mac->work, md, &mdlen) != 1 || mdlen != 32 ||
+		EVP_MD_CTX_copy_ex(mac->work, mac->outer) != 1 ||
+		EVP_DigestUpdate(mac->work, md, 32) != 1 ||
+		EVP_DigestFinal_ex(mac->work, md, &mdlen) != 1 || mdlen != 32)
+		return false;
+	*out = ((uint32_t) md[0] << 24) | ((uint32_t) md[1] << 16) |
+		((uint32_t) md[2] << 8) | (uint32_t) md[3];
+	return true;
+}
+
+/* Free a context of fc_mac_new (its key material with it); NULL is allowed. */
+void
+fc_mac_free(FcMac *mac)
+{
+	if (mac == NULL)
+		return;
+	EVP_MD_CTX_free(mac->inner);
+	EVP_MD_CTX_free(mac->outer);
+	EVP_MD_CTX_free(mac->work);
+	OPENSSL_free(mac);
+}
+
 /* Constant-time comparison. */
 bool
 fc_equal_ct(const void *a, const void *b, size_t len)

@@ -82,6 +82,11 @@ extern bool fc_hkdf_sha256(const uint8_t *key, size_t keylen,
 						   const char *info, uint8_t *out, size_t outlen);
 extern bool fc_hmac_sha256(const uint8_t *key, size_t keylen,
 						   const uint8_t *msg, size_t msglen, uint8_t *out);
+/* HMAC-SHA-256 under a key prepared once (keyed hash index opclasses). */
+typedef struct FcMac FcMac;		/* opaque: prepared SHA-256 states */
+extern FcMac *fc_mac_new(const uint8_t *key, size_t keylen);
+extern bool fc_mac32(FcMac *mac, const uint8_t *msg, size_t len, uint32_t *out);
+extern void fc_mac_free(FcMac *mac);
 extern bool fc_equal_ct(const void *a, const void *b, size_t len);
 extern const char *fc_crypto_last_error(void);
 

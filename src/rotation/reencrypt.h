@@ -20,6 +20,7 @@ extern int	fc_reencrypt_rows_per_second;
 extern int	fc_reencrypt_batch_pages;
 extern int	fc_test_reencrypt_pause_after_batches;
 extern bool fc_test_reencrypt_pause_before_destroy;
+extern bool fc_test_reencrypt_pause_before_rekey;
 
 extern void fc_reencrypt_register_launcher(void);
 

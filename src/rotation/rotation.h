@@ -105,4 +105,7 @@ extern bool fc_rot_batch(Run *r, Oid relid, BlockNumber stop, const FcBatchOps *
 extern void fc_reencrypt_values(void);
 extern void fc_reencrypt_tde_tables(void);
 
+/* keyed_rebuild.c: keyed hash indexes moved to the current TDE generation */
+extern int	fc_rekey_keyed_indexes(Run *r, uint32 current);
+
 #endif

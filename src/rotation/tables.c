@@ -10,8 +10,9 @@
  * update is HOT where it can be).  Materialized views, and tables without a
  * column that can be assigned, are rewritten with reencrypt_table (a short
  * ACCESS EXCLUSIVE lock).  The pass is idempotent, so a restart just runs
- * it again.  Then VACUUM removes the old row versions, and the generations
- * no row version uses any more are destroyed.
+ * it again.  Then VACUUM removes the old row versions, keyed hash indexes
+ * are rebuilt under the current generation (keyed_rebuild.c), and the
+ * generations no row version or keyed index uses any more are destroyed.
  *
  * src/rotation/tables.c
  *
@@ -260,6 +261,7 @@ fc_reencrypt_tde_tables(void)
 		fc_rot_publish(&r, PHASE_REENCRYPTING);
 		foreach(lc, tables)
 			vacuum_table(lfirst_oid(lc));
+		(void) fc_rekey_keyed_indexes(&r, r.to_gen);
 		if (tde_old_in_use(r.to_gen, &others_temp) == 0 && !others_temp)
 			break;
 		fc_rot_sleep(1000L << Min(attempt, 5));

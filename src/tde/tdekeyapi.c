@@ -43,6 +43,7 @@
 
 #include "keys/policy.h"
 #include "keys/rotstate.h"
+#include "tde/keyed.h"
 #include "tde/tam.h"
 #include "tde/tam_crypt.h"
 
@@ -283,8 +284,9 @@ fieldcrypt_reencrypt_table(PG_FUNCTION_ARGS)
 /*
  * Mark in used[] (indexed by generation) the TDE key generations that any
  * row version of an encrypted_heap table of this database uses (from the
- * row trailers; dead versions count until vacuumed).  *others_temp: another
- * session has such a temporary table, which cannot be read from here.
+ * row trailers; dead versions count until vacuumed), or that a keyed hash
+ * index is keyed with.  *others_temp: another session has such a temporary
+ * table, which cannot be read from here.
  */
 void
 fc_tde_used_generations(bool *used, bool *others_temp)
@@ -294,6 +296,7 @@ fc_tde_used_generations(bool *used, bool *others_temp)
 	for (int i = 0; i < list_length(tables); i++)
 		table_generations(list_nth_oid(tables, i), used);
 	list_free(tables);
+	fc_keyed_index_generations(used);
 }
 
 /*

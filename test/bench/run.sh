@@ -27,6 +27,9 @@
 #      VACUUM FULL of it (test/bench/tam.sh).
 #   6. Planning time of a 20-way join over encrypted_heap tables (statistics kept encrypted,
 #      through the planner's hooks) against the same over heap tables (test/bench/stats.sh).
+#   7. Equality lookups through a keyed hash index (fieldcrypt.text_keyed_ops) against a
+#      plain hash index: pgbench TPS, and the cost of one keyed hash from CREATE INDEX times
+#      (test/bench/keyed.sh).
 #   8. Citus (where it is installed): INSERT and multi-shard SELECT on distributed tables
 #      with an encrypted_text column and with encrypted_heap shards, against text/heap on
 #      the same coordinator and two workers (test/bench/citus.sh).
@@ -44,8 +47,9 @@
 #        FC_BENCH_PGBENCH_SECONDS FC_BENCH_PGBENCH_ROUNDS FC_BENCH_LOOP_QUERIES FC_BENCH_TAM_SCALE
 #        FC_BENCH_TAM_SECONDS FC_BENCH_TPCB_SECONDS FC_BENCH_TAM_CACHE FC_BENCH_REENC_ROWS FC_BENCH_REENC_REPEAT
 #        FC_BENCH_REENC_SECONDS FC_BENCH_REENC_ROUNDS FC_BENCH_TDE_ROWS;
-#        FC_BENCH_STATS_ROWS FC_BENCH_STATS_PLANS FC_BENCH_STATS_ROUNDS; FC_BENCH_CITUS_ROWS;
-#        FC_BENCH_SECTIONS (default "1 2 3 4 5 6 8"); FC_BENCH_CRYPTO_LIBRARY (auto, openssl).
+#        FC_BENCH_STATS_ROWS FC_BENCH_STATS_PLANS FC_BENCH_STATS_ROUNDS;
+#        FC_BENCH_KEYED_ROWS FC_BENCH_KEYED_SECONDS FC_BENCH_KEYED_ROUNDS; FC_BENCH_CITUS_ROWS;
+#        FC_BENCH_SECTIONS (default "1 2 3 4 5 6 7 8"); FC_BENCH_CRYPTO_LIBRARY (auto, openssl).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source test/lib.sh
@@ -57,7 +61,7 @@ PGB_SCALE=${FC_BENCH_PGBENCH_SCALE:-10}
 PGB_SECONDS=${FC_BENCH_PGBENCH_SECONDS:-3}
 PGB_ROUNDS=${FC_BENCH_PGBENCH_ROUNDS:-10}
 LOOP_QUERIES=${FC_BENCH_LOOP_QUERIES:-200000}
-SECTIONS=${FC_BENCH_SECTIONS:-1 2 3 4 5 6 8}
+SECTIONS=${FC_BENCH_SECTIONS:-1 2 3 4 5 6 7 8}
 ((PGP_ROWS <= ROWS)) || PGP_ROWS=$ROWS
 
 # Identical settings for every cluster; only shared_preload_libraries differs in section 2.
@@ -430,6 +434,7 @@ section2() {
 source test/bench/tam.sh
 source test/bench/reencrypt.sh   # section4
 source test/bench/stats.sh       # section6
+source test/bench/keyed.sh       # section7
 source test/bench/citus.sh       # section8
 for s in $SECTIONS; do "section$s"; done
 

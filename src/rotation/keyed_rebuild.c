@@ -1,0 +1,306 @@
+/*-------------------------------------------------------------------------
+ *
+ * keyed_rebuild.c
+ *	  After rotate_tde_key: the keyed hash indexes keyed with an older TDE
+ *	  generation are rebuilt under the current one, before that generation
+ *	  can be destroyed (fc_tde_used_generations counts the generations of
+ *	  keyed indexes, so destruction waits for this).
+ *
+ *	  Each index is rebuilt by REINDEX INDEX CONCURRENTLY, whose copy takes
+ *	  the current generation (index_guard.c), so reads and writes go on
+ *	  meanwhile.  An index backing an exclusion constraint cannot be
+ *	  rebuilt concurrently (PostgreSQL refuses): it gets the current
+ *	  generation and a plain REINDEX INDEX in one transaction (writes to
+ *	  the table wait for it, reads of the index too).
+ *
+ *	  Privileges: the rebuild runs as the table's owner under
+ *	  SECURITY_RESTRICTED_OPERATION, the rule of every piece of the worker
+ *	  that may evaluate user code (index expressions and predicates).  An
+ *	  index that fails (its expression now raises an error, a lock is held
+ *	  for ever, ...) is named in a WARNING and in rotation_progress; the
+ *	  other indexes go on, and only its generation is kept.  The invalid
+ *	  copy "<index>_ccnew" a failed REINDEX CONCURRENTLY leaves is dropped
+ *	  at once; one left by a crash (the old index keeps answering) is keyed
+ *	  with the current generation, harmless, and dropped by the first run
+ *	  after the next key change.  Other invalid keyed indexes are not
+ *	  rebuilt (that would make them valid) and keep their generation until
+ *	  their owner drops or rebuilds them.
+ *
+ * src/rotation/keyed_rebuild.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "catalog/pg_class.h"
+#include "commands/dbcommands.h"
+#include "commands/defrem.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "nodes/makefuncs.h"
+#include "parser/parse_node.h"
+#include "storage/lmgr.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+#include "utils/syscache.h"
+
+#include "access/xlog.h"
+#include "rotation/reencrypt.h"
+#include "rotation/rotation.h"
+#include "tde/keyed.h"
+
+bool		fc_test_reencrypt_pause_before_rekey = false;	/* setting */
+
+/* Test only: stay here while fieldcrypt.test_reencrypt_pause_before_rekey is on. */
+static void
+test_pause(Run *r)
+{
+	bool		logged = false;
+
+	while (fc_test_reencrypt_pause_before_rekey)
+	{
+		if (!logged)
+		{
+			XLogFlush(XactLastCommitEnd);
+			fc_rot_publish(r, PHASE_PAUSED);
+			ereport(LOG,
+					(errmsg("fieldcrypt: re-encryption paused for testing before rebuilding keyed hash indexes")));
+			logged = true;
+		}
+		fc_rot_sleep(100);
+	}
+	if (logged)
+		fc_rot_publish(r, PHASE_REENCRYPTING);
+}
+
+/* Rebuild one index under generation current, as its table's owner. */
+static void
+rekey_one(const FcKeyedIndex *k, uint32 current)
+{
+	char	   *name;
+	char	   *nsp;
+	HeapTuple	tup;
+	Oid			owner;
+	Oid			save_userid;
+	int			save_sec;
+	bool		saved;
+	ReindexStmt *stmt;
+
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	name = get_rel_name(k->indexoid);
+	nsp = name ? get_namespace_name(get_rel_namespace(k->indexoid)) : NULL;
+	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(k->tableoid));
+	if (name == NULL || nsp == NULL || !HeapTupleIsValid(tup))
+	{
+		if (HeapTupleIsValid(tup))
+			ReleaseSysCache(tup);
+		PopActiveSnapshot();
+		CommitTransactionCommand();
+		return;
+	}
+	owner = ((Form_pg_class) GETSTRUCT(tup))->relowner;
+	ReleaseSysCache(tup);
+
+	stmt = makeNode(ReindexStmt);
+	stmt->kind = REINDEX_OBJECT_INDEX;
+	stmt->relation = makeRangeVar(nsp, name, -1);
+	stmt->params = k->exclusion ? NIL : list_make1(makeDefElem("concurrently", NULL, -1));
+
+	GetUserIdAndSecContext(&save_userid, &save_sec);
+	SetUserIdAndSecContext(owner, save_sec | SECURITY_RESTRICTED_OPERATION);
+	fc_index_rebuild_begin(&saved);
+	PG_TRY();
+	{
+		if (k->exclusion)
+		{
+			LockRelationOid(k->tableoid, ShareLock);
+			LockRelationOid(k->indexoid, AccessExclusiveLock);
+			fc_keyed_index_set_generation(k->indexoid, current);
+		}
+		ExecReindex(make_parsestate(NULL), stmt, true);
+	}
+	PG_FINALLY();
+	{
+		fc_index_rebuild_end(saved);
+		SetUserIdAndSecContext(save_userid, save_sec);
+	}
+	PG_END_TRY();
+	if (ActiveSnapshotSet())
+		PopActiveSnapshot();
+	CommitTransactionCommand();
+}
+
+/*
+ * Drop the invalid copies "<index>_ccnew*" that a REINDEX CONCURRENTLY of
+ * indexoid left on its table (interrupted or failed), except those keyed
+ * with generation keep (an interrupted one of this run is still current:
+ * it is harmless, and may be another session's REINDEX in progress).
+ * In the caller's transaction; returns how many were dropped.
+ */
+static int
+drop_leftovers(Oid indexoid, Oid tableoid, int64 keep)
+{
+	Oid			types[3] = {OIDOID, OIDOID, INT8OID};
+	Datum		values[3] = {ObjectIdGetDatum(indexoid), ObjectIdGetDatum(tableoid), Int64GetDatum(keep)};
+	List	   *drops = NIL;
+	ListCell   *lc;
+
+	if (SPI_execute_with_args("SELECT pg_catalog.format('DROP INDEX %s', c.oid::pg_catalog.regclass) "
+							  "FROM pg_catalog.pg_index i JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid "
+							  "JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum = 1 "
+							  "WHERE i.indrelid = $2 AND NOT i.indisvalid "
+							  "AND c.relname LIKE pg_catalog.replace(pg_catalog.replace("
+							  "(SELECT relname FROM pg_catalog.pg_class WHERE oid = $1), '\\', '\\\\'), '_', '\\_') "
+							  "|| '\\_ccnew%' "
+							  "AND a.attoptions IS DISTINCT FROM ARRAY['generation=' || $3]",
+							  3, types, values, NULL, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not look for leftovers of REINDEX CONCURRENTLY");
+	for (uint64 i = 0; i < SPI_processed; i++)
+		drops = lappend(drops, SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1));
+	foreach(lc, drops)
+	{
+		if (SPI_execute((char *) lfirst(lc), false, 0) != SPI_OK_UTILITY)
+			elog(ERROR, "could not drop a leftover of REINDEX CONCURRENTLY");
+		ereport(LOG, (errmsg("fieldcrypt: %s (left invalid by an interrupted rebuild)",
+							 (char *) lfirst(lc))));
+	}
+	return list_length(drops);
+}
+
+/* A WARNING naming the index that could not be rebuilt; the transaction is aborted. */
+static void
+rekey_failed(Oid indexoid, Oid tableoid, MemoryContext cxt)
+{
+	ErrorData  *edata;
+	char		name[NAMEDATALEN * 2 + 8] = "";
+	char		problem[192];
+
+	MemoryContextSwitchTo(cxt);
+	edata = CopyErrorData();
+	FlushErrorState();
+	AbortCurrentTransaction();
+	StartTransactionCommand();
+	{
+		char	   *rel = get_rel_name(indexoid);
+		char	   *nsp = rel ? get_namespace_name(get_rel_namespace(indexoid)) : NULL;
+
+		if (rel && nsp)
+			strlcpy(name, quote_qualified_identifier(nsp, rel), sizeof(name));
+		else
+			snprintf(name, sizeof(name), "with OID %u", indexoid);
+	}
+	CommitTransactionCommand();
+	MemoryContextSwitchTo(cxt);
+	/* the copy the failed REINDEX CONCURRENTLY made: every retry would add one */
+	PG_TRY();
+	{
+		fc_rot_begin_xact();
+		(void) drop_leftovers(indexoid, tableoid, -1);
+		fc_rot_end_xact();
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(cxt);
+		FlushErrorState();
+		AbortCurrentTransaction();
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(cxt);
+	snprintf(problem, sizeof(problem), "keyed hash index %s could not be rebuilt (SQLSTATE %s)",
+			 name, unpack_sql_state(edata->sqlerrcode));
+	fc_rot_set_problem(problem);
+	ereport(WARNING,
+			(errmsg("fieldcrypt: could not rebuild keyed hash index %s under the current TDE key, "
+					"its key generation is kept", name),
+			 errdetail("%s (SQLSTATE %s)", edata->message, unpack_sql_state(edata->sqlerrcode))));
+	FreeErrorData(edata);
+}
+
+/* rekey_one, false (and a WARNING) if it failed. */
+static bool
+try_rekey(const FcKeyedIndex *k, uint32 current, MemoryContext cxt)
+{
+	volatile bool ok = true;
+
+	PG_TRY();
+	{
+		rekey_one(k, current);
+	}
+	PG_CATCH();
+	{
+		rekey_failed(k->indexoid, k->tableoid, cxt);
+		ok = false;
+	}
+	PG_END_TRY();
+	return ok;
+}
+
+/*
+ * Rebuild under generation current every keyed hash index of this database
+ * keyed with another generation (other sessions' temporary indexes cannot
+ * be reached: theirs is kept until they end).  Returns how many failed.
+ */
+int
+fc_rekey_keyed_indexes(Run *r, uint32 current)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	List	   *todo = NIL;
+	List	   *all;
+	ListCell   *lc;
+	int			failed = 0;
+	char	   *dbname;
+
+	fc_rot_begin_xact();
+	dbname = MemoryContextStrdup(TopMemoryContext, get_database_name(MyDatabaseId));
+	all = fc_keyed_indexes();
+	foreach(lc, all)
+	{
+		FcKeyedIndex *k = lfirst(lc);
+
+		/*
+		 * An invalid index is not rebuilt (that would make a leftover valid):
+		 * copies left by an interrupted rebuild of an earlier generation are
+		 * dropped below; any other keeps its generation until its owner
+		 * drops or rebuilds it.
+		 */
+		if (k->generation != current && !k->other_temp && k->valid)
+		{
+			MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+			FcKeyedIndex *copy = palloc(sizeof(FcKeyedIndex));
+
+			*copy = *k;
+			todo = lappend(todo, copy);
+			MemoryContextSwitchTo(old);
+		}
+	}
+	/* copies of keyed indexes left invalid by a rebuild under an older generation */
+	foreach(lc, all)
+	{
+		FcKeyedIndex *k = lfirst(lc);
+
+		if (k->valid && !k->other_temp)
+			(void) drop_leftovers(k->indexoid, k->tableoid, current);
+	}
+	fc_rot_end_xact();
+	MemoryContextSwitchTo(cxt);
+	if (todo != NIL)
+		test_pause(r);
+
+	foreach(lc, todo)
+	{
+		if (!try_rekey(lfirst(lc), current, cxt))
+			failed++;
+		MemoryContextSwitchTo(cxt);
+	}
+	if (todo != NIL)
+		ereport(LOG,
+				(errmsg("fieldcrypt: %d keyed hash index(es) of database \"%s\" rebuilt under TDE key generation %u, %d failed",
+						list_length(todo) - failed, dbname, current, failed)));
+	list_free_deep(todo);
+	pfree(dbname);
+	return failed;
+}
