@@ -58,6 +58,7 @@
 #include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
 #include "access/xact.h"
+#include "commands/extension.h"
 #include "miscadmin.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
@@ -215,6 +216,18 @@ current_generation(void)
 	return fc_tde_encrypt_ctx()->gen;
 }
 
+/*
+ * Is this fieldcrypt's own CREATE/ALTER EXTENSION?  The index of
+ * fieldcrypt.tde_statistic holds relation OIDs and column numbers only,
+ * and the guard must not make the extension impossible to install.
+ */
+static bool
+own_object(void)
+{
+	return creating_extension &&
+		CurrentExtensionObject == get_extension_oid("fieldcrypt", true);
+}
+
 /* WARNING or ERROR (per fieldcrypt.tde_plain_indexes) for a plaintext index. */
 static void
 plain_index(const char *index, const char *table)
@@ -306,7 +319,7 @@ fc_index_post_create(Oid indexoid)
 	if (trel != NULL)
 	{
 		encrypted = fc_is_encrypted_heap(trel);
-		if (encrypted && !rebuilding && !all_keyed)
+		if (encrypted && !rebuilding && !all_keyed && !own_object())
 			plain_index(RelationGetRelationName(irel), RelationGetRelationName(trel));
 		RelationClose(trel);
 	}
