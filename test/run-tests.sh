@@ -12,7 +12,8 @@
 # outputs are the same. FC_REGRESS_TAM_PASS=0 skips that second pass.
 # Filters for development (all unset in `make test`): FC_SUITES="regress regress_tam pgtap
 # isolation tap layers" runs only those suites, FC_REGRESS="topic ..." only those pg_regress
-# topics, FC_TAP="041 090" only the TAP files whose names start with these prefixes.
+# topics, FC_ISOLATION="spec ..." only those isolation specs, FC_TAP="041 090" only the TAP
+# files whose names start with these prefixes (test/mutation/run.sh runs one test at a time).
 set -uo pipefail   # no -e: every suite runs and failures are counted
 cd "$(dirname "$0")/.." || exit 1
 source test/lib.sh
@@ -171,6 +172,7 @@ shopt -s nullglob
 pgtap_files=(test/pgtap/*.sql)
 specs=(test/isolation/specs/*.spec)
 specs=("${specs[@]##*/}") && specs=("${specs[@]%.spec}")
+[[ -z ${FC_ISOLATION:-} ]] || read -ra specs <<<"$FC_ISOLATION"
 tap_files=(test/t/*.pl)
 if [[ -n ${FC_TAP:-} ]]; then
   kept=()
