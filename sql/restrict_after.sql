@@ -6,7 +6,9 @@
 -- the encrypted column: it must refuse the index and roll the whole statement back (the
 -- trigger's column included).
 \set VERBOSITY terse
+SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS fieldcrypt;
+RESET client_min_messages;
 CREATE SCHEMA ra;
 SET search_path = ra, public;
 CREATE TABLE acct (id int PRIMARY KEY, note text);
