@@ -13,10 +13,12 @@
 # PostgreSQL installation to SCRATCH/pg (PostgreSQL finds its files relative to its binaries),
 # and each mutant is built (`make install` with that copy's pg_config) and tested there, through
 # test/run-tests.sh with FC_PGBIN pointing at the copy and the filters FC_SUITES, FC_REGRESS,
-# FC_ISOLATION, FC_TAP. A mutant's tests run in the order listed and stop at the first one that
-# fails. One line per mutant: "caught by TEST", SURVIVED, DOES NOT APPLY (its code is not
-# found exactly once: the code moved or changed, so the mutant must be updated) or DOES NOT
-# BUILD; then a summary. Exit status 0 only if every mutant was caught.
+# FC_ISOLATION, FC_TAP. Every test named for a mutant runs (FC_MUTATION_FIRST=1: stop at the
+# first one that fails), so that a check caught in one place only shows. One line per mutant:
+# "caught by TEST..." (and "missed by TEST..." for named tests that passed), SURVIVED,
+# DOES NOT APPLY (its code is not found exactly once: the code moved or changed, so the mutant
+# must be updated) or DOES NOT BUILD; then a summary. Exit status 0 only if every mutant was
+# caught.
 set -uo pipefail
 cd "$(dirname "$0")/../.." || exit 1
 REPO=$PWD
@@ -121,15 +123,23 @@ for line in "${LIST[@]}"; do
   elif ! build "$S/logs/$id-build.log"; then
     result="DOES NOT BUILD (log $S/logs/$id-build.log)"; n_other=$((n_other + 1))
   else
-    result=SURVIVED
+    caught=() missed=() broken=()
     for t in $tests; do
       log=$S/logs/$id-${t//[:\/]/_}.log
       run_test "$t" "$log"
       case $? in
-        1) result="caught by $t"; break ;;
-        2) result="ERROR: $t could not run (log $log)"; break ;;
+        0) missed+=("$t") ;;
+        1) caught+=("$t"); [[ ${FC_MUTATION_FIRST:-0} == 1 ]] && break ;;
+        2) broken+=("$t (log $log)") ;;
       esac
     done
+    if ((${#broken[@]} > 0)); then
+      result="ERROR: could not run ${broken[*]}"
+    elif ((${#caught[@]} > 0)); then
+      result="caught by ${caught[*]}${missed[*]:+; missed by ${missed[*]}}"
+    else
+      result=SURVIVED
+    fi
     case $result in
       caught*) n_caught=$((n_caught + 1)) ;;
       SURVIVED) n_surv=$((n_surv + 1)) ;;
