@@ -2,6 +2,7 @@
 # `make test` driver (run as root, after `make install`). Runs every suite and sums:
 #   pg_regress  REGRESS list of the Makefile: sql/NAME.sql vs expected/NAME.out   1 per test
 #   pgtap       test/pgtap/*.sql, each in a fresh database with pgtap            1 per assertion
+#               (over TLS; files marked "-- transports: tls socket" over the Unix socket too)
 #   isolation   test/isolation/specs/NAME.spec vs test/isolation/expected/NAME.out  1 per spec
 #   tap         test/t/*.pl with prove, as user postgres                         1 per assertion
 # Outputs stay in results/ (git-ignored). The last line is "N passed, N failed"; the exit
@@ -121,15 +122,27 @@ run_pgtap() {
   echo "== pgtap: $n files"
   mkdir -p "$OUT/pgtap"
   for f in "${pgtap_files[@]}"; do
-    log=$OUT/pgtap/$(basename "$f" .sql).log
-    if ! fresh_db fc_pgtap 'CREATE EXTENSION pgtap'; then
-      failed=$((failed + 1)); echo "pgtap: could not prepare a database for $f"; continue
-    fi
-    pg_prove --psql-bin "$PGBIN/psql" --dbname fc_pgtap "$f" 2>&1 | tee "$log"
-    rc=${PIPESTATUS[0]}
-    read -r p x _ < <(tap_counts "$log")
-    ((rc == 0 || x > 0)) || x=1
-    passed=$((passed + p)) failed=$((failed + x))
+    # over TCP with TLS; a file whose header says "-- transports: tls socket" also over the
+    # Unix socket. psql variable :transport tells the file which (it checks that it is so).
+    local transports=(tls)
+    grep -q '^-- transports: tls socket$' "$f" && transports+=(socket)
+    for tr in "${transports[@]}"; do
+      log=$OUT/pgtap/$(basename "$f" .sql)-$tr.log
+      if ! fresh_db fc_pgtap 'CREATE EXTENSION pgtap'; then
+        failed=$((failed + 1)); echo "pgtap: could not prepare a database for $f"; continue
+      fi
+      echo "pgtap: $f over $tr"
+      if [[ $tr == tls ]]; then
+        pg_prove --psql-bin "$PGBIN/psql" --dbname fc_pgtap --set transport=tls "$f" 2>&1 | tee "$log"
+      else
+        PGSSLMODE=disable pg_prove --psql-bin "$PGBIN/psql" --host "$FC_SOCKDIR" --dbname fc_pgtap \
+          --set transport=socket "$f" 2>&1 | tee "$log"
+      fi
+      rc=${PIPESTATUS[0]}
+      read -r p x _ < <(tap_counts "$log")
+      ((rc == 0 || x > 0)) || x=1
+      passed=$((passed + p)) failed=$((failed + x))
+    done
   done
   record pgtap "$passed" "$failed"
 }
