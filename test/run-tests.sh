@@ -156,7 +156,10 @@ run_tap() {
     cp -r test/t "$dir/t" && chown -R postgres: "$dir/t" && tdir=$dir/t
   fi
   for f in "${tap_files[@]}"; do args+=("$tdir/${f##*/}"); done
+  # PG_TEST_TIMEOUT_DEFAULT bounds PostgreSQL::Test's other waits (wait_for_log, background
+  # psql queries) at 90 s instead of 180 s; FcNode bounds poll_query_until (see FcNode.pm).
   fc_as_pg env -C "$dir" -u PGHOST -u PGPORT -u PGUSER -u PGSSLMODE -u PGDATABASE \
+    PG_TEST_TIMEOUT_DEFAULT="${PG_TEST_TIMEOUT_DEFAULT:-90}" \
     HOME="$dir" TESTDIR="$dir" PG_TEST_PORT_DIR="$dir/portlock" FC_REPO="$FC_REPO" \
     PATH="$PGBIN:$PATH" PERL5LIB="$PGXS_TEST/perl:$tdir" PG_REGRESS="$PGXS_TEST/regress/pg_regress" \
     prove --norc "${args[@]}" 2>&1 | tee "$OUT/tap.log"
@@ -218,7 +221,11 @@ if [[ ${FC_REGRESS_TAM_PASS:-1} == 1 ]] && ((${#regress_tests[@]} > 0)); then
   run_regress_tam "${regress_tests[@]}"
 fi
 run_pgtap
-run_regress isolation "$PGXS_TEST/isolation/pg_isolation_regress" test/isolation fc_isolation '' "${specs[@]}"
+# A step of an isolation spec is cancelled after PGISOLATIONTIMEOUT seconds (and the spec
+# given up after twice that), not 300: every step here takes under 2 s, so a lock that blocks
+# where it should refuse, or a step that never ends, fails the spec within a minute.
+PGISOLATIONTIMEOUT=${PGISOLATIONTIMEOUT:-30} \
+  run_regress isolation "$PGXS_TEST/isolation/pg_isolation_regress" test/isolation fc_isolation '' "${specs[@]}"
 [[ -z $cluster ]] || fc_cluster_stop "$cluster"
 run_tap
 
