@@ -4,7 +4,7 @@
 -- ddl_command_start runs after that check and before the index is built, and can add or
 -- replace the column. Only the check after the statement then stands between the index and
 -- the encrypted column: it must refuse the index and roll the whole statement back (the
--- trigger's column included).
+-- trigger's column included). The same holds for CHECK constraints and extended statistics.
 \set VERBOSITY terse
 SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS fieldcrypt;
@@ -57,6 +57,30 @@ CREATE INDEX acct_note2 ON acct ((note IS NULL));
 SELECT format_type(atttypid, atttypmod) AS note_type FROM pg_attribute
  WHERE attrelid = 'ra.acct'::regclass AND attname = 'note' AND NOT attisdropped;
 SELECT count(*) AS indexes FROM pg_index WHERE indrelid = 'ra.acct'::regclass;
+
+-- the same for a CHECK constraint (ALTER TABLE) and extended statistics: the trigger adds
+-- the encrypted column "secret" they name
+DROP EVENT TRIGGER ra_add_secret;
+-- (its own ALTER TABLE fires it again: a setting keeps it from recursing)
+CREATE OR REPLACE FUNCTION ra.add_secret() RETURNS event_trigger LANGUAGE plpgsql AS $$
+BEGIN
+  IF current_setting('ra.adding', true) = 'on' THEN
+    RETURN;
+  END IF;
+  PERFORM set_config('ra.adding', 'on', true);
+  ALTER TABLE ra.acct ADD COLUMN secret fieldcrypt.encrypted_text;
+  PERFORM set_config('ra.adding', 'off', true);
+END $$;
+CREATE EVENT TRIGGER ra_add_secret ON ddl_command_start WHEN TAG IN ('ALTER TABLE', 'CREATE STATISTICS')
+  EXECUTE FUNCTION ra.add_secret();
+ALTER TABLE acct ADD CONSTRAINT acct_ck CHECK (secret IS NOT NULL OR id > 0);
+\echo :LAST_ERROR_SQLSTATE
+CREATE STATISTICS acct_st ON id, (secret IS NULL) FROM acct;
+\echo :LAST_ERROR_SQLSTATE
+SELECT count(*) AS check_constraints FROM pg_constraint WHERE conrelid = 'ra.acct'::regclass AND contype = 'c';
+SELECT count(*) AS statistics FROM pg_statistic_ext WHERE stxrelid = 'ra.acct'::regclass;
+SELECT count(*) AS secret_columns FROM pg_attribute
+ WHERE attrelid = 'ra.acct'::regclass AND attname = 'secret' AND NOT attisdropped;
 
 DROP EVENT TRIGGER ra_add_secret;
 RESET search_path;
