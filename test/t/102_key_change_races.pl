@@ -4,7 +4,8 @@
 #     keyring holds the changed key and the dropped database's entry; a later DROP DATABASE
 #     with no change running removes its database's keys;
 #   - rotate_tde_key in another database and a tenant key change fail at once with 55P03
-#     (the change lock tested apart from set_data_encryption_key and the isolation specs).
+#     (the change lock tested apart from set_data_encryption_key and the isolation specs);
+#   - the tenant key functions refuse an ordinary role even when it was granted EXECUTE.
 # And every keyring image written (activation, key changes, TDE rotation, a dropped
 # database) is sealed under its own random nonce.
 use strict;
@@ -85,6 +86,19 @@ like(log_since($node, $offset), qr/fieldcrypt: keyring loaded with keys of 2 dat
 sql_is($node, 'k1', 'SELECT fieldcrypt.retrieve_data_encryption_key()', 'Tap-Race-K1-Key-2',
 	'k1 keeps its key');
 isnt($k2_key, '', 'k2 had a key');
+
+# --- The tenant key functions check fieldcrypt_admin themselves -------------------------
+# EXECUTE is revoked from PUBLIC; granted to an ordinary role anyway, the function still
+# refuses it (42501) before anything else, over TLS.
+$node->safe_psql('k1', 'CREATE ROLE fc_plain LOGIN; '
+	  . 'GRANT EXECUTE ON FUNCTION fieldcrypt.generate_tenant_key(), fieldcrypt.revert_tenant_key() TO fc_plain');
+for my $f ('generate_tenant_key', 'revert_tenant_key')
+{
+	my ($rc, undef, $e) = FcNode::psql_connstr(FcNode::tls_connstr($node, 'k1') . ' user=fc_plain',
+		"\\set VERBOSITY verbose\nSELECT fieldcrypt.$f()");
+	ok($rc != 0 && $e =~ /^(?:psql:[^\n]*: )?ERROR:  42501: permission denied to change the tenant key$/m,
+		"$f granted to an ordinary role still refuses it with 42501") or diag("rc $rc: $e");
+}
 
 # --- Keyring nonces --------------------------------------------------------------------
 my %seen;
