@@ -2,6 +2,8 @@
 #   make / make install   build and install into the system PostgreSQL 15 (as root)
 #   make test             build, install, run every test suite (test/run-tests.sh)
 #   make demo / bench     build, install, run test/demo.sh / test/bench/run.sh
+#   make mutation         break each safety check in a scratch copy, check its tests catch it
+#                         (test/mutation/run.sh; slow, not part of make test)
 # Without PostgreSQL's dev files, each of these first installs them (test/deps.sh).
 
 PG_CONFIG ?= /usr/lib/postgresql/15/bin/pg_config
@@ -26,13 +28,13 @@ PG_CPPFLAGS += -I$(CURDIR)/src
 PG_CFLAGS += -Wall -Wextra -Werror -Wno-unused-parameter
 
 # pg_regress tests: sql/NAME.sql + expected/NAME.out, run in this order.
-REGRESS = key_api key_rules key_restore key_admin coltypes writeonly core_shapes copy_paths restrict utility_shapes edges_hints \
+REGRESS = key_api key_rules key_restore key_admin coltypes writeonly core_shapes copy_paths restrict restrict_after utility_shapes edges_hints \
           key_guards reencrypt tam_basic tam_features tam_ddl tam_keys tam_cache tam_stats keyed_hash tde_guard
 REGRESS_OPTS = --inputdir=. --outputdir=results/pg_regress
 # Tests need a preloaded server: `make test` is the entry point, not PGXS installcheck.
 NO_INSTALLCHECK = 1
 
-.PHONY: all install test demo bench deps installcheck
+.PHONY: all install test demo bench deps installcheck mutation
 .DEFAULT_GOAL := all
 
 # Print a make variable, e.g. `make -s print-REGRESS` (used by test/run-tests.sh).
@@ -43,7 +45,7 @@ HAVE_PG := $(and $(wildcard $(PG_CONFIG)),$(wildcard $(shell $(PG_CONFIG) --incl
 
 ifeq ($(HAVE_PG),)
 # Bootstrap: install the dependencies, then redo the goal with PGXS available.
-all install test demo bench:
+all install test demo bench mutation:
 ifdef FC_BOOTSTRAPPED
 	@echo "$(PG_CONFIG) or the PostgreSQL 15 server headers are still missing after test/deps.sh" >&2; exit 1
 else
@@ -68,6 +70,11 @@ demo: deps
 bench: deps
 	$(MAKE) install
 	FC_PGBIN=$(bindir) test/bench/run.sh
+
+# Mutation testing: a scratch copy of this tree and of the PostgreSQL installation of
+# PG_CONFIG; nothing is installed here.
+mutation: deps
+	PG_CONFIG=$(PG_CONFIG) test/mutation/run.sh $(MUTANTS)
 
 installcheck: test
 endif

@@ -2,6 +2,7 @@
 # `make test` driver (run as root, after `make install`). Runs every suite and sums:
 #   pg_regress  REGRESS list of the Makefile: sql/NAME.sql vs expected/NAME.out   1 per test
 #   pgtap       test/pgtap/*.sql, each in a fresh database with pgtap            1 per assertion
+#               (over TLS; files marked "-- transports: tls socket" over the Unix socket too)
 #   isolation   test/isolation/specs/NAME.spec vs test/isolation/expected/NAME.out  1 per spec
 #   tap         test/t/*.pl with prove, as user postgres                         1 per assertion
 # Outputs stay in results/ (git-ignored). The last line is "N passed, N failed"; the exit
@@ -16,7 +17,8 @@
 # the same. FC_REGRESS_TAM_PASS=0 skips the second and third passes.
 # Filters for development (all unset in `make test`): FC_SUITES="regress regress_tam pgtap
 # isolation tap layers" runs only those suites, FC_REGRESS="topic ..." only those pg_regress
-# topics, FC_TAP="041 090" only the TAP files whose names start with these prefixes.
+# topics, FC_ISOLATION="spec ..." only those isolation specs, FC_TAP="041 090" only the TAP
+# files whose names start with these prefixes (test/mutation/run.sh runs one test at a time).
 set -uo pipefail   # no -e: every suite runs and failures are counted
 cd "$(dirname "$0")/.." || exit 1
 source test/lib.sh
@@ -152,15 +154,27 @@ run_pgtap() {
   echo "== pgtap: $n files"
   mkdir -p "$OUT/pgtap"
   for f in "${pgtap_files[@]}"; do
-    log=$OUT/pgtap/$(basename "$f" .sql).log
-    if ! fresh_db fc_pgtap 'CREATE EXTENSION pgtap'; then
-      failed=$((failed + 1)); echo "pgtap: could not prepare a database for $f"; continue
-    fi
-    pg_prove --psql-bin "$PGBIN/psql" --dbname fc_pgtap "$f" 2>&1 | tee "$log"
-    rc=${PIPESTATUS[0]}
-    read -r p x _ < <(tap_counts "$log")
-    ((rc == 0 || x > 0)) || x=1
-    passed=$((passed + p)) failed=$((failed + x))
+    # over TCP with TLS; a file whose header says "-- transports: tls socket" also over the
+    # Unix socket. psql variable :transport tells the file which (it checks that it is so).
+    local transports=(tls)
+    grep -q '^-- transports: tls socket$' "$f" && transports+=(socket)
+    for tr in "${transports[@]}"; do
+      log=$OUT/pgtap/$(basename "$f" .sql)-$tr.log
+      if ! fresh_db fc_pgtap 'CREATE EXTENSION pgtap'; then
+        failed=$((failed + 1)); echo "pgtap: could not prepare a database for $f"; continue
+      fi
+      echo "pgtap: $f over $tr"
+      if [[ $tr == tls ]]; then
+        pg_prove --psql-bin "$PGBIN/psql" --dbname fc_pgtap --set transport=tls "$f" 2>&1 | tee "$log"
+      else
+        PGSSLMODE=disable pg_prove --psql-bin "$PGBIN/psql" --host "$FC_SOCKDIR" --dbname fc_pgtap \
+          --set transport=socket "$f" 2>&1 | tee "$log"
+      fi
+      rc=${PIPESTATUS[0]}
+      read -r p x _ < <(tap_counts "$log")
+      ((rc == 0 || x > 0)) || x=1
+      passed=$((passed + p)) failed=$((failed + x))
+    done
   done
   record pgtap "$passed" "$failed"
 }
@@ -174,7 +188,10 @@ run_tap() {
     cp -r test/t "$dir/t" && chown -R postgres: "$dir/t" && tdir=$dir/t
   fi
   for f in "${tap_files[@]}"; do args+=("$tdir/${f##*/}"); done
+  # PG_TEST_TIMEOUT_DEFAULT bounds PostgreSQL::Test's other waits (wait_for_log, background
+  # psql queries) at 90 s instead of 180 s; FcNode bounds poll_query_until (see FcNode.pm).
   fc_as_pg env -C "$dir" -u PGHOST -u PGPORT -u PGUSER -u PGSSLMODE -u PGDATABASE \
+    PG_TEST_TIMEOUT_DEFAULT="${PG_TEST_TIMEOUT_DEFAULT:-90}" \
     HOME="$dir" TESTDIR="$dir" PG_TEST_PORT_DIR="$dir/portlock" FC_REPO="$FC_REPO" \
     PATH="$PGBIN:$PATH" PERL5LIB="$PGXS_TEST/perl:$tdir" PG_REGRESS="$PGXS_TEST/regress/pg_regress" \
     prove --norc "${args[@]}" 2>&1 | tee "$OUT/tap.log"
@@ -208,6 +225,7 @@ shopt -s nullglob
 pgtap_files=(test/pgtap/*.sql)
 specs=(test/isolation/specs/*.spec)
 specs=("${specs[@]##*/}") && specs=("${specs[@]%.spec}")
+[[ -z ${FC_ISOLATION:-} ]] || read -ra specs <<<"$FC_ISOLATION"
 tap_files=(test/t/*.pl)
 if [[ -n ${FC_TAP:-} ]]; then
   kept=()
@@ -241,7 +259,11 @@ if [[ ${FC_REGRESS_TAM_PASS:-1} == 1 ]] && ((${#regress_tests[@]} > 0)); then
   run_regress_tam_nocache "${regress_tests[@]}"
 fi
 run_pgtap
-run_regress isolation "$PGXS_TEST/isolation/pg_isolation_regress" test/isolation fc_isolation '' "${specs[@]}"
+# A step of an isolation spec is cancelled after PGISOLATIONTIMEOUT seconds (and the spec
+# given up after twice that), not 300: every step here takes under 2 s, so a lock that blocks
+# where it should refuse, or a step that never ends, fails the spec within a minute.
+PGISOLATIONTIMEOUT=${PGISOLATIONTIMEOUT:-30} \
+  run_regress isolation "$PGXS_TEST/isolation/pg_isolation_regress" test/isolation fc_isolation '' "${specs[@]}"
 [[ -z $cluster ]] || fc_cluster_stop "$cluster"
 run_tap
 

@@ -289,6 +289,27 @@ $node->start;
 sql_is($node, 'app', 'SELECT mode, key_id FROM fieldcrypt.tenant_key_status', "managed|$gen_id",
 	'new sealing after a crash after the rename: generated key');
 sql_is($node, 'app', $VALUES_SQL, '1=v1-secret,2=v2-secret', 'new sealing: data decrypts');
+# The data KEK sealed inside a generated key's header (nonce|tag|ciphertext, AES-GCM under a
+# key derived from the cluster key, after the header's fixed fields and key id): one changed
+# byte of its ciphertext fails that GCM tag, and the log names the unwrap, not the header MAC
+# that is checked after it with the unwrapped key
+{
+	$node->stop;
+	my $img = read_bytes($ringfile);
+	is(unpack('V', substr($img, 72, 4)), 60, 'generated tenant header: a 60-byte sealed key at offset 76');
+	my $bad = $img;
+	substr($bad, 135, 1) = chr(ord(substr($bad, 135, 1)) ^ 1);
+	write_bytes($ringfile, $bad);
+	my $offset = -s $node->logfile;
+	$node->start;
+	like(log_since($node, $offset),
+		qr/DETAIL:  [^\n]*is sealed under a tenant key this server cannot use: the generated tenant key could not be unwrapped with this server's cluster key/,
+		'a changed byte of the sealed key: its GCM tag fails, and the log says so');
+	$node->stop;
+	write_bytes($ringfile, $img);
+	$node->start;
+	sql_is($node, 'app', $VALUES_SQL, '1=v1-secret,2=v2-secret', 'the intact header: data decrypts again');
+}
 # a crash after the WAL record, over the old file: recovery installs the change
 # with bind parameters, even log_statement = all keeps the password out of the log
 {

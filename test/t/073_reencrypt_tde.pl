@@ -8,7 +8,7 @@
 #   - a second rotation meanwhile fails with 55P03; rotation_progress shows the work and
 #     no row afterwards; log lines at start and end;
 #   - the old generation is destroyed (tde_key_status lists only the new one, every row
-#     reports it), and the table reads back unchanged;
+#     reports it), and the table reads back unchanged; no two stored rows share a nonce;
 #   - pg_ctl stop -m immediate in the middle of a re-encryption: after the restart the
 #     worker finishes it and nothing is lost.
 use strict;
@@ -115,6 +115,17 @@ is($node->safe_psql('app', "SELECT md5(string_agg(id || ':' || v, ',' ORDER BY i
 	$node->safe_psql('app', "SELECT md5(string_agg(i || ':row-' || i, ',' ORDER BY i)) FROM generate_series(1, 100) i"),
 	'the materialized view reads back');
 is($node->safe_psql('app', 'SELECT count(*) FROM nocols'), '1', 'the table without columns reads back');
+# Rows resealed in place take a fresh nonce each: no (instance id, counter) pair of a stored row
+# version of t is used twice (trailer: ... instance id(8) counter(8) tag(16)).
+$node->safe_psql('app', 'CREATE EXTENSION IF NOT EXISTS pageinspect');
+my ($nrows, $ndistinct) = split /\|/, $node->safe_psql('app', q{
+SELECT count(*), count(DISTINCT nonce)
+  FROM (SELECT substr(t_data, length(t_data) - 31, 16) AS nonce
+          FROM generate_series(0, pg_relation_size('t') / 8192 - 1) b,
+               heap_page_items(get_raw_page('t', b::int))
+         WHERE lp_flags = 1 AND t_data IS NOT NULL) s});
+cmp_ok($nrows, '>=', $N, "nonces: $nrows stored row versions of t read after the re-encryption");
+is($ndistinct, $nrows, 'nonces: no row version resealed by the worker shares a nonce with another');
 
 # --- immediate stop in the middle ----------------------------------------------------------
 $node->append_conf('postgresql.conf', 'fieldcrypt.test_reencrypt_pause_after_batches = 3');

@@ -19,7 +19,8 @@
 # the owner, restricted). The worker logs the table by name, rotation_progress
 # shows it (phase "retrying", column problem), the other tables are done, the next
 # key change is not refused, and once the owner fixes the index the old
-# generations go.
+# generations go. Then an index expression records that the worker ran it as the
+# table's owner, in a security-restricted operation.
 use strict;
 use warnings;
 use PostgreSQL::Test::Utils;
@@ -266,6 +267,45 @@ sql_is($node, 'app', 'SELECT generation, generations_kept FROM fieldcrypt.key_st
 	'once the owner fixed the table, the old generations are destroyed');
 is($node->safe_psql('app', $BIG), $big_before, 'the out-of-line values decrypt as before');
 is($node->safe_psql('app', $VALUES), $values_before, 'and every other value');
+
+# --- index expressions run as the table's owner, in a security-restricted operation -----------
+# Rows whose stale values are out of line are updated by the worker, and their index entries
+# computed: the index function records who ran it and whether it could create a temporary
+# table (refused inside a security-restricted operation).
+$node->safe_psql('app', <<'EOS');
+SET ROLE mallory;
+CREATE TABLE mal.seen (who name, restricted bool);
+-- (an immutable function may not write: it calls a volatile one that does)
+CREATE FUNCTION mal.record() RETURNS void VOLATILE LANGUAGE plpgsql AS $$
+DECLARE r bool := false;
+BEGIN
+  BEGIN
+    CREATE TEMP TABLE mal_probe (i int);
+    DROP TABLE mal_probe;
+  EXCEPTION WHEN insufficient_privilege THEN
+    r := true;
+  END;
+  INSERT INTO mal.seen VALUES (current_user, r);
+END $$;
+CREATE FUNCTION mal.ix2(int) RETURNS int IMMUTABLE LANGUAGE plpgsql AS $$
+BEGIN
+  IF current_setting('synchronous_commit') = 'off' THEN
+    PERFORM mal.record();
+  END IF;
+  RETURN $1;
+END $$;
+CREATE TABLE mal.big2 (id int, s fieldcrypt.encrypted_text) WITH (fillfactor = 100);
+ALTER TABLE mal.big2 ALTER COLUMN s SET STORAGE EXTERNAL;
+INSERT INTO mal.big2 SELECT g, repeat(md5(g::text), 100) FROM generate_series(1, 500) g;
+CREATE INDEX big2_ix ON mal.big2 (mal.ix2(id));
+EOS
+sql_is($node, 'app', q{SELECT fieldcrypt.set_data_encryption_key('Rotate-Key-2030!')}, '', 'key change to generation 6');
+$node->poll_query_until('app', $PROGRESS, '0') or die 'the re-encryption to generation 6 did not finish';
+# (full pages: the updates are not HOT, so they need index entries)
+my ($nseen, $how) = split /\|/, $node->safe_psql('app',
+	q{SELECT count(*), string_agg(DISTINCT who || ':' || restricted, ',') FROM mal.seen});
+cmp_ok($nseen, '>', 0, "the worker computed index entries ($nseen rows)");
+is($how, 'mallory:true', 'the worker computed them as the owner, in a security-restricted operation');
 
 # no plaintext of any value the worker re-encrypted reached the server log
 # (the statements that wrote them hold only their prefix, through log_statement)

@@ -4,8 +4,9 @@
 # key status follows), a reencrypt_table and a VACUUM FULL; it keeps reading after a restart;
 # once promoted it writes to the existing tables and to a table created after promotion, and
 # those read back, also after a restart of the promoted server; its rows are sealed under a new
-# instance id, and no nonce of a stored row version is used twice.  Two servers started from
-# the same base backup write rows whose nonces never collide.
+# instance id, and no nonce of a stored row version or out-of-line value is used twice.  Two
+# servers started from the same base backup write rows and out-of-line values whose nonces never
+# collide, with each other or within one server.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -146,17 +147,27 @@ SELECT count(*), count(DISTINCT nonce), count(DISTINCT substr(nonce, 1, 8))
          WHERE lp_flags = 1 AND t_data IS NOT NULL) s});
 is($distinct, $n, "promoted: $n stored row versions of t, no nonce used twice");
 cmp_ok($instances, '>=', 2, "promoted: rows of t come from $instances server lifetimes (primary and promoted)");
+# Out-of-line values carry their own (instance id, counter) in the blob header of their first
+# TOAST chunk (version(1) gen(2) instance(8) counter(8)): none is used twice either.
+my $TOAST = sql($standby, q{SELECT reltoastrelid::regclass FROM pg_class WHERE relname = 't'});
+my $BLOBS = qq{SELECT encode(substr(chunk_data, 4, 16), 'hex') FROM $TOAST WHERE chunk_seq = 0};
+my @blobs = split /\n/, sql($standby, $BLOBS);
+my %bseen;
+cmp_ok(scalar(@blobs), '>=', 10, 'promoted: ' . scalar(@blobs) . ' out-of-line values of t read');
+is(scalar(grep { $bseen{$_}++ } @blobs), 0, 'promoted: no out-of-line value of t shares a nonce with another');
 
 $standby->stop;
 
 # --- Two servers made from the same base backup ----------------------------------------------
-# Both start from the same pages and the same keys; each start draws its own instance id, so
-# the rows each of them writes never share a nonce with the other's.
+# Both start from the same pages and the same keys; each start draws its own instance id, and
+# each server's counter gives every row and out-of-line value it writes its own nonce: no nonce
+# is written twice, by the same server or by the two (counted over lists, not sets, so that a
+# counter that does not advance fails here too).
 my $NONCES = q{SELECT encode(substr(t_data, length(t_data) - 31, 16), 'hex')
                  FROM generate_series(0, pg_relation_size('t') / 8192 - 1) b,
                       heap_page_items(get_raw_page('t', b::int))
                 WHERE lp_flags = 1 AND t_data IS NOT NULL};
-my (%base, @new);
+my (@new, @newblobs);
 for my $name ('clone1', 'clone2')
 {
 	my $clone = PostgreSQL::Test::Cluster->new($name);
@@ -166,17 +177,24 @@ for my $name ('clone1', 'clone2')
 	$clone->start;
 	sql($clone, 'CREATE EXTENSION IF NOT EXISTS pageinspect');
 	my %before = map { $_ => 1 } split /\n/, sql($clone, $NONCES);
-	%base = %before if !%base;
-	sql($clone, q{INSERT INTO t SELECT g, 'clone-' || g, NULL FROM generate_series(50001, 50500) g});
-	is(sql($clone, q{SELECT count(*) FROM t WHERE v LIKE 'clone-%'}), '500', "$name: its new rows read back");
-	push @new, { map { $_ => 1 } grep { !$before{$_} } split /\n/, sql($clone, $NONCES) };
+	my %bbefore = map { $_ => 1 } split /\n/, sql($clone, $BLOBS);
+	sql($clone, q{INSERT INTO t SELECT g, 'clone-' || g,
+	                CASE WHEN g % 25 = 0 THEN (SELECT string_agg(md5(g || ':' || i), '') FROM generate_series(1, 300) i) END
+	                FROM generate_series(50001, 50500) g});
+	is(sql($clone, q{SELECT count(*), count(big) FROM t WHERE v LIKE 'clone-%'}), '500|20',
+		"$name: its new rows and out-of-line values read back");
+	push @new, grep { !$before{$_} } split /\n/, sql($clone, $NONCES);
+	push @newblobs, grep { !$bbefore{$_} } split /\n/, sql($clone, $BLOBS);
 	$clone->stop;
 }
-is(scalar(keys %{ $new[0] }), 500, 'clone1: 500 new nonces');
-is(scalar(keys %{ $new[1] }), 500, 'clone2: 500 new nonces');
-my @shared = grep { $new[1]{$_} } keys %{ $new[0] };
-is(scalar(@shared), 0, 'the two servers made from one backup never used the same nonce');
-my %inst = map { substr($_, 0, 16) => 1 } keys %{ $new[0] }, keys %{ $new[1] };
+my (%seen, %bseen2);
+is(scalar(@new), 1000, 'the two servers wrote 1000 new row versions');
+is(scalar(grep { $seen{$_}++ } @new), 0,
+	'the two servers made from one backup never used the same nonce for a row');
+is(scalar(@newblobs), 40, 'the two servers wrote 40 new out-of-line values');
+is(scalar(grep { $bseen2{$_}++ } @newblobs), 0,
+	'the two servers made from one backup never used the same nonce for an out-of-line value');
+my %inst = map { substr($_, 0, 16) => 1 } @new, @newblobs;
 is(scalar(keys %inst), 2, 'each of them wrote under its own instance id');
 
 done_testing();
