@@ -108,7 +108,7 @@ fc_define_gucs(void)
 							"Shared memory for decrypted rows of encrypted_heap tables, read again without decrypting.",
 							"0 turns the cache off. The cached rows are plaintext in shared memory, "
 							"kept out of core dumps, never written to disk.",
-							&fc_tde_cache_size_mb, 128, 0, 1024 * 1024,
+							&fc_tde_cache_size_mb, 0, 0, 1024 * 1024,
 							PGC_POSTMASTER, GUC_UNIT_MB, NULL, NULL, NULL);
 
 	DefineCustomEnumVariable("fieldcrypt.tde_plain_indexes",

@@ -77,7 +77,7 @@
 #define MAX_USAGE		5
 #define FLUSH_EVERY		4096
 
-int			fc_tde_cache_size_mb = 128;	/* setting fieldcrypt.tde_cache_size */
+int			fc_tde_cache_size_mb = 0;	/* setting fieldcrypt.tde_cache_size */
 
 typedef struct CacheKey
 {

@@ -22,7 +22,7 @@ section8() {
   local n v r node doc key='Bench-Citus-Key-1!'
   if ! citus_installed; then
     say ""
-    say "== 6. Citus: not run (Citus is not installed; test/deps.sh builds it from ../shared/citus-*.tar.xz)"
+    say "== 8. Citus: not run (Citus is not installed; test/deps.sh builds it from ../shared/citus-*.tar.xz)"
     return 0
   fi
   n=$(commas "$CITUS_ROWS")
@@ -68,7 +68,7 @@ section8() {
     log "section 8: encrypted values do not all decrypt to the baseline"
 
   say ""
-  say "== 6. Citus: coordinator + 2 workers on this machine, distributed tables of 32 shards, $n rows (seconds)"
+  say "== 8. Citus: coordinator + 2 workers on this machine, distributed tables of 32 shards, $n rows (seconds)"
   header text
   row c_insert text "INSERT ... SELECT, text" text
   row c_insert enc "INSERT ... SELECT, encrypted_text" text

@@ -53,7 +53,7 @@ section7() {
   local bp bk
   bp=$(best "${S[kbuild/plain]}") bk=$(best "${S[kbuild/keyed]}")
   say ""
-  say "== 6. equality lookups through a keyed hash index vs a plain hash index ($(commas "$KEYED_ROWS") rows, encrypted_heap, one cluster)"
+  say "== 7. equality lookups through a keyed hash index vs a plain hash index ($(commas "$KEYED_ROWS") rows, encrypted_heap, one cluster)"
   say "  CREATE INDEX (seconds, best of $REPEAT): plain hash $bp, keyed hash $bk; keyed hash cost over hashtext: $(calc "($bk - $bp) * 1000000000 / $KEYED_ROWS" 0) ns a value"
   say "  pgbench lookups by random key (TPS, best of $KEYED_ROUNDS x ${KEYED_SECONDS}s): plain $(best_tps "${tps[plain]}") keyed $(best_tps "${tps[keyed]}") (samples ${tps[plain]} / ${tps[keyed]})"
   target "keyed hash index equality lookups, pgbench (TPS vs plain hash)" \

@@ -13,7 +13,7 @@ STATS_ROUNDS=${FC_BENCH_STATS_ROUNDS:-7}
 section6() {
   local v i q r th te ratios="" heap_all="" enc_all=""
   log "section 6: planning a 20-way join, encrypted_heap statistics vs heap's"
-  fc_cluster_start stats
+  fc_cluster_start stats "fieldcrypt.tde_plain_indexes = allow"   # btree join keys, as heap has
   fc_psql -c 'CREATE DATABASE plans'
   export PGDATABASE=plans
   fc_psql -c 'CREATE EXTENSION fieldcrypt'
