@@ -175,26 +175,10 @@ drop_leftovers(Oid indexoid, Oid tableoid, int64 keep)
 static void
 rekey_failed(Oid indexoid, Oid tableoid, MemoryContext cxt)
 {
-	ErrorData  *edata;
-	char		name[NAMEDATALEN * 2 + 8] = "";
+	char		name[FC_ROT_NAME_LEN];
 	char		problem[192];
+	ErrorData  *edata = fc_rot_catch_error(indexoid, cxt, name);
 
-	MemoryContextSwitchTo(cxt);
-	edata = CopyErrorData();
-	FlushErrorState();
-	AbortCurrentTransaction();
-	StartTransactionCommand();
-	{
-		char	   *rel = get_rel_name(indexoid);
-		char	   *nsp = rel ? get_namespace_name(get_rel_namespace(indexoid)) : NULL;
-
-		if (rel && nsp)
-			strlcpy(name, quote_qualified_identifier(nsp, rel), sizeof(name));
-		else
-			snprintf(name, sizeof(name), "with OID %u", indexoid);
-	}
-	CommitTransactionCommand();
-	MemoryContextSwitchTo(cxt);
 	/* the copy the failed REINDEX CONCURRENTLY made: every retry would add one */
 	PG_TRY();
 	{

@@ -370,16 +370,14 @@ fc_rot_set_problem(const char *problem)
 }
 
 /*
- * In the PG_CATCH of a table's batches: log the error with the table's name
- * as a WARNING, abort the transaction, and note the failure in r and in the
- * slot, so that the other tables go on and the run ends unfinished.
+ * In a PG_CATCH of the worker: keep the error (in cxt), abort the failed
+ * transaction, and write relid's qualified name (or "with OID n", if it is
+ * gone) into name, for the WARNING and rotation_progress.problem.
  */
-void
-fc_rot_table_failed(Run *r, Oid relid, MemoryContext cxt)
+ErrorData *
+fc_rot_catch_error(Oid relid, MemoryContext cxt, char *name)
 {
 	ErrorData  *edata;
-	char		name[NAMEDATALEN * 2 + 8] = "";
-	char		problem[192];
 
 	MemoryContextSwitchTo(cxt);
 	edata = CopyErrorData();
@@ -392,12 +390,26 @@ fc_rot_table_failed(Run *r, Oid relid, MemoryContext cxt)
 		char	   *nsp = rel ? get_namespace_name(get_rel_namespace(relid)) : NULL;
 
 		if (rel && nsp)
-			strlcpy(name, quote_qualified_identifier(nsp, rel), sizeof(name));
+			strlcpy(name, quote_qualified_identifier(nsp, rel), FC_ROT_NAME_LEN);
 		else
-			snprintf(name, sizeof(name), "with OID %u", relid);
+			snprintf(name, FC_ROT_NAME_LEN, "with OID %u", relid);
 	}
 	CommitTransactionCommand();
 	MemoryContextSwitchTo(cxt);
+	return edata;
+}
+
+/*
+ * In the PG_CATCH of a table's batches: log the error with the table's name
+ * as a WARNING, abort the transaction, and note the failure in r and in the
+ * slot, so that the other tables go on and the run ends unfinished.
+ */
+void
+fc_rot_table_failed(Run *r, Oid relid, MemoryContext cxt)
+{
+	char		name[FC_ROT_NAME_LEN];
+	char		problem[192];
+	ErrorData  *edata = fc_rot_catch_error(relid, cxt, name);
 
 	r->failed++;
 	snprintf(problem, sizeof(problem), "table %s could not be re-encrypted (SQLSTATE %s)",

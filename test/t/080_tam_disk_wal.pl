@@ -168,27 +168,7 @@ for my $t ('enc', 'ctl')
 		"pg_waldump: heap records of the TOAST table of $t in the range written");
 }
 
-# The WAL bytes of [start, end), from the segment files.
-sub wal_range
-{
-	my ($start, $end) = @_;
-	my ($f1, $o1) = split /\|/, sql("SELECT file_name, file_offset FROM pg_walfile_name_offset('$start')");
-	my ($f2, $o2) = split /\|/, sql("SELECT file_name, file_offset FROM pg_walfile_name_offset('$end')");
-	my $dir = $node->data_dir . '/pg_wal';
-	opendir my $dh, $dir or die "opendir $dir: $!";
-	my @segs = sort grep { /^[0-9A-F]{24}$/ && $_ ge $f1 && $_ le $f2 } readdir $dh;
-	closedir $dh;
-	my $bytes = '';
-	for my $seg (@segs)
-	{
-		my $data = read_bytes("$dir/$seg");
-		my $from = $seg eq $f1 ? $o1 : 0;
-		my $to = $seg eq $f2 ? $o2 : length $data;
-		$bytes .= substr($data, $from, $to - $from);
-	}
-	return $bytes;
-}
-my $wal = wal_range($lsn_start, $lsn_end);
+my $wal = wal_range($node, $lsn_start, $lsn_end);
 cmp_ok(length $wal, '>', 100_000, 'the WAL range written is ' . length($wal) . ' bytes');
 
 # The files as the checkpoint wrote them (read now: VACUUM FULL below replaces enc's files).
@@ -205,7 +185,7 @@ my $lsn_rw = sql('SELECT pg_current_wal_insert_lsn()');
 sql('VACUUM FULL enc');
 sql('CHECKPOINT');
 my $lsn_rw_end = sql('SELECT pg_current_wal_insert_lsn()');
-my $wal_rewrite = wal_range($lsn_rw, $lsn_rw_end);
+my $wal_rewrite = wal_range($node, $lsn_rw, $lsn_rw_end);
 is(sql("SELECT count(*) FROM enc WHERE note LIKE 'FCENC%' OR big LIKE 'FCENC%' "
 		  . "OR position(convert_to('FCENC', 'UTF8') IN blob) = 1 OR n = " . int8_of($m{enc}{int8})),
 	'10', 'enc: the markers read back after VACUUM FULL');

@@ -70,26 +70,6 @@ my $datadir = $primary->data_dir;
 my $statfile = sql($primary, q{SELECT pg_relation_filepath('pg_statistic')});
 my $statbytes = read_bytes("$datadir/$statfile");
 
-# The WAL bytes of [start, end), from the segment files.
-sub wal_range
-{
-	my ($node, $start, $end) = @_;
-	my ($f1, $o1) = split /\|/, sql($node, "SELECT file_name, file_offset FROM pg_walfile_name_offset('$start')");
-	my ($f2, $o2) = split /\|/, sql($node, "SELECT file_name, file_offset FROM pg_walfile_name_offset('$end')");
-	my $dir = $node->data_dir . '/pg_wal';
-	opendir my $dh, $dir or die "opendir $dir: $!";
-	my @segs = sort grep { /^[0-9A-F]{24}$/ && $_ ge $f1 && $_ le $f2 } readdir $dh;
-	closedir $dh;
-	my $bytes = '';
-	for my $seg (@segs)
-	{
-		my $data = read_bytes("$dir/$seg");
-		my $from = $seg eq $f1 ? $o1 : 0;
-		my $to = $seg eq $f2 ? $o2 : length $data;
-		$bytes .= substr($data, $from, $to - $from);
-	}
-	return $bytes;
-}
 my $wal = wal_range($primary, $lsn_start, $lsn_end);
 cmp_ok(length $wal, '>', 2000, 'ANALYZE wrote ' . length($wal) . ' bytes of WAL');
 for my $what ('mcv', 'hist')

@@ -15,7 +15,7 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 use FcNode;
 
-our @EXPORT = qw(sql_is safe_tls sql_fails read_bytes write_bytes log_since);
+our @EXPORT = qw(sql_is safe_tls sql_fails read_bytes write_bytes log_since wal_range);
 
 sub sql_is
 {
@@ -76,6 +76,29 @@ sub write_bytes
 	print $fh $data;
 	close $fh or die "could not write $path: $!";
 	return;
+}
+
+# The WAL bytes of node between two LSNs [start, end), read from its segment files.
+sub wal_range
+{
+	my ($node, $start, $end) = @_;
+	my ($f1, $o1) = split /\|/, $node->safe_psql('postgres',
+		"SELECT file_name, file_offset FROM pg_walfile_name_offset('$start')");
+	my ($f2, $o2) = split /\|/, $node->safe_psql('postgres',
+		"SELECT file_name, file_offset FROM pg_walfile_name_offset('$end')");
+	my $dir = $node->data_dir . '/pg_wal';
+	opendir my $dh, $dir or die "opendir $dir: $!";
+	my @segs = sort grep { /^[0-9A-F]{24}$/ && $_ ge $f1 && $_ le $f2 } readdir $dh;
+	closedir $dh;
+	my $bytes = '';
+	for my $seg (@segs)
+	{
+		my $data = read_bytes("$dir/$seg");
+		my $from = $seg eq $f1 ? $o1 : 0;
+		my $to = $seg eq $f2 ? $o2 : length $data;
+		$bytes .= substr($data, $from, $to - $from);
+	}
+	return $bytes;
 }
 
 sub log_since
