@@ -116,6 +116,14 @@ SELECT current_setting('data_directory') || '/' || pg_relation_filepath('ledger'
 \setenv ENC_FILE :enc_file
 \setenv PLAIN_FILE :plain_file
 \! echo "heap file: $(grep -c 'confidential memo' "$PLAIN_FILE") match(es); encrypted_heap file: $(grep -c 'confidential memo' "$ENC_FILE") match(es)"
+--     Indexes: the primary key's B-tree keeps its keys in plaintext (the WARNING above
+--     said so). A hash index with a keyed operator class stores only keyed codes:
+CREATE INDEX ledger_account ON ledger USING hash (account fieldcrypt.text_keyed_ops);
+SELECT index_name, exposes FROM fieldcrypt.tde_exposure WHERE table_name = 'ledger'::regclass;
+EXPLAIN (COSTS OFF) SELECT amount FROM ledger WHERE account = 'ACME-42';
+--     ANALYZE keeps the statistics of encrypted tables encrypted (not in pg_statistic):
+ANALYZE ledger;
+SELECT count(*) AS ledger_rows_in_pg_statistic FROM pg_statistic WHERE starelid = 'ledger'::regclass;
 --     TDE key rotation: new writes use the new generation at once; the background
 --     worker re-encrypts the existing rows online (throttled), VACUUMs, and then
 --     destroys the old key (offline alternative: fieldcrypt.reencrypt_table).
