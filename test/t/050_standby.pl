@@ -75,19 +75,6 @@ sub custom_records
 	return grep { /^rmgr: custom205 / } split /\n/, $out;
 }
 
-# A streaming standby of $primary from backup $backup.  pg_basebackup writes private
-# files (0600), but init_from_backup copies the backup with File::Copy under the
-# process umask: copy under 0077 so that server.key and pg_fieldcrypt stay private
-# (PostgreSQL refuses a server.key, fieldcrypt a cluster.key, with group/world access).
-sub standby_from_backup
-{
-	my ($name, $primary, $backup) = @_;
-	my $node = PostgreSQL::Test::Cluster->new($name);
-	my $old = umask 0077;
-	$node->init_from_backup($primary, $backup, has_streaming => 1);
-	umask $old;
-	return $node;
-}
 
 my $primary = FcNode::new_node('primary', allows_streaming => 1);
 # keep every WAL segment, so the scan at the end sees all of them
@@ -118,7 +105,7 @@ is(read_bytes($primary->backup_dir . "/b1/$keyfile_rel"), $primary_kek,
 
 # A streaming standby from b1: pg_basebackup copied postgresql.conf (preload, TLS),
 # the certificate and pg_fieldcrypt.
-my $standby = standby_from_backup('standby', $primary, 'b1');
+my $standby = FcNode::standby_from_backup('standby', $primary, 'b1');
 $standby->start;
 is((stat $standby->data_dir . "/$keyfile_rel")[2] & 07777, 0600,
 	'standby: cluster.key is private (mode 0600)');
@@ -129,7 +116,7 @@ sql_is($standby, 'app', 'SELECT pg_is_in_recovery(), ssl FROM pg_stat_ssl WHERE 
 # A standby from b1 with another cluster key: its keyring from the backup cannot be
 # unsealed, so it is not loaded at all.
 my $wrong_kek = join('', map { sprintf '%02x', int(rand(256)) } 1 .. 32) . "\n";
-my $foreign = standby_from_backup('foreign', $primary, 'b1');
+my $foreign = FcNode::standby_from_backup('foreign', $primary, 'b1');
 write_bytes($foreign->data_dir . "/$keyfile_rel", $wrong_kek);
 chmod 0600, $foreign->data_dir . "/$keyfile_rel";
 my $foreign_ring = read_bytes($foreign->data_dir . "/$ring_rel");
@@ -140,7 +127,7 @@ like(log_since($foreign, 0),
 
 # A standby from b0 with another cluster key: no keyring, so an empty one is loaded;
 # the records from the primary cannot be unsealed with its key.
-my $fresh = standby_from_backup('fresh', $primary, 'b0');
+my $fresh = FcNode::standby_from_backup('fresh', $primary, 'b0');
 write_bytes($fresh->data_dir . "/$keyfile_rel", $wrong_kek);
 chmod 0600, $fresh->data_dir . "/$keyfile_rel";
 $fresh->start;

@@ -18,8 +18,7 @@ $primary->safe_psql('app', 'CREATE EXTENSION fieldcrypt; CREATE TABLE t (id int,
 sql_is($primary, 'app', "SELECT fieldcrypt.set_data_encryption_key('$K1')", '', 'set K1');
 $primary->safe_psql('app', "INSERT INTO t VALUES (1, 'v1-k1')");
 $primary->backup('b1');
-my $sb = PostgreSQL::Test::Cluster->new('sb');
-{ my $old = umask 0077; $sb->init_from_backup($primary, 'b1', has_streaming => 1); umask $old; }
+my $sb = FcNode::standby_from_backup('sb', $primary, 'b1');
 my $kf = $sb->data_dir . '/pg_fieldcrypt/cluster.key';
 my $good = read_bytes($kf);
 write_bytes($kf, ('ab' x 32) . "\n");

@@ -159,8 +159,7 @@ sql_is($node, 'app', "SELECT fieldcrypt.set_data_encryption_key('$K1')", '', 'se
 $node->safe_psql('app', "INSERT INTO t VALUES (1, 'v1-secret')");
 
 $node->backup('b1');
-my $sb = PostgreSQL::Test::Cluster->new('standby');
-{ my $old = umask 0077; $sb->init_from_backup($node, 'b1', has_streaming => 1); umask $old; }
+my $sb = FcNode::standby_from_backup('standby', $node, 'b1');
 $sb->start;
 
 sql_is($node, 'app', $STATUS, 'managed|AES-256-GCM|256|loaded', 'status: managed by default');

@@ -104,14 +104,8 @@ sql_is($node, 'app', "SELECT fieldcrypt.set_data_encryption_key('$K1')", '', 'se
 $node->safe_psql('app', "INSERT INTO t VALUES (1, 'v1-secret')");
 
 $node->backup('b1');
-my $sb = PostgreSQL::Test::Cluster->new('standby');
-my $sb2 = PostgreSQL::Test::Cluster->new('standby_wrong_pin');
-{
-	my $old = umask 0077;
-	$sb->init_from_backup($node, 'b1', has_streaming => 1);
-	$sb2->init_from_backup($node, 'b1', has_streaming => 1);
-	umask $old;
-}
+my $sb = FcNode::standby_from_backup('standby', $node, 'b1');
+my $sb2 = FcNode::standby_from_backup('standby_wrong_pin', $node, 'b1');
 $sb2->append_conf('postgresql.conf', "fieldcrypt.hsm_pin_command = 'cat $dir/wrong-pin'");
 $sb->start;
 $sb2->start;

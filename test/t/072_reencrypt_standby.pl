@@ -42,14 +42,9 @@ command_ok([ 'pg_dump', '-Fc', '-d', $primary->connstr('app'), '-f', "$dir/befor
 my $envelope = $primary->safe_psql('app', 'COPY t (pw) TO STDOUT');
 ($envelope) = $envelope =~ /^(fcenc:v1:\S+)$/m;
 
-# A streaming standby (see 050_standby.pl for why the copy is made under umask 0077).
+# A streaming standby.
 $primary->backup('b1');
-my $standby = PostgreSQL::Test::Cluster->new('standby');
-{
-	my $old = umask 0077;
-	$standby->init_from_backup($primary, 'b1', has_streaming => 1);
-	umask $old;
-}
+my $standby = FcNode::standby_from_backup('standby', $primary, 'b1');
 $standby->start;
 is($standby->safe_psql('app', $SUM), $sum, 'standby: the values decrypt');
 

@@ -42,14 +42,9 @@ INSERT INTO u SELECT g, 'u' || g FROM generate_series(1, 100) g;
 EOS
 my $digest = sql($primary, $DIGEST);
 
-# A streaming standby from a base backup (see 050_standby.pl for the umask).
+# A streaming standby from a base backup.
 $primary->backup('b1');
-my $standby = PostgreSQL::Test::Cluster->new('standby');
-{
-	my $old = umask 0077;
-	$standby->init_from_backup($primary, 'b1', has_streaming => 1);
-	umask $old;
-}
+my $standby = FcNode::standby_from_backup('standby', $primary, 'b1');
 $standby->start;
 is(sql($standby, 'SELECT pg_is_in_recovery()'), 't', 'standby: in recovery');
 is(sql($standby, $DIGEST), $digest, 'standby: the encrypted table reads as on the primary');
@@ -170,10 +165,7 @@ my $NONCES = q{SELECT encode(substr(t_data, length(t_data) - 31, 16), 'hex')
 my (@new, @newblobs);
 for my $name ('clone1', 'clone2')
 {
-	my $clone = PostgreSQL::Test::Cluster->new($name);
-	my $old = umask 0077;
-	$clone->init_from_backup($primary, 'b1');
-	umask $old;
+	my $clone = FcNode::standby_from_backup($name, $primary, 'b1', streaming => 0);
 	$clone->start;
 	sql($clone, 'CREATE EXTENSION IF NOT EXISTS pageinspect');
 	my %before = map { $_ => 1 } split /\n/, sql($clone, $NONCES);

@@ -106,12 +106,7 @@ $primary->start;
 
 # A streaming standby plans with the statistics, and follows a new ANALYZE on the primary.
 $primary->backup('b1');
-my $standby = PostgreSQL::Test::Cluster->new('stats_standby');
-{
-	my $old = umask 0077;
-	$standby->init_from_backup($primary, 'b1', has_streaming => 1);
-	umask $old;
-}
+my $standby = FcNode::standby_from_backup('stats_standby', $primary, 'b1');
 $standby->start;
 is(sql($standby, 'SELECT pg_is_in_recovery()'), 't', 'standby: in recovery');
 is(sql($standby, $PLAN), "Seq Scan on enc\n  Filter: (grp = 0)", 'standby: a Seq Scan, from the statistics');

@@ -24,12 +24,7 @@ INSERT INTO t VALUES (1, 'one');
 EOS
 
 $primary->backup('b1');
-my $standby = PostgreSQL::Test::Cluster->new('standby');
-{
-	my $old = umask 0077;
-	$standby->init_from_backup($primary, 'b1', has_streaming => 1);
-	umask $old;
-}
+my $standby = FcNode::standby_from_backup('standby', $primary, 'b1');
 $standby->start;
 $primary->wait_for_catchup($standby);
 is(safe_tls($standby, 'app', 'SELECT pg_is_in_recovery()'), 't', 'standby: in recovery');

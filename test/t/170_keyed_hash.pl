@@ -172,12 +172,7 @@ is(sql(q{SELECT indisvalid FROM pg_index WHERE indexrelid = 'enc_code2'::regclas
 
 # --- a standby --------------------------------------------------------------------------------
 $node->backup('b1');
-my $standby = PostgreSQL::Test::Cluster->new('keyed_standby');
-{
-	my $old = umask 0077;    # see 050_standby.pl
-	$standby->init_from_backup($node, 'b1', has_streaming => 1);
-	umask $old;
-}
+my $standby = FcNode::standby_from_backup('keyed_standby', $node, 'b1');
 $standby->start;
 $node->wait_for_catchup($standby);
 is(answers($standby, 'ctl'), $want, 'the standby: the heap twin answers');

@@ -67,6 +67,22 @@ sub poll_query_until
 	}
 }
 
+# A node made from backup $backup of $primary (a streaming standby unless
+# streaming => 0).  pg_basebackup writes private files (0600), but init_from_backup
+# copies the backup with File::Copy under the process umask: copy under 0077 so that
+# server.key and pg_fieldcrypt stay private (PostgreSQL refuses a server.key, fieldcrypt
+# a cluster.key, with group/world access).
+sub standby_from_backup
+{
+	my ($name, $primary, $backup, %opts) = @_;
+	my $streaming = exists $opts{streaming} ? $opts{streaming} : 1;
+	my $node = PostgreSQL::Test::Cluster->new($name);
+	my $old = umask 0077;
+	$node->init_from_backup($primary, $backup, $streaming ? (has_streaming => 1) : ());
+	umask $old;
+	return $node;
+}
+
 sub new_node
 {
 	my ($name, %opts) = @_;
