@@ -336,3 +336,104 @@ COMMENT ON VIEW fieldcrypt.tde_exposure IS
     'which columns or expressions, or only keyed hash codes; and where planner statistics are kept';
 GRANT SELECT ON fieldcrypt.tde_exposure TO PUBLIC;
 -- END ISSUE12-EXPOSURE
+
+-- ISSUE15-VIEWS: re-encryption and keys of every node of a Citus cluster
+-- On a Citus cluster old generations are destroyed only once every node has re-encrypted
+-- its shards (src/rotation/clusterwide.c): a worker node waits, the coordinator's
+-- re-encryption worker asks every node through _cluster_reencryption_node and releases
+-- them. finish_cluster_reencryption() runs that round on demand. The two cluster_ views
+-- read every node's own view through Citus (run_command_on_all_nodes, TLS between nodes)
+-- as the calling role, so they need what the single-node view needs on every node.
+CREATE FUNCTION fieldcrypt._cluster_reencryption_node(stage text, generation integer, release boolean)
+    RETURNS text
+    LANGUAGE C STRICT VOLATILE PARALLEL UNSAFE
+    AS 'MODULE_PATHNAME', 'fieldcrypt_cluster_reencryption_node';
+COMMENT ON FUNCTION fieldcrypt._cluster_reencryption_node(text, integer, boolean) IS
+    'internal: where this node''s re-encryption is, for the Citus coordinator (done, waiting, '
+    'released or not done: why); release lets a waiting node destroy its old generations; fieldcrypt_admin, TLS';
+REVOKE ALL ON FUNCTION fieldcrypt._cluster_reencryption_node(text, integer, boolean) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION fieldcrypt._cluster_reencryption_node(text, integer, boolean) TO fieldcrypt_admin;
+CREATE FUNCTION fieldcrypt.finish_cluster_reencryption(
+    OUT nodename text, OUT nodeport integer, OUT stage text, OUT state text)
+    RETURNS SETOF record
+    LANGUAGE C VOLATILE PARALLEL UNSAFE
+    AS 'MODULE_PATHNAME', 'fieldcrypt_finish_cluster_reencryption';
+COMMENT ON FUNCTION fieldcrypt.finish_cluster_reencryption() IS
+    'on a Citus coordinator: asks every other node where its re-encryption is and, when none is '
+    'behind, lets the waiting ones destroy their old generations; one row per node and stage; fieldcrypt_admin, TLS';
+REVOKE ALL ON FUNCTION fieldcrypt.finish_cluster_reencryption() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION fieldcrypt.finish_cluster_reencryption() TO fieldcrypt_admin;
+CREATE FUNCTION fieldcrypt.cluster_rotation_progress(
+    OUT nodename text, OUT nodeport integer, OUT is_coordinator boolean,
+    OUT database name, OUT from_generation integer, OUT to_generation integer,
+    OUT phase text, OUT tables_done integer, OUT tables_total integer,
+    OUT rows_done bigint, OUT rows_total bigint, OUT rows_per_second double precision,
+    OUT started_at timestamptz, OUT estimated_end timestamptz, OUT pid integer,
+    OUT problem text, OUT error text)
+    RETURNS SETOF record
+    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+    SET search_path = pg_catalog, pg_temp
+    AS $fn$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'citus') THEN
+        RAISE EXCEPTION USING ERRCODE = '55000',
+            MESSAGE = 'the citus extension is not installed in this database',
+            HINT = 'fieldcrypt.cluster_rotation_progress() runs on a Citus coordinator; '
+                || 'use fieldcrypt.rotation_progress on a single node.';
+    END IF;
+    RETURN QUERY
+        SELECT COALESCE(n.nodename::text, pg_catalog.current_setting('citus.local_hostname')),
+               COALESCE(n.nodeport, pg_catalog.current_setting('port')::integer),
+               COALESCE(n.groupid = 0, true),
+               p.database, p.from_generation, p.to_generation, p.phase, p.tables_done,
+               p.tables_total, p.rows_done, p.rows_total, p.rows_per_second, p.started_at,
+               p.estimated_end, p.pid, p.problem,
+               CASE WHEN r.success THEN NULL ELSE r.result END
+          FROM pg_catalog.run_command_on_all_nodes(
+                 'SELECT COALESCE(pg_catalog.json_agg(p), ''[]'') FROM fieldcrypt.rotation_progress p') r
+          LEFT JOIN pg_catalog.pg_dist_node n ON n.nodeid = r.nodeid
+          LEFT JOIN LATERAL pg_catalog.json_to_recordset(CASE WHEN r.success THEN r.result::json END)
+               AS p(database name, from_generation integer, to_generation integer, phase text,
+                    tables_done integer, tables_total integer, rows_done bigint, rows_total bigint,
+                    rows_per_second double precision, started_at timestamptz,
+                    estimated_end timestamptz, pid integer, problem text) ON true
+         ORDER BY 3 DESC, 2, 4;
+END
+$fn$;
+COMMENT ON FUNCTION fieldcrypt.cluster_rotation_progress() IS
+    'on a Citus coordinator: fieldcrypt.rotation_progress of every node (one row with NULL '
+    'columns for a node with nothing to re-encrypt, error for a node that did not answer)';
+CREATE FUNCTION fieldcrypt.cluster_tde_key_status(
+    OUT nodename text, OUT nodeport integer, OUT is_coordinator boolean,
+    OUT generation integer, OUT is_current boolean, OUT created_at timestamptz,
+    OUT tables text[], OUT error text)
+    RETURNS SETOF record
+    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+    SET search_path = pg_catalog, pg_temp
+    AS $fn$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'citus') THEN
+        RAISE EXCEPTION USING ERRCODE = '55000',
+            MESSAGE = 'the citus extension is not installed in this database',
+            HINT = 'fieldcrypt.cluster_tde_key_status() runs on a Citus coordinator; '
+                || 'use fieldcrypt.tde_key_status on a single node.';
+    END IF;
+    RETURN QUERY
+        SELECT COALESCE(n.nodename::text, pg_catalog.current_setting('citus.local_hostname')),
+               COALESCE(n.nodeport, pg_catalog.current_setting('port')::integer),
+               COALESCE(n.groupid = 0, true),
+               t.generation, t.is_current, t.created_at, t.tables,
+               CASE WHEN r.success THEN NULL ELSE r.result END
+          FROM pg_catalog.run_command_on_all_nodes(
+                 'SELECT COALESCE(pg_catalog.json_agg(t), ''[]'') FROM fieldcrypt.tde_key_status t') r
+          LEFT JOIN pg_catalog.pg_dist_node n ON n.nodeid = r.nodeid
+          LEFT JOIN LATERAL pg_catalog.json_to_recordset(CASE WHEN r.success THEN r.result::json END)
+               AS t(generation integer, is_current boolean, created_at timestamptz, tables text[]) ON true
+         ORDER BY 3 DESC, 2, 4;
+END
+$fn$;
+COMMENT ON FUNCTION fieldcrypt.cluster_tde_key_status() IS
+    'on a Citus coordinator: fieldcrypt.tde_key_status of every node (tables by name); fieldcrypt_admin';
+REVOKE ALL ON FUNCTION fieldcrypt.cluster_tde_key_status() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION fieldcrypt.cluster_tde_key_status() TO fieldcrypt_admin;
+-- END ISSUE15-VIEWS

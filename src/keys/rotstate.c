@@ -23,7 +23,7 @@ bool		fc_reencrypt_enabled = true;
 
 const char *const fc_rot_phase_names[] = {
 	"starting", "counting", "re-encrypting", "waiting for older transactions",
-	"destroying old generations", "paused for testing"
+	"destroying old generations", "paused for testing", "waiting for the cluster"
 };
 
 static Size rotstate_shmem_size(void);

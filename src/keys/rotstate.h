@@ -35,8 +35,13 @@ typedef enum Phase
 	PHASE_REENCRYPTING,
 	PHASE_WAITING,
 	PHASE_DESTROYING,
-	PHASE_PAUSED
+	PHASE_PAUSED,
+	PHASE_CLUSTER				/* done here, waiting for the other Citus nodes */
 } Phase;
+
+/* Stage of a re-encryption that waits for the Citus cluster (FcRotSlot.cluster_stage). */
+#define FC_CLUSTER_STAGE_VALUES	1	/* old column-key generations */
+#define FC_CLUSTER_STAGE_TDE	2	/* old TDE generations */
 
 typedef struct FcRotSlot
 {
@@ -60,6 +65,9 @@ typedef struct FcRotSlot
 	TimestampTz started_at;		/* of the whole re-encryption */
 	TimestampTz attached_at;	/* of this process */
 	char		problem[192];	/* why the last run did not finish ("" if none) */
+	/* PHASE_CLUSTER (rotation/clusterwide.c) */
+	int32		cluster_stage;	/* FC_CLUSTER_STAGE_*, 0 if not waiting */
+	bool		cluster_go;		/* the coordinator released this wait */
 } FcRotSlot;
 
 typedef struct FcRotState

@@ -107,6 +107,17 @@ extern bool fc_rot_batch(Run *r, Oid relid, BlockNumber stop, const FcBatchOps *
 extern void fc_reencrypt_values(void);
 extern void fc_reencrypt_tde_tables(void);
 
+/* clusterwide.c: destruction of old generations only when a Citus cluster is done */
+typedef enum FcClusterRole
+{
+	FC_CLUSTER_NONE,			/* no Citus in this database */
+	FC_CLUSTER_COORDINATOR,
+	FC_CLUSTER_WORKER
+} FcClusterRole;
+
+extern FcClusterRole fc_rot_cluster_role(void);
+extern bool fc_rot_cluster_wait(Run *r, int stage);
+
 /* keyed_rebuild.c: keyed hash indexes moved to the current TDE generation */
 extern int	fc_rekey_keyed_indexes(Run *r, uint32 current);
 

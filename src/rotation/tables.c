@@ -12,7 +12,8 @@
  * ACCESS EXCLUSIVE lock).  The pass is idempotent, so a restart just runs
  * it again.  Then VACUUM removes the old row versions, keyed hash indexes
  * are rebuilt under the current generation (keyed_rebuild.c), and the
- * generations no row version or keyed index uses any more are destroyed.
+ * generations no row version or keyed index uses any more are destroyed
+ * (on a Citus cluster once every node is done, clusterwide.c).
  *
  * src/rotation/tables.c
  *
@@ -269,6 +270,22 @@ fc_reencrypt_tde_tables(void)
 	}
 
 	fc_rot_test_pause(&r, true);
+	/* on a Citus cluster, only once every node is done (clusterwide.c) */
+	if (fc_rot_cluster_role() != FC_CLUSTER_NONE)
+	{
+		if (tde_old_in_use(r.to_gen, &others_temp) > 0 || others_temp)
+		{
+			/* not done here: try again later, without waiting for the others */
+			fc_rot_tde_retry = true;
+			list_free(tables);
+			return;
+		}
+		if (!fc_rot_cluster_wait(&r, FC_CLUSTER_STAGE_TDE))
+		{
+			list_free(tables);
+			return;
+		}
+	}
 	fc_rot_publish(&r, PHASE_DESTROYING);
 	fc_rot_begin_xact();
 	if (!others_temp)

@@ -472,5 +472,8 @@ fc_reencrypt_values(void)
 
 	fc_rot_test_pause(&r, true);
 	fc_rot_check_postponed();
+	/* on a Citus cluster, only once every node is done (clusterwide.c) */
+	if (!fc_rot_cluster_wait(&r, FC_CLUSTER_STAGE_VALUES))
+		return;
 	destroy_old_generations(&r);
 }

@@ -34,7 +34,8 @@
  *		 first looks for a stale value in each table and rewrites only
  *		 tables where it finds one; a check pass that re-encrypted nothing
  *		 (and found no page pinned by another backend) ends the loop.
- *	  3. The old generations are destroyed, under the cluster-wide key change
+ *	  3. The old generations are destroyed (on a Citus cluster only once
+ *		 every node is done: clusterwide.c), under the cluster-wide key change
  *		 lock: their metadata rows go, the keyring is rewritten without them
  *		 (fc_db_stage: written, fsynced and WAL-logged) before the commit,
  *		 and shared memory follows after it.
@@ -66,7 +67,8 @@
  *
  *	  Files: launcher.c, this file (the worker's main), run.c (what every
  *	  pass uses), values.c (step 1-3 for column values), tables.c (the
- *	  encrypted_heap tables after rotate_tde_key), progress.c (the view).
+ *	  encrypted_heap tables after rotate_tde_key), progress.c (the view),
+ *	  clusterwide.c (on Citus: destruction only once every node is done).
  *
  * src/rotation/worker.c
  *
@@ -111,6 +113,8 @@ fieldcrypt_reencrypt_worker_main(Datum arg)
 	slot->tables_done = slot->tables_total = 0;
 	slot->rows_done = slot->rows_total = 0;
 	slot->problem[0] = '\0';
+	slot->cluster_stage = 0;
+	slot->cluster_go = false;
 	fc_rot_my_slot = slot;
 	LWLockRelease(fc_rotstate->lock);
 	before_shmem_exit(fc_rot_worker_exit, (Datum) 0);
@@ -127,6 +131,9 @@ fieldcrypt_reencrypt_worker_main(Datum arg)
 	SetConfigOption("lock_timeout", "0", PGC_SUSET, PGC_S_OVERRIDE);
 	SetConfigOption("idle_in_transaction_session_timeout", "0", PGC_SUSET, PGC_S_OVERRIDE);
 	pgstat_report_appname("fieldcrypt re-encryption");
+	/* Citus hides the shards on a node from pg_class queries: this worker lists them */
+	if (GetConfigOption("citus.override_table_visibility", true, false) != NULL)
+		SetConfigOption("citus.override_table_visibility", "off", PGC_SUSET, PGC_S_OVERRIDE);
 
 	fc_reencrypt_values();
 	if (!fc_rot_blocked)

@@ -148,4 +148,63 @@ sub stop_all
 	return;
 }
 
+# --- re-encryption on the cluster (206-209) -------------------------------------------------
+#   FcCitus::set_conf($node, 'name = value', ...)       appended to postgresql.conf, reloaded
+#   FcCitus::export_doc($c, $db)                         the coordinator's export, escaped for E''
+#   FcCitus::import_doc($db, $doc, $pass, @nodes)        import_key_generations on each node
+#   FcCitus::add_worker_importing($c, $name, $db, $doc, [passes], conf => ...)
+#       a node added later: its databases made, $doc imported with each passphrase in $db
+#       before citus_add_node (docs/operations.md), then added to every database
+#   FcCitus::generations($node, $db)                     '1,2': key_generations of one node
+#   FcCitus::wait_coord($c, $db, $sql, $expected, $name) poll on the coordinator, as a test
+sub set_conf
+{
+	my ($node, @lines) = @_;
+	$node->append_conf('postgresql.conf', join("\n", @lines) . "\n");
+	$node->reload;
+	return;
+}
+
+sub export_doc
+{
+	my ($c, $db) = @_;
+	return FcKeyTest::safe_tls($c->{coord}, $db, 'SELECT fieldcrypt.export_key_generations()') =~ s/\n/\\n/gr;
+}
+
+sub import_doc
+{
+	my ($db, $doc, $pass, @nodes) = @_;
+	FcKeyTest::safe_tls($_, $db, "SELECT fieldcrypt.import_key_generations(E'$doc', '$pass')") for @nodes;
+	return;
+}
+
+sub add_worker_importing
+{
+	my ($c, $name, $db, $doc, $passes, %o) = @_;
+	my $w = _new_node($name, %{ $c->{opts} }, conf => ($c->{opts}{conf} // '') . "\n" . ($o{conf} // ''));
+	for my $d (sort keys %{ $c->{dbs} })
+	{
+		_create_db($w, $d, $c->{dbs}{$d}{worker_pre});
+		import_doc($d, $doc, $_, $w) for ($d eq $db ? @$passes : ());
+		$c->{coord}->safe_psql($d, "SELECT citus_add_node('127.0.0.1', " . $w->port . ')');
+	}
+	push @{ $c->{workers} }, $w;
+	return $w;
+}
+
+sub generations
+{
+	my ($node, $db) = @_;
+	return $node->safe_psql($db,
+		q{SELECT string_agg(generation::text, ',' ORDER BY generation) FROM fieldcrypt.key_generations});
+}
+
+sub wait_coord
+{
+	my ($c, $db, $sql, $expected, $name) = @_;
+	local $Test::Builder::Level = $Test::Builder::Level + 1;
+	ok($c->{coord}->poll_query_until($db, $sql, $expected), $name);
+	return;
+}
+
 1;
