@@ -150,7 +150,12 @@ cluster_round(int stage, uint32 gen, bool release, Round *out, MemoryContext cxt
 		ok = DatumGetBool(SPI_getbinval(tup, td, 3, &isnull));
 		a->state = pstrdup(res ? res : "");
 		if (!ok)
+		{
+			/* the remote error as "ERROR:  message": keep the message */
+			if (strncmp(a->state, "ERROR:  ", 8) == 0)
+				a->state += 8;
 			a->state = psprintf("not reachable: %s", a->state);
+		}
 		if (ok && strcmp(a->state, "waiting") == 0)
 			out->waiting++;
 		else if (!ok || (strcmp(a->state, "done") != 0 && strcmp(a->state, "released") != 0))
