@@ -11,15 +11,19 @@
  *	  - A worker node (citus installed, citus_is_coordinator() false) whose
  *		re-encryption is done stops before destroying and waits in phase
  *		"waiting for the cluster" (its slot: PHASE_CLUSTER, cluster_stage)
- *		until the coordinator releases it (cluster_go); then it destroys as
- *		a single node does.  A new key change, or fieldcrypt.reencrypt =
+ *		until the coordinator releases it (cluster_go); then it looks once
+ *		more for stale values (a shard moved in from a node that was not
+ *		done brings old-generation values) and destroys as a single node
+ *		does.  (encrypted_heap rows need no second look: a moved shard's
+ *		rows are sealed anew under the receiving node's TDE key.)  A new key change, or fieldcrypt.reencrypt =
  *		off, ends the wait without destroying.
  *	  - The coordinator, after its own passes, asks every other primary node
  *		of pg_dist_node (active or not) for its state through Citus's
  *		master_run_on_worker, which connects as the current user with
  *		citus.node_conninfo (TLS).  When no node is behind, it releases the
  *		waiting ones, waits until every node reports "done" (only the
- *		current generation left), and only then destroys its own.  A node
+ *		current generation left), and only then looks once more at its own
+ *		tables and destroys its own.  A node
  *		that is behind, down or refusing (no TLS, no privilege) delays it:
  *		the reason is shown in rotation_progress.problem and logged, and the
  *		round is retried (1 s doubling to 10 s).  Nothing is skipped.
@@ -310,22 +314,23 @@ coordinate(Run *r, int stage)
 
 /*
  * Before a worker destroys the old generations of stage: on a Citus node,
- * wait until the cluster is done (see the file header).  True when it may
- * destroy now; false when the wait ended without that (a new key change).
+ * wait until the cluster is done (see the file header).  FC_WAIT_ALONE
+ * without Citus, FC_WAIT_CLUSTER when it may destroy now, FC_WAIT_STOP when
+ * the wait ended without that (a new key change).
  */
-bool
+int
 fc_rot_cluster_wait(Run *r, int stage)
 {
 	switch (fc_rot_cluster_role())
 	{
 		case FC_CLUSTER_NONE:
-			return true;
+			return FC_WAIT_ALONE;
 		case FC_CLUSTER_WORKER:
-			return wait_for_release(r, stage);
+			return wait_for_release(r, stage) ? FC_WAIT_CLUSTER : FC_WAIT_STOP;
 		case FC_CLUSTER_COORDINATOR:
-			return coordinate(r, stage);
+			return coordinate(r, stage) ? FC_WAIT_CLUSTER : FC_WAIT_STOP;
 	}
-	return false;
+	return FC_WAIT_STOP;
 }
 
 /*

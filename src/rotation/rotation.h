@@ -116,7 +116,11 @@ typedef enum FcClusterRole
 } FcClusterRole;
 
 extern FcClusterRole fc_rot_cluster_role(void);
-extern bool fc_rot_cluster_wait(Run *r, int stage);
+/* What fc_rot_cluster_wait found: destroy alone, destroy after the cluster, or stop. */
+#define FC_WAIT_ALONE		0	/* no Citus here */
+#define FC_WAIT_CLUSTER		1	/* every node is done (released, or the coordinator) */
+#define FC_WAIT_STOP		(-1)	/* the wait ended otherwise: destroy nothing */
+extern int	fc_rot_cluster_wait(Run *r, int stage);
 
 /* keyed_rebuild.c: keyed hash indexes moved to the current TDE generation */
 extern int	fc_rekey_keyed_indexes(Run *r, uint32 current);

@@ -280,7 +280,7 @@ fc_reencrypt_tde_tables(void)
 			list_free(tables);
 			return;
 		}
-		if (!fc_rot_cluster_wait(&r, FC_CLUSTER_STAGE_TDE))
+		if (fc_rot_cluster_wait(&r, FC_CLUSTER_STAGE_TDE) == FC_WAIT_STOP)
 		{
 			list_free(tables);
 			return;

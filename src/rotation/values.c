@@ -379,6 +379,7 @@ fc_reencrypt_values(void)
 	int			ngens;
 	char	   *dbname;
 	bool		resumed;
+	bool		cluster_done = false;	/* every node of the Citus cluster is done */
 
 	memset(&r, 0, sizeof(r));
 	fc_rot_check_postponed();
@@ -454,7 +455,22 @@ fc_reencrypt_values(void)
 			return;
 		}
 		if (r.pass_clean && r.pass_reencrypted == 0)
-			break;
+		{
+			int			w;
+
+			if (cluster_done)
+				break;
+			fc_rot_test_pause(&r, true);
+			fc_rot_check_postponed();
+			/* on a Citus cluster, only once every node is done (clusterwide.c) */
+			w = fc_rot_cluster_wait(&r, FC_CLUSTER_STAGE_VALUES);
+			if (w == FC_WAIT_STOP)
+				return;
+			if (w == FC_WAIT_ALONE)
+				break;
+			/* one more check pass: a shard moved here meanwhile may hold old values */
+			cluster_done = true;
+		}
 		fc_rot_wait_older_transactions(&r);
 		r.pass++;
 		r.pass_clean = true;
@@ -470,10 +486,6 @@ fc_reencrypt_values(void)
 		r.throttle_rows = 0;
 	}
 
-	fc_rot_test_pause(&r, true);
 	fc_rot_check_postponed();
-	/* on a Citus cluster, only once every node is done (clusterwide.c) */
-	if (!fc_rot_cluster_wait(&r, FC_CLUSTER_STAGE_VALUES))
-		return;
 	destroy_old_generations(&r);
 }

@@ -4,7 +4,8 @@
 #   1. K2 imported on both workers, worker2's re-encryption paused: the coordinator and
 #      worker1 finish but destroy nothing ("waiting for the cluster"), cluster_rotation_progress
 #      shows each node's phase and the coordinator names worker2 as the reason; once worker2
-#      goes on, generation 1 is destroyed on every node and every value decrypts;
+#      goes on, generation 1 is destroyed on every node and every value decrypts, also those
+#      of a shard moved meanwhile from worker2 (not done) to worker1 (done and waiting);
 #   2. K3: worker2 stopped (immediate) in the middle of its re-encryption and worker1 down
 #      while it waits: nothing is destroyed anywhere, the coordinator reports worker1 as not
 #      reachable; worker2 resumes where it was, and once worker1 is back the cluster finishes;
@@ -65,13 +66,21 @@ is($co->safe_psql($DB, q{SELECT count(*) FROM fieldcrypt.cluster_rotation_progre
 	WHERE database = current_database() AND from_generation = 1 AND to_generation = 2 AND error IS NULL}),
 	'3', 'cluster_rotation_progress: one row per node, from generation 1 to 2');
 is($co->safe_psql($DB, $CHECK), '3000|0', 'every value decrypts meanwhile');
+# a shard moved from worker2 (not done: old values) to worker1 (done, waiting): worker1 must
+# look again once released, or it would destroy generation 1 under the moved values
+my $sid = $co->safe_psql($DB, q{SELECT shardid FROM citus_shards WHERE table_name = 'mailbox'::regclass AND nodeport = }
+	  . $w2->port . ' ORDER BY shardid LIMIT 1');
+safe_tls($co, $DB, "SELECT citus_move_shard_placement($sid, '127.0.0.1', " . $w2->port . ", '127.0.0.1', "
+	  . $w1->port . ", shard_transfer_mode => 'block_writes')");
+is($co->safe_psql($DB, "SELECT nodeport FROM citus_shards WHERE shardid = $sid"), $w1->port,
+	'a shard with generation 1 values moved from worker2 to worker1 while worker1 waits');
 
 FcCitus::set_conf($w2, 'fieldcrypt.test_reencrypt_pause_after_batches = -1');
 FcCitus::wait_coord($c, $DB, $PH, '-,-,-', 'once worker2 is done, no node has a re-encryption left');
 is(FcCitus::generations($_, $DB), '2', $_->name . ': generation 1 destroyed') for ($co, $w1, $w2);
 sql_is($co, $DB, 'SELECT count(*), min(current_generation), bool_and(matches_coordinator) FROM fieldcrypt.cluster_key_status()',
 	'3|2|t', 'cluster_key_status: every node on generation 2 alone, the coordinator\'s');
-is($co->safe_psql($DB, $CHECK), '3000|0', 'every value decrypts after the destruction');
+is($co->safe_psql($DB, $CHECK), '3000|0', 'every value decrypts after the destruction, the moved shard\'s too');
 like(FcKeyTest::log_since($_, $logpos{ $_->name }),
 	qr/re-encryption of database "shared" to generation 2 finished: [1-9]\d* rows rewritten/,
 	$_->name . ': its shards were re-encrypted (the worker sees the shards Citus hides)') for ($w1, $w2);
