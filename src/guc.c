@@ -23,6 +23,7 @@
 #include "keys/keyring.h"
 #include "keys/keystore.h"
 #include "keys/pkcs11.h"
+#include "keys/prepared.h"
 #include "keys/rotstate.h"
 #include "rotation/reencrypt.h"
 #include "tde/keyed.h"
@@ -167,6 +168,12 @@ fc_define_gucs(void)
 							 NULL,
 							 &fc_test_reencrypt_pause_before_rekey, false,
 							 PGC_SIGHUP, GUC_NOT_IN_SAMPLE, NULL, NULL, NULL);
+
+	DefineCustomBoolVariable("fieldcrypt.test_prepared_skip_apply",
+							 "Test only: COMMIT PREPARED leaves the key change it committed unapplied.",
+							 "The next key change, fieldcrypt.recover_cluster_key_changes() or the next server start applies it.",
+							 &fc_test_prepared_skip_apply, false,
+							 PGC_SUSET, GUC_NOT_IN_SAMPLE, NULL, NULL, NULL);
 
 	DefineCustomBoolVariable("fieldcrypt.keep_on_null_update",
 							 "An UPDATE that assigns NULL to an encrypted column keeps the stored value.",
