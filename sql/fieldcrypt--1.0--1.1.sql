@@ -336,3 +336,30 @@ COMMENT ON VIEW fieldcrypt.tde_exposure IS
     'which columns or expressions, or only keyed hash codes; and where planner statistics are kept';
 GRANT SELECT ON fieldcrypt.tde_exposure TO PUBLIC;
 -- END ISSUE12-EXPOSURE
+
+-- ISSUE15-2PC: key changes on a Citus coordinator, prepared on every worker
+-- The gids a coordinator prepared a key change under on its workers, written only by
+-- fieldcrypt itself in the key change's transaction (src/keys/cluster_2pc.c): a committed
+-- row is the decision that the worker's prepared transaction commits.
+CREATE TABLE fieldcrypt.cluster_transactions (
+    gid text PRIMARY KEY,
+    nodeid integer NOT NULL,
+    nodename text NOT NULL,
+    nodeport integer NOT NULL,
+    prepared_at timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+COMMENT ON TABLE fieldcrypt.cluster_transactions IS
+    'on a Citus coordinator: the prepared transactions of committed key changes on workers, '
+    'until they are committed there';
+REVOKE ALL ON fieldcrypt.cluster_transactions FROM PUBLIC;
+GRANT SELECT ON fieldcrypt.cluster_transactions TO fieldcrypt_admin;
+
+CREATE FUNCTION fieldcrypt.recover_cluster_key_changes() RETURNS integer
+    AS 'MODULE_PATHNAME', 'fieldcrypt_recover_cluster_key_changes'
+    LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE;
+COMMENT ON FUNCTION fieldcrypt.recover_cluster_key_changes() IS
+    'on a Citus coordinator: commit on workers the key changes the coordinator committed, '
+    'roll back the others left prepared; how many were finished; fieldcrypt_admin';
+REVOKE ALL ON FUNCTION fieldcrypt.recover_cluster_key_changes() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION fieldcrypt.recover_cluster_key_changes() TO fieldcrypt_admin;
+-- END ISSUE15-2PC

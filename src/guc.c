@@ -18,6 +18,7 @@
 
 #include "guc.h"
 #include "columns/nullguard.h"
+#include "keys/cluster_2pc.h"
 #include "keys/crypto.h"
 #include "keys/keyapi.h"
 #include "keys/keyring.h"
@@ -173,6 +174,13 @@ fc_define_gucs(void)
 							 "Test only: COMMIT PREPARED leaves the key change it committed unapplied.",
 							 "The next key change, fieldcrypt.recover_cluster_key_changes() or the next server start applies it.",
 							 &fc_test_prepared_skip_apply, false,
+							 PGC_SUSET, GUC_NOT_IN_SAMPLE, NULL, NULL, NULL);
+
+	DefineCustomBoolVariable("fieldcrypt.test_cluster_skip_commit_prepared",
+							 "Test only: a Citus coordinator commits a key change without committing it on its workers.",
+							 "As if the coordinator stopped right after its commit; "
+							 "fieldcrypt.recover_cluster_key_changes() finishes it.",
+							 &fc_test_cluster_skip_commit_prepared, false,
 							 PGC_SUSET, GUC_NOT_IN_SAMPLE, NULL, NULL, NULL);
 
 	DefineCustomBoolVariable("fieldcrypt.keep_on_null_update",

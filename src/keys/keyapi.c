@@ -50,6 +50,7 @@
 #include "utils/syscache.h"
 #include "utils/timestamp.h"
 
+#include "keys/cluster_2pc.h"
 #include "keys/keyapi.h"
 #include "keys/keyring.h"
 #include "keys/keystore.h"
@@ -449,6 +450,8 @@ fieldcrypt_set_data_encryption_key(PG_FUNCTION_ARGS)
 			fc_meta_insert(&pending_entry->gens[0], "administrator", now);
 		}
 		set_pending(PENDING_STORE);
+		/* on a Citus coordinator: prepared on every worker, or ERROR (cluster_2pc.c) */
+		fc_cluster_key_change(pending_entry, pass);
 	}
 	PG_FINALLY();
 	{
