@@ -65,6 +65,8 @@
 #include "keys/cluster.h"
 #include "keys/cluster_2pc.h"
 #include "keys/keydoc.h"
+#include "keys/keystore.h"
+#include "keys/redact.h"
 #include "keys/policy.h"
 
 #define GID_PREFIX		"fieldcrypt_"
@@ -73,6 +75,7 @@
 bool		fc_test_cluster_skip_commit_prepared = false;
 
 PG_FUNCTION_INFO_V1(fieldcrypt_recover_cluster_key_changes);
+PG_FUNCTION_INFO_V1(fieldcrypt_cluster_sync_keys);
 
 /* One worker node of pg_dist_node. */
 typedef struct WorkerNode
@@ -536,4 +539,57 @@ fieldcrypt_recover_cluster_key_changes(PG_FUNCTION_ARGS)
 				 errmsg("this database is not the coordinator of a Citus cluster"),
 				 errhint("Run fieldcrypt.recover_cluster_key_changes() on the Citus coordinator.")));
 	PG_RETURN_INT32(fc_cluster_recover(true));
+}
+
+/*
+ * fieldcrypt.cluster_sync_keys() RETURNS void
+ *
+ * On a Citus coordinator: give every worker the coordinator's current key
+ * generation, in one two-phase decision (a node added after a key change).
+ * Workers that hold it already are left as they are (their import adds
+ * nothing); a worker that holds another generation under the same number
+ * refuses, and nothing changes anywhere.  Older generations are not sent:
+ * each needs its own passphrase, which the coordinator no longer holds
+ * (they go once re-encryption is done).
+ */
+Datum
+fieldcrypt_cluster_sync_keys(PG_FUNCTION_ARGS)
+{
+	FcDbKeys   *cur;
+	FcDbKeys   *one;
+
+	fc_require_role(FC_ADMIN_ROLE, "synchronize the keys of a Citus cluster");
+	fc_require_tls("fieldcrypt.cluster_sync_keys");
+	if (!is_coordinator())
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("this database is not the coordinator of a Citus cluster"),
+				 errhint("Run fieldcrypt.cluster_sync_keys() on the Citus coordinator.")));
+	fc_check_ring_usable();
+	fc_acquire_change_lock();
+	fc_secure_region_alloc((void **) &cur, sizeof(FcDbKeys));
+	fc_secure_region_alloc((void **) &one, sizeof(FcDbKeys));
+	PG_TRY();
+	{
+		if (!fc_db_lookup(MyDatabaseId, cur))
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("data encryption is not active in this database"),
+					 errhint("Set the key with fieldcrypt.set_data_encryption_key(key) over TLS: "
+							 "on a Citus coordinator that reaches every worker.")));
+		fc_register_secret(cur->passphrase, strlen(cur->passphrase));
+		memcpy(one, cur, sizeof(FcDbKeys));
+		one->ngens = 0;
+		for (int i = 0; i < cur->ngens; i++)
+			if (cur->gens[i].gen == cur->current_gen)
+				one->gens[one->ngens++] = cur->gens[i];
+		fc_cluster_key_change(one, cur->passphrase);
+	}
+	PG_FINALLY();
+	{
+		fc_secure_region_free(cur, sizeof(FcDbKeys));
+		fc_secure_region_free(one, sizeof(FcDbKeys));
+	}
+	PG_END_TRY();
+	PG_RETURN_VOID();
 }

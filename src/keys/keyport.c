@@ -45,6 +45,7 @@
 #include "utils/builtins.h"
 #include "utils/timestamp.h"
 
+#include "keys/cluster_2pc.h"
 #include "keys/keyapi.h"
 #include "keys/keydoc.h"
 #include "keys/keystore.h"
@@ -426,4 +427,6 @@ import_generations(const char *pass, const DocGeneration *gens, int ndoc,
 	for (int i = entry->ngens - res->nadded; i < entry->ngens; i++)
 		fc_meta_insert(&entry->gens[i], "imported", now);
 	fc_key_change_stage();
+	/* on a Citus coordinator: prepared on every worker, or ERROR (cluster_2pc.c) */
+	fc_cluster_key_change(entry, pass);
 }

@@ -13,6 +13,8 @@
 #     fieldcrypt.recover_cluster_key_changes() commits on every node, and its records go;
 #   - a prepared fieldcrypt_<system id>_... transaction with no record and no running
 #     coordinator transaction is rolled back by the recovery;
+#   - a node added later gets the current generation with cluster_sync_keys(); where the
+#     workers hold generations of their own it is refused (42710), naming the node;
 #   - PREPARE TRANSACTION on the coordinator after a propagated change: 0A000;
 #     recover_cluster_key_changes() outside a Citus coordinator: 55000;
 #   - no passphrase in any node's log or pg_stat_activity (sent as bind parameters).
@@ -119,12 +121,28 @@ is($w1->safe_psql($DB, 'SELECT string_agg(gid, \',\') FROM pg_prepared_xacts'), 
 	'it rolled back ours (no record, coordinator transaction over) and left the other one alone');
 $w1->safe_psql($DB, "ROLLBACK PREPARED 'someone_else_999'");
 
+# --- a node added later gets the current generation through cluster_sync_keys ------------------
+my $w3 = FcCitus::add_worker($c, 'worker3');	# made with fieldcrypt.auto_activate = off in k2
+my $W3GEN = 'SELECT current_generation, matches_coordinator FROM fieldcrypt.cluster_key_status() WHERE nodeport = ' . $w3->port;
+sql_is($co, $DB, $W3GEN, '|f', 'a node added later: no generation, flagged by cluster_key_status');
+sql_is($co, $DB, 'SELECT fieldcrypt.cluster_sync_keys()', '', 'cluster_sync_keys() on the coordinator');
+sql_is($co, $DB, $W3GEN, '3|f', 'the new node now holds the current generation (3), not the older ones');
+is($w3->safe_psql($DB, $GENS), (split /,/, $co->safe_psql($DB, $GENS))[2], 'worker3 holds generation 3, same key check value');
+sql_is($w3, $DB, 'SELECT fieldcrypt.retrieve_data_encryption_key()', $K[2], 'worker3: the current key is the coordinator\'s');
+sql_is($co, $DB, 'SELECT fieldcrypt.cluster_sync_keys()', '', 'a second sync changes nothing');
+is(join(',', map { $_->safe_psql($DB, $PREPARED) } ($w1, $w2, $w3)), '0,0,0', 'nothing left prepared');
+($rc, $out, $err) = FcNode::psql_tls($co, $DB2, "\\set VERBOSITY verbose\nSELECT fieldcrypt.cluster_sync_keys()");
+like($err, qr/ERROR:  42710: could not change the data encryption key on node 127\.0\.0\.1:\d+\n.*DETAIL:  The node reported: this database holds a different key generation 1\./s,
+	'cluster_sync_keys where workers hold keys of their own: 42710, naming the node');
+sql_fails($w1, $DB, 'SELECT fieldcrypt.cluster_sync_keys()', '55000',
+	'this database is not the coordinator of a Citus cluster', 'cluster_sync_keys on a worker');
+
 # --- error cases --------------------------------------------------------------------------------
 sql_fails($co, $DB, "BEGIN;\nSELECT fieldcrypt.set_data_encryption_key('$K[4]');\nPREPARE TRANSACTION 'fc_coord';",
 	'0A000', 'cannot prepare a transaction that changed the data encryption key of a Citus cluster',
 	'PREPARE TRANSACTION on the coordinator after a propagated change');
-sql_is($co, $DB, $STATUS, '3|3|3|3', 'and nothing changed on any node');
-is(join(',', map { $_->safe_psql($DB, $PREPARED) } ($w1, $w2)), '0,0', 'nothing left prepared');
+sql_is($co, $DB, $STATUS, '4|3|3|3', 'and nothing changed on any node (worker3 holds generation 3 only)');
+is(join(',', map { $_->safe_psql($DB, $PREPARED) } ($w1, $w2, $w3)), '0,0,0', 'nothing left prepared');
 $co->safe_psql('postgres', 'CREATE DATABASE single');
 $co->safe_psql('single', 'CREATE EXTENSION fieldcrypt');
 sql_fails($co, 'single', 'SELECT fieldcrypt.recover_cluster_key_changes()', '55000',
@@ -138,7 +156,7 @@ ok((grep { /STATEMENT:  SELECT fieldcrypt\.import_key_generations\(\$1, \$2\)/ }
 	'a worker logged the refused import: its statement has bind parameters only (and the grep can fail)');
 is(scalar(grep { /Citus-2pc-Marker/ } @logs), 0, 'no passphrase in the log of any node');
 is(join(',', map { $_->safe_psql('postgres', q{SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%Citus-2pc-Marker%' AND pid <> pg_backend_pid()}) }
-		FcCitus::nodes($c)), '0,0,0', 'nor in pg_stat_activity');
+		FcCitus::nodes($c)), '0,0,0,0', 'nor in pg_stat_activity');
 
 FcCitus::stop_all($c);
 done_testing();
