@@ -362,12 +362,13 @@ COMMENT ON FUNCTION fieldcrypt.recover_cluster_key_changes() IS
     'roll back the others left prepared; how many were finished; fieldcrypt_admin';
 REVOKE ALL ON FUNCTION fieldcrypt.recover_cluster_key_changes() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION fieldcrypt.recover_cluster_key_changes() TO fieldcrypt_admin;
-CREATE FUNCTION fieldcrypt.cluster_sync_keys() RETURNS void
+CREATE FUNCTION fieldcrypt.cluster_sync_keys(nodename text DEFAULT NULL, nodeport integer DEFAULT NULL)
+    RETURNS void
     AS 'MODULE_PATHNAME', 'fieldcrypt_cluster_sync_keys'
     LANGUAGE C VOLATILE PARALLEL UNSAFE;
-COMMENT ON FUNCTION fieldcrypt.cluster_sync_keys() IS
-    'on a Citus coordinator: give every worker (a node added later) the current key generation, '
-    'all or none; fieldcrypt_admin, TLS';
-REVOKE ALL ON FUNCTION fieldcrypt.cluster_sync_keys() FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION fieldcrypt.cluster_sync_keys() TO fieldcrypt_admin;
+COMMENT ON FUNCTION fieldcrypt.cluster_sync_keys(text, integer) IS
+    'on a Citus coordinator: give every worker, or the node nodename:nodeport about to be added, '
+    'the current key generation, all or none; fieldcrypt_admin, TLS';
+REVOKE ALL ON FUNCTION fieldcrypt.cluster_sync_keys(text, integer) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION fieldcrypt.cluster_sync_keys(text, integer) TO fieldcrypt_admin;
 -- END ISSUE15-2PC

@@ -108,6 +108,7 @@ static char *remote_error(PGconn *conn, PGresult *res, char **sqlstate);
 static bool run_simple(PGconn *conn, const char *sql, char **why, char **sqlstate);
 static void finish_all(bool commit);
 static void record_gid(const char *gid, const WorkerNode *n);
+static void key_change_on(List *nodes, const FcDbKeys *e, const char *pass);
 
 /* Is Citus here and this node its coordinator (SPI, as the caller)? */
 static bool
@@ -327,22 +328,27 @@ subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 void
 fc_cluster_key_change(const FcDbKeys *e, const char *pass)
 {
-	List	   *nodes;
+	if (!is_coordinator())
+		return;
+	(void) fc_cluster_recover(false);
+	key_change_on(worker_nodes(), e, pass);
+}
+
+/* Prepare the key change e on every node of nodes, or ERROR (see above). */
+static void
+key_change_on(List *nodes, const FcDbKeys *e, const char *pass)
+{
 	ListCell   *lc;
 	char	   *doc;
 	uint64		sysid = GetSystemIdentifier();
 	TransactionId xid;
 
-	if (!is_coordinator())
-		return;
 	if (!registered)
 	{
 		RegisterXactCallback(xact_callback, NULL);
 		RegisterSubXactCallback(subxact_callback, NULL);
 		registered = true;
 	}
-	(void) fc_cluster_recover(false);
-	nodes = worker_nodes();
 	doc = fc_key_generations_document(e);
 	xid = GetTopTransactionId();
 
@@ -381,7 +387,7 @@ fc_cluster_key_change(const FcDbKeys *e, const char *pass)
 													  sqlstate[3], sqlstate[4]))
 					 : errcode(ERRCODE_CONNECTION_FAILURE),
 					 errmsg("could not change the data encryption key on node %s:%d", n->host, n->port),
-					 errdetail("The node reported: %s. Nothing was changed on any node.", why),
+					 errdetail("Nothing was changed on any node. The node reported: %s", why),
 					 errhint("Every active worker of the Citus cluster must take the change; "
 							 "fix that node or remove it from the cluster, then retry.")));
 		}
@@ -400,6 +406,73 @@ fc_cluster_key_change(const FcDbKeys *e, const char *pass)
 		}
 		record_gid(gid, n);
 	}
+}
+
+/*
+ * On a Citus coordinator: run sql (a key function without parameters, e.g.
+ * rotate_tde_key()) on every worker, each in its own transaction.  It first
+ * connects to every worker, so a node that cannot be reached fails the call
+ * (08006, naming it) before any node ran it.  A node that refuses the
+ * command fails the call too, naming it; the nodes before it keep what
+ * they did (for TDE keys that is harmless: they are per node).  No-op
+ * elsewhere.
+ */
+void
+fc_cluster_run_on_workers(const char *sql)
+{
+	List	   *nodes;
+	PGconn	  **conns;
+	int			n = 0;
+	ListCell   *lc;
+
+	if (!is_coordinator())
+		return;
+	nodes = worker_nodes();
+	conns = palloc0(sizeof(PGconn *) * (list_length(nodes) + 1));
+	foreach(lc, nodes)
+	{
+		WorkerNode *w = (WorkerNode *) lfirst(lc);
+		char	   *why = NULL;
+
+		conns[n] = connect_node(w, &why);
+		if (conns[n] == NULL)
+		{
+			for (int i = 0; i < n; i++)
+				PQfinish(conns[i]);
+			ereport(ERROR,
+					(errcode(ERRCODE_CONNECTION_FAILURE),
+					 errmsg("could not change the data encryption key on node %s:%d", w->host, w->port),
+					 errdetail("Nothing was changed on any node. The node reported: %s", why),
+					 errhint("Every active worker of the Citus cluster must take the change; "
+							 "fix that node or remove it from the cluster, then retry.")));
+		}
+		n++;
+	}
+	n = 0;
+	foreach(lc, nodes)
+	{
+		WorkerNode *w = (WorkerNode *) lfirst(lc);
+		char	   *why = NULL;
+		char	   *sqlstate = NULL;
+		int			done = n;
+
+		if (!run_simple(conns[n], sql, &why, &sqlstate))
+		{
+			for (int i = 0; i < list_length(nodes); i++)
+				PQfinish(conns[i]);
+			ereport(ERROR,
+					(sqlstate ? errcode(MAKE_SQLSTATE(sqlstate[0], sqlstate[1], sqlstate[2],
+													  sqlstate[3], sqlstate[4]))
+					 : errcode(ERRCODE_CONNECTION_FAILURE),
+					 errmsg("could not change the data encryption key on node %s:%d", w->host, w->port),
+					 errdetail("%d worker(s) before it took the change; this node did not. "
+							   "The node reported: %s", done, why),
+					 errhint("Fix that node and run the same function on the coordinator again.")));
+		}
+		n++;
+	}
+	for (int i = 0; i < n; i++)
+		PQfinish(conns[i]);
 }
 
 /*
@@ -500,8 +573,8 @@ fc_cluster_recover(bool strict)
 		}
 		/* records of this node whose gid is no longer prepared there are done */
 		{
-			Oid			types[2] = {INT4OID, TEXTOID};
-			Datum		values[2];
+			Oid			types[3] = {TEXTOID, INT4OID, TEXTOID};
+			Datum		values[3];
 			StringInfoData arr;
 			int			k = 0;
 
@@ -511,10 +584,13 @@ fc_cluster_recover(bool strict)
 				if (gids[i] != NULL)
 					appendStringInfo(&arr, "%s\"%s\"", k++ ? "," : "", gids[i]);
 			appendStringInfoChar(&arr, '}');
-			values[0] = Int32GetDatum(n->nodeid);
-			values[1] = CStringGetTextDatum(arr.data);
-			if (SPI_execute_with_args("DELETE FROM " TXN_TABLE " WHERE nodeid = $1 AND gid <> ALL ($2::text[])",
-									  2, types, values, NULL, false, 0) != SPI_OK_DELETE)
+			/* by host and port: a node synchronized before citus_add_node has no node id then */
+			values[0] = CStringGetTextDatum(n->host);
+			values[1] = Int32GetDatum(n->port);
+			values[2] = CStringGetTextDatum(arr.data);
+			if (SPI_execute_with_args("DELETE FROM " TXN_TABLE " WHERE nodename = $1 AND nodeport = $2 "
+									  "AND gid <> ALL ($3::text[])",
+									  3, types, values, NULL, false, 0) != SPI_OK_DELETE)
 				elog(ERROR, "could not delete from " TXN_TABLE);
 		}
 		fc_meta_spi_finish(save_user, save_sec);
@@ -542,10 +618,14 @@ fieldcrypt_recover_cluster_key_changes(PG_FUNCTION_ARGS)
 }
 
 /*
- * fieldcrypt.cluster_sync_keys() RETURNS void
+ * fieldcrypt.cluster_sync_keys(nodename text DEFAULT NULL, nodeport integer
+ * DEFAULT NULL) RETURNS void
  *
  * On a Citus coordinator: give every worker the coordinator's current key
- * generation, in one two-phase decision (a node added after a key change).
+ * generation, in one two-phase decision (a node added after a key change);
+ * with nodename and nodeport, only that node, which need not be in
+ * pg_dist_node yet (a node about to be added: Citus creates the shells of
+ * encrypted_heap tables there at citus_add_node, which needs its key).
  * Workers that hold it already are left as they are (their import adds
  * nothing); a worker that holds another generation under the same number
  * refuses, and nothing changes anywhere.  Older generations are not sent:
@@ -583,7 +663,20 @@ fieldcrypt_cluster_sync_keys(PG_FUNCTION_ARGS)
 		for (int i = 0; i < cur->ngens; i++)
 			if (cur->gens[i].gen == cur->current_gen)
 				one->gens[one->ngens++] = cur->gens[i];
-		fc_cluster_key_change(one, cur->passphrase);
+		if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
+		{
+			(void) fc_cluster_recover(false);
+			key_change_on(worker_nodes(), one, cur->passphrase);
+		}
+		else
+		{
+			WorkerNode *w = palloc0(sizeof(WorkerNode));
+
+			w->nodeid = 0;		/* not in pg_dist_node (yet) */
+			w->host = text_to_cstring(PG_GETARG_TEXT_PP(0));
+			w->port = PG_GETARG_INT32(1);
+			key_change_on(list_make1(w), one, cur->passphrase);
+		}
 	}
 	PG_FINALLY();
 	{

@@ -18,5 +18,6 @@ extern bool fc_test_cluster_skip_commit_prepared;
 
 extern void fc_cluster_key_change(const FcDbKeys *e, const char *pass);
 extern int	fc_cluster_recover(bool strict);
+extern void fc_cluster_run_on_workers(const char *sql);
 
 #endif

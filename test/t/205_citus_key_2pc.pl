@@ -4,8 +4,9 @@
 #   - the first key and a key change on the coordinator give every node the same
 #     generations (cluster_key_status, key_generations of each node); values written
 #     before and after decrypt across the shards; nothing stays prepared;
+#   - rotate_tde_key on the coordinator rotates the TDE key of every node (each its own);
 #   - a worker down: the change fails with 08006 naming the node; no node changed, nothing
-#     prepared on the other worker;
+#     prepared on the other worker; rotate_tde_key fails the same way before any node rotated;
 #   - a worker that holds generations of its own refuses the import: the change fails with
 #     that node's SQLSTATE (42710) naming it; nothing changed;
 #   - the coordinator commits but its COMMIT PREPARED never reaches the workers
@@ -13,7 +14,9 @@
 #     fieldcrypt.recover_cluster_key_changes() commits on every node, and its records go;
 #   - a prepared fieldcrypt_<system id>_... transaction with no record and no running
 #     coordinator transaction is rolled back by the recovery;
-#   - a node added later gets the current generation with cluster_sync_keys(); where the
+#   - a node about to be added gets the current generation with cluster_sync_keys(host, port)
+#     (without it citus_add_node fails: the shell of an encrypted_heap table needs a key);
+#     cluster_sync_keys() of every worker; where the
 #     workers hold generations of their own it is refused (42710), naming the node;
 #   - PREPARE TRANSACTION on the coordinator after a propagated change: 0A000;
 #     recover_cluster_key_changes() outside a Citus coordinator: 55000;
@@ -70,7 +73,24 @@ safe_tls($co, $DB, "INSERT INTO mailbox SELECT i, 'pw-' || i, 'pw-' || i FROM ge
 is($co->safe_psql($DB, $CHECK), '60|0', 'values of generations 1 and 2 decrypt across the shards');
 is(join(',', map { $_->safe_psql($DB, $PREPARED) } ($w1, $w2)), '0,0', 'nothing stays prepared');
 
+# --- rotate_tde_key on the coordinator rotates every node's TDE key -------------------------
+safe_tls($co, $DB, <<'EOS');
+CREATE TABLE ledger (id int PRIMARY KEY, note text) USING encrypted_heap;
+SELECT create_distributed_table('ledger', 'id', shard_count => 4);
+INSERT INTO ledger SELECT i, 'note-' || i FROM generate_series(1, 20) i;
+EOS
+my $TDE = 'SELECT coalesce(max(generation) FILTER (WHERE is_current), 0) FROM fieldcrypt.tde_key_status';
+sub tde_of_nodes { return join('|', map { safe_tls($_, $DB, $TDE) } FcCitus::nodes($c)); }
+my @tde0 = split /\|/, tde_of_nodes();
+ok($tde0[1] >= 1 && $tde0[2] >= 1, 'the workers seal their ledger shards under a TDE key: ' . join('|', @tde0));
+sql_is($co, $DB, 'SELECT fieldcrypt.rotate_tde_key() > 0', 't', 'rotate_tde_key on the coordinator');
+is(tde_of_nodes(), join('|', map { $_ + 1 } @tde0), 'every node is on its next TDE generation');
+safe_tls($co, $DB, "INSERT INTO ledger SELECT i, 'note-' || i FROM generate_series(21, 40) i");
+sql_is($co, $DB, "SELECT count(*), count(*) FILTER (WHERE note = 'note-' || id) FROM ledger", '40|40',
+	'rows written before and after the rotation read back across the shards');
+
 # --- a worker down: nothing changes anywhere --------------------------------------------------
+my $tde1 = tde_of_nodes() =~ s/\|[^|]*\z//r;		# coordinator and worker1
 $w2->stop('fast');
 sql_fails($co, $DB, "SELECT fieldcrypt.set_data_encryption_key('$K[2]')", '08006',
 	'could not change the data encryption key on node 127.0.0.1:' . $w2->port,
@@ -78,6 +98,10 @@ sql_fails($co, $DB, "SELECT fieldcrypt.set_data_encryption_key('$K[2]')", '08006
 is($co->safe_psql($DB, $GENS), $g2, 'the coordinator did not change');
 is($w1->safe_psql($DB, $GENS), $g2, 'worker1 did not change');
 is($w1->safe_psql($DB, $PREPARED), '0', 'worker1 has nothing prepared: it was rolled back');
+sql_fails($co, $DB, 'SELECT fieldcrypt.rotate_tde_key()', '08006',
+	'could not change the data encryption key on node 127.0.0.1:' . $w2->port,
+	'a worker down: rotate_tde_key fails, naming the node');
+is(join('|', map { safe_tls($_, $DB, $TDE) } ($co, $w1)), $tde1, 'no TDE key was rotated on the coordinator or worker1');
 sql_is($w1, $DB, 'SELECT fieldcrypt.retrieve_data_encryption_key()', $K[1], 'worker1 keeps its key');
 $w2->start;
 sql_is($co, $DB, $STATUS, '3|3|2|2', 'with worker2 back, every node is still on generation 2');
@@ -87,7 +111,7 @@ my $DB2 = 'own';
 FcCitus::add_database($c, $DB2);		# auto-activated: each node drew its own generation 1
 my ($rc, $out, $err) = FcNode::psql_tls($co, $DB2,
 	"\\set VERBOSITY verbose\nSELECT fieldcrypt.set_data_encryption_key('$K[3]')");
-like($err, qr/ERROR:  42710: could not change the data encryption key on node 127\.0\.0\.1:\d+\n.*DETAIL:  The node reported: this database holds a different key generation 1\. Nothing was changed on any node\./s,
+like($err, qr/ERROR:  42710: could not change the data encryption key on node 127\.0\.0\.1:\d+\n.*DETAIL:  Nothing was changed on any node\. The node reported: this database holds a different key generation 1/s,
 	'a worker with a generation of its own: 42710, naming the node and why');
 is($co->safe_psql($DB2, 'SELECT generation, key_source FROM fieldcrypt.key_status'), '1|generated',
 	'the coordinator kept its generated key');
@@ -122,17 +146,27 @@ is($w1->safe_psql($DB, 'SELECT string_agg(gid, \',\') FROM pg_prepared_xacts'), 
 $w1->safe_psql($DB, "ROLLBACK PREPARED 'someone_else_999'");
 
 # --- a node added later gets the current generation through cluster_sync_keys ------------------
-my $w3 = FcCitus::add_worker($c, 'worker3');	# made with fieldcrypt.auto_activate = off in k2
+# (before citus_add_node: Citus then creates the shell of the encrypted_heap table ledger on
+# it, which needs an active key; without one citus_add_node fails)
+my $w3 = FcCitus::_new_node('worker3');
+$w3->safe_psql('postgres', "CREATE DATABASE $DB");
+$w3->safe_psql($DB, 'CREATE EXTENSION citus; SET fieldcrypt.auto_activate = off; CREATE EXTENSION fieldcrypt;');
+sql_fails($co, $DB, "SELECT citus_add_node('127.0.0.1', " . $w3->port . ')', 'XX000',
+	'failure on connection marked as essential: 127.0.0.1:' . $w3->port,
+	'the control: without a key the node cannot be added (the shell of ledger needs one)');
+sql_is($co, $DB, "SELECT fieldcrypt.cluster_sync_keys('127.0.0.1', " . $w3->port . ')', '',
+	'cluster_sync_keys(host, port) on the coordinator, for the node about to be added');
+$co->safe_psql($DB, "SELECT citus_add_node('127.0.0.1', " . $w3->port . ')');
+push @{ $c->{workers} }, $w3;
 my $W3GEN = 'SELECT current_generation, matches_coordinator FROM fieldcrypt.cluster_key_status() WHERE nodeport = ' . $w3->port;
-sql_is($co, $DB, $W3GEN, '|f', 'a node added later: no generation, flagged by cluster_key_status');
-sql_is($co, $DB, 'SELECT fieldcrypt.cluster_sync_keys()', '', 'cluster_sync_keys() on the coordinator');
-sql_is($co, $DB, $W3GEN, '3|f', 'the new node now holds the current generation (3), not the older ones');
+sql_is($co, $DB, $W3GEN, '3|f', 'the new node holds the current generation (3), not the older ones');
+sql_is($co, $DB, 'SELECT count(*) FROM ledger', '40', 'ledger reads with the node added');
 is($w3->safe_psql($DB, $GENS), (split /,/, $co->safe_psql($DB, $GENS))[2], 'worker3 holds generation 3, same key check value');
 sql_is($w3, $DB, 'SELECT fieldcrypt.retrieve_data_encryption_key()', $K[2], 'worker3: the current key is the coordinator\'s');
-sql_is($co, $DB, 'SELECT fieldcrypt.cluster_sync_keys()', '', 'a second sync changes nothing');
+sql_is($co, $DB, 'SELECT fieldcrypt.cluster_sync_keys()', '', 'cluster_sync_keys() of every worker: nothing to add');
 is(join(',', map { $_->safe_psql($DB, $PREPARED) } ($w1, $w2, $w3)), '0,0,0', 'nothing left prepared');
 ($rc, $out, $err) = FcNode::psql_tls($co, $DB2, "\\set VERBOSITY verbose\nSELECT fieldcrypt.cluster_sync_keys()");
-like($err, qr/ERROR:  42710: could not change the data encryption key on node 127\.0\.0\.1:\d+\n.*DETAIL:  The node reported: this database holds a different key generation 1\./s,
+like($err, qr/ERROR:  42710: could not change the data encryption key on node 127\.0\.0\.1:\d+\n.*DETAIL:  Nothing was changed on any node\. The node reported: this database holds a different key generation 1/s,
 	'cluster_sync_keys where workers hold keys of their own: 42710, naming the node');
 sql_fails($w1, $DB, 'SELECT fieldcrypt.cluster_sync_keys()', '55000',
 	'this database is not the coordinator of a Citus cluster', 'cluster_sync_keys on a worker');
