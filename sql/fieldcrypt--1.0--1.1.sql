@@ -347,7 +347,7 @@ CREATE TABLE fieldcrypt.cluster_transactions (
     nodename text NOT NULL,
     nodeport integer NOT NULL,
     prepared_at timestamptz NOT NULL DEFAULT pg_catalog.now()
-);
+) USING heap;	-- readable whatever default_table_access_method says
 COMMENT ON TABLE fieldcrypt.cluster_transactions IS
     'on a Citus coordinator: the prepared transactions of committed key changes on workers, '
     'until they are committed there';
