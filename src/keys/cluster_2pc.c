@@ -172,6 +172,12 @@ append_param(StringInfo buf, const char *key, const char *value)
 	appendStringInfoChar(buf, '\'');
 }
 
+/* libpq notice processor that drops the notice. */
+static void
+ignore_notice(void *arg, const char *message)
+{
+}
+
 /* Connect to node n as the current user, in the current database; NULL and *why on failure. */
 static PGconn *
 connect_node(const WorkerNode *n, char **why)
@@ -197,6 +203,8 @@ connect_node(const WorkerNode *n, char **why)
 		PQfinish(conn);
 		return NULL;
 	}
+	/* a worker's NOTICEs (e.g. "already holds every key generation") are not ours to log */
+	PQsetNoticeProcessor(conn, ignore_notice, NULL);
 	return conn;
 }
 
