@@ -18,6 +18,7 @@
 #     (without it citus_add_node fails: the shell of an encrypted_heap table needs a key);
 #     cluster_sync_keys() of every worker; where the
 #     workers hold generations of their own it is refused (42710), naming the node;
+#   - ROLLBACK, or ROLLBACK TO SAVEPOINT, of a propagated change rolls it back on every worker;
 #   - PREPARE TRANSACTION on the coordinator after a propagated change: 0A000;
 #     recover_cluster_key_changes() outside a Citus coordinator: 55000;
 #   - no passphrase in any node's log or pg_stat_activity (sent as bind parameters).
@@ -177,6 +178,13 @@ sql_fails($co, $DB, "BEGIN;\nSELECT fieldcrypt.set_data_encryption_key('$K[4]');
 	'PREPARE TRANSACTION on the coordinator after a propagated change');
 sql_is($co, $DB, $STATUS, '4|3|3|3', 'and nothing changed on any node (worker3 holds generation 3 only)');
 is(join(',', map { $_->safe_psql($DB, $PREPARED) } ($w1, $w2, $w3)), '0,0,0', 'nothing left prepared');
+sql_is($co, $DB, "BEGIN;\nSELECT fieldcrypt.set_data_encryption_key('$K[4]');\nROLLBACK;", "BEGIN\n\nROLLBACK",
+	'a propagated change rolled back on the coordinator');
+sql_is($co, $DB, "BEGIN;\nSAVEPOINT s;\nSELECT fieldcrypt.set_data_encryption_key('$K[4]');\nROLLBACK TO SAVEPOINT s;\nCOMMIT;",
+	"BEGIN\nSAVEPOINT\n\nROLLBACK\nCOMMIT", 'a propagated change inside a savepoint rolled back, the transaction committed');
+sql_is($co, $DB, $STATUS, '4|3|3|3', 'neither changed any node');
+is(join(',', map { $_->safe_psql($DB, $PREPARED) } ($w1, $w2, $w3)), '0,0,0', 'and the workers hold nothing prepared');
+sql_is($w1, $DB, 'SELECT fieldcrypt.retrieve_data_encryption_key()', $K[2], 'worker1 keeps the current key');
 $co->safe_psql('postgres', 'CREATE DATABASE single');
 $co->safe_psql('single', 'CREATE EXTENSION fieldcrypt');
 sql_fails($co, 'single', 'SELECT fieldcrypt.recover_cluster_key_changes()', '55000',
