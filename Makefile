@@ -20,6 +20,10 @@ DATA = $(wildcard sql/fieldcrypt--*.sql)
 SHLIB_LINK += -lcrypto
 # GNU Nettle's AES-256-GCM for short messages (Debian nettle-dev; src/keys/gcm_nettle.c)
 SHLIB_LINK += -lnettle
+# libpq: a Citus coordinator prepares key changes on its workers (src/keys/cluster_2pc.c),
+# as postgres_fdw connects to other servers (Debian libpq-dev, with postgresql-server-dev-15)
+SHLIB_LINK += -lpq
+PG_CPPFLAGS += -I$(shell $(PG_CONFIG) --includedir)
 # PKCS#11 types for the HSM tenant key (Debian package libp11-kit-dev)
 PG_CPPFLAGS += -I/usr/include/p11-kit-1
 # headers are named from src/: #include "keys/keystore.h"

@@ -437,3 +437,39 @@ COMMENT ON FUNCTION fieldcrypt.cluster_tde_key_status() IS
 REVOKE ALL ON FUNCTION fieldcrypt.cluster_tde_key_status() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION fieldcrypt.cluster_tde_key_status() TO fieldcrypt_admin;
 -- END ISSUE15-VIEWS
+
+-- ISSUE15-2PC: key changes on a Citus coordinator, prepared on every worker
+-- The gids a coordinator prepared a key change under on its workers, written only by
+-- fieldcrypt itself in the key change's transaction (src/keys/cluster_2pc.c): a committed
+-- row is the decision that the worker's prepared transaction commits.
+CREATE TABLE fieldcrypt.cluster_transactions (
+    gid text PRIMARY KEY,
+    nodeid integer NOT NULL,
+    nodename text NOT NULL,
+    nodeport integer NOT NULL,
+    prepared_at timestamptz NOT NULL DEFAULT pg_catalog.now()
+) USING heap;	-- readable whatever default_table_access_method says
+COMMENT ON TABLE fieldcrypt.cluster_transactions IS
+    'on a Citus coordinator: the prepared transactions of committed key changes on workers, '
+    'until they are committed there';
+REVOKE ALL ON fieldcrypt.cluster_transactions FROM PUBLIC;
+GRANT SELECT ON fieldcrypt.cluster_transactions TO fieldcrypt_admin;
+
+CREATE FUNCTION fieldcrypt.recover_cluster_key_changes() RETURNS integer
+    AS 'MODULE_PATHNAME', 'fieldcrypt_recover_cluster_key_changes'
+    LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE;
+COMMENT ON FUNCTION fieldcrypt.recover_cluster_key_changes() IS
+    'on a Citus coordinator: commit on workers the key changes the coordinator committed, '
+    'roll back the others left prepared; how many were finished; fieldcrypt_admin';
+REVOKE ALL ON FUNCTION fieldcrypt.recover_cluster_key_changes() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION fieldcrypt.recover_cluster_key_changes() TO fieldcrypt_admin;
+CREATE FUNCTION fieldcrypt.cluster_sync_keys(nodename text DEFAULT NULL, nodeport integer DEFAULT NULL)
+    RETURNS void
+    AS 'MODULE_PATHNAME', 'fieldcrypt_cluster_sync_keys'
+    LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION fieldcrypt.cluster_sync_keys(text, integer) IS
+    'on a Citus coordinator: give every worker, or the node nodename:nodeport about to be added, '
+    'the current key generation, all or none; fieldcrypt_admin, TLS';
+REVOKE ALL ON FUNCTION fieldcrypt.cluster_sync_keys(text, integer) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION fieldcrypt.cluster_sync_keys(text, integer) TO fieldcrypt_admin;
+-- END ISSUE15-2PC

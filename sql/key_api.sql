@@ -133,9 +133,9 @@ COMMIT;
 SELECT fieldcrypt.retrieve_data_encryption_key();
 SELECT generation, generations_kept FROM fieldcrypt.key_status;
 
--- PREPARE TRANSACTION after a key change is refused (0A000) and rolls it back.
--- (The pg_regress cluster has max_prepared_transactions = 0: without fieldcrypt's
--- check this would fail with 55000 "prepared transactions are disabled".)
+-- PREPARE TRANSACTION after a key change seals it until COMMIT PREPARED (test/t/204).
+-- The pg_regress cluster has max_prepared_transactions = 0: PREPARE fails as it does
+-- without fieldcrypt (55000) and takes the key change with it.
 BEGIN;
 SELECT fieldcrypt.set_data_encryption_key('Regress-Key-G7');
 PREPARE TRANSACTION 'fc_key_api_prepared';

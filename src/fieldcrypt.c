@@ -20,6 +20,7 @@
 #include "hooks.h"
 #include "keys/keyapi.h"
 #include "keys/keystore.h"
+#include "keys/prepared.h"
 #include "keys/rotstate.h"
 #include "keys/redact.h"
 #include "rotation/reencrypt.h"
@@ -80,6 +81,7 @@ _PG_init(void)
 	shmem_startup_hook = fc_shmem_startup;
 
 	fc_reencrypt_register_launcher();
+	fc_prepared_register_worker();
 	fc_keyapi_init();
 	fc_tam_cache_init();
 	fc_enctypes_init();

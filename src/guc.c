@@ -18,11 +18,13 @@
 
 #include "guc.h"
 #include "columns/nullguard.h"
+#include "keys/cluster_2pc.h"
 #include "keys/crypto.h"
 #include "keys/keyapi.h"
 #include "keys/keyring.h"
 #include "keys/keystore.h"
 #include "keys/pkcs11.h"
+#include "keys/prepared.h"
 #include "keys/rotstate.h"
 #include "rotation/reencrypt.h"
 #include "tde/keyed.h"
@@ -167,6 +169,19 @@ fc_define_gucs(void)
 							 NULL,
 							 &fc_test_reencrypt_pause_before_rekey, false,
 							 PGC_SIGHUP, GUC_NOT_IN_SAMPLE, NULL, NULL, NULL);
+
+	DefineCustomBoolVariable("fieldcrypt.test_prepared_skip_apply",
+							 "Test only: COMMIT PREPARED leaves the key change it committed unapplied.",
+							 "The next key change, fieldcrypt.recover_cluster_key_changes() or the next server start applies it.",
+							 &fc_test_prepared_skip_apply, false,
+							 PGC_SUSET, GUC_NOT_IN_SAMPLE, NULL, NULL, NULL);
+
+	DefineCustomBoolVariable("fieldcrypt.test_cluster_skip_commit_prepared",
+							 "Test only: a Citus coordinator commits a key change without committing it on its workers.",
+							 "As if the coordinator stopped right after its commit; "
+							 "fieldcrypt.recover_cluster_key_changes() finishes it.",
+							 &fc_test_cluster_skip_commit_prepared, false,
+							 PGC_SUSET, GUC_NOT_IN_SAMPLE, NULL, NULL, NULL);
 
 	DefineCustomBoolVariable("fieldcrypt.keep_on_null_update",
 							 "An UPDATE that assigns NULL to an encrypted column keeps the stored value.",

@@ -34,6 +34,7 @@
 #include "keys/rotstate.h"
 #include "columns/enctypes.h"
 #include "keys/keystore.h"
+#include "keys/prepared.h"
 #include "keys/redact.h"
 #include "columns/restrict.h"
 #include "columns/nullguard.h"
@@ -49,6 +50,7 @@ static void fc_ProcessUtility(PlannedStmt *pstmt, const char *queryString,
 static void refuse_drop(void) pg_attribute_noreturn();
 static void copy_template_tde_keys(CreatedbStmt *stmt);
 static void check_drop_extension(Node *parsetree);
+static void finish_prepared_key_change(void);
 static void check_restore_clean(Node *parsetree, ProcessUtilityContext context);
 static void fc_object_access(ObjectAccessType access, Oid classId, Oid objectId,
 							 int subId, void *arg);
@@ -308,6 +310,32 @@ run_rebuilding(PlannedStmt *pstmt, const char *queryString,
 	PG_END_TRY();
 }
 
+/*
+ * After COMMIT PREPARED or ROLLBACK PREPARED: apply (or remove) the key
+ * change the prepared transaction sealed (keys/prepared.c).  The
+ * transaction is decided already, so a failure is a WARNING: the next key
+ * change, fieldcrypt.recover_cluster_key_changes() or the next start
+ * applies it.
+ */
+static void
+finish_prepared_key_change(void)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+
+	if (fc_test_prepared_skip_apply)
+		return;
+	PG_TRY();
+	{
+		(void) fc_prepared_recover();
+	}
+	PG_CATCH();
+	{
+		fc_demote_error(cxt, "fieldcrypt: could not apply the key change of a committed prepared transaction",
+						"The next key change, fieldcrypt.recover_cluster_key_changes() or the next server start applies it.");
+	}
+	PG_END_TRY();
+}
+
 /* Restrict DDL on encrypted columns; forget a dropped database's keys. */
 static void
 fc_ProcessUtility(PlannedStmt *pstmt, const char *queryString,
@@ -363,4 +391,8 @@ fc_ProcessUtility(PlannedStmt *pstmt, const char *queryString,
 		forget_dropped_database(dropped);
 	if (IsA(parsetree, CreatedbStmt))
 		copy_template_tde_keys((CreatedbStmt *) parsetree);
+	if (IsA(parsetree, TransactionStmt) &&
+		(((TransactionStmt *) parsetree)->kind == TRANS_STMT_COMMIT_PREPARED ||
+		 ((TransactionStmt *) parsetree)->kind == TRANS_STMT_ROLLBACK_PREPARED))
+		finish_prepared_key_change();
 }

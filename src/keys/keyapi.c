@@ -50,10 +50,12 @@
 #include "utils/syscache.h"
 #include "utils/timestamp.h"
 
+#include "keys/cluster_2pc.h"
 #include "keys/keyapi.h"
 #include "keys/keyring.h"
 #include "keys/keystore.h"
 #include "keys/policy.h"
+#include "keys/prepared.h"
 #include "keys/redact.h"
 #include "keys/rotstate.h"
 
@@ -239,7 +241,9 @@ set_pending(PendingKind kind)
 /*
  * Two steps around the commit record: at PRE_COMMIT the keyring on disk is
  * written with the change (an ERROR here still aborts the transaction); at
- * COMMIT shared memory follows, which cannot fail.  A transaction that
+ * COMMIT shared memory follows, which cannot fail.  PREPARE TRANSACTION
+ * seals the change into a file of its own instead (prepared.c), applied
+ * when the prepared transaction commits.  A transaction that
  * aborts after PRE_COMMIT (a serialization failure at commit, say) gets
  * the keyring rewritten from the unchanged shared memory.  The change lock
  * is held throughout, so no other key change interleaves.
@@ -265,12 +269,16 @@ xact_callback(XactEvent event, void *arg)
 			clear_pending();
 			break;
 		case XACT_EVENT_PRE_PREPARE:
-			ereport(ERROR,
-					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-					 errmsg("cannot prepare a transaction that changed a data encryption key")));
+			/* sealed to disk; applied when COMMIT PREPARED commits it (prepared.c) */
+			fc_prepared_save(MyDatabaseId, entry);
+			break;
+		case XACT_EVENT_PREPARE:
+			fc_prepared_saved_done(true);
+			clear_pending();
 			break;
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PARALLEL_ABORT:
+			fc_prepared_saved_done(false);
 			if (pending_staged)
 				fc_keyring_resync(MyDatabaseId);
 			clear_pending();
@@ -442,6 +450,8 @@ fieldcrypt_set_data_encryption_key(PG_FUNCTION_ARGS)
 			fc_meta_insert(&pending_entry->gens[0], "administrator", now);
 		}
 		set_pending(PENDING_STORE);
+		/* on a Citus coordinator: prepared on every worker, or ERROR (cluster_2pc.c) */
+		fc_cluster_key_change(pending_entry, pass);
 	}
 	PG_FINALLY();
 	{

@@ -45,12 +45,13 @@
 #include "utils/builtins.h"
 #include "utils/timestamp.h"
 
+#include "keys/cluster_2pc.h"
 #include "keys/keyapi.h"
+#include "keys/keydoc.h"
 #include "keys/keystore.h"
 #include "keys/redact.h"
 #include "keys/rotstate.h"
 
-#define DOC_HEADER		"fieldcrypt key generations 1"
 #define DOC_MIN_ITERATIONS	600000	/* the least fieldcrypt.kdf_iterations allows */
 
 PG_FUNCTION_INFO_V1(fieldcrypt_export_key_generations);
@@ -78,7 +79,6 @@ static void doc_error(int line, const char *detail);
 static bool parse_hex(const char *s, int len, uint8 *out);
 static bool parse_uint(const char *s, int len, uint32 *out);
 pg_noinline static int parse_document(const char *doc, DocGeneration *gens);
-static void append_hex(StringInfo buf, const uint8 *b, int len);
 static void require_keys(FcDbKeys *cur, bool have);
 static void import_generations(const char *pass, const DocGeneration *gens, int ndoc,
 							   FcDbKeys *cur, FcDbKeys *entry, struct ImportResult *res);
@@ -223,14 +223,6 @@ parse_document(const char *doc, DocGeneration *gens)
 	return n;
 }
 
-/* Append len bytes as lower-case hex. */
-static void
-append_hex(StringInfo buf, const uint8 *b, int len)
-{
-	for (int i = 0; i < len; i++)
-		appendStringInfo(buf, "%02x", b[i]);
-}
-
 /* ERROR 55000 unless this database holds its keys (lookup result have). */
 static void
 require_keys(FcDbKeys *cur, bool have)
@@ -250,9 +242,7 @@ Datum
 fieldcrypt_export_key_generations(PG_FUNCTION_ARGS)
 {
 	FcDbKeys   *cur;
-	DocGeneration gens[FC_MAX_GENERATIONS];
-	int			n = 0;
-	StringInfoData buf;
+	char	   *doc;
 
 	fc_require_role(FC_ADMIN_ROLE, "export key generations");
 	fc_require_tls("fieldcrypt.export_key_generations");
@@ -260,36 +250,9 @@ fieldcrypt_export_key_generations(PG_FUNCTION_ARGS)
 
 	fc_secure_region_alloc((void **) &cur, sizeof(FcDbKeys));
 	require_keys(cur, fc_db_lookup(MyDatabaseId, cur));
-	for (int i = 0; i < cur->ngens; i++)
-	{
-		DocGeneration *g = &gens[n++];
-		int			j;
-
-		g->gen = cur->gens[i].gen;
-		g->iterations = cur->gens[i].iterations;
-		memcpy(g->salt, cur->gens[i].salt, FC_SALT_LEN);
-		memcpy(g->kcv, cur->gens[i].kcv, FC_KCV_LEN);
-		/* insertion sort by generation */
-		for (j = n - 1; j > 0 && gens[j - 1].gen > gens[j].gen; j--)
-		{
-			DocGeneration t = gens[j];
-
-			gens[j] = gens[j - 1];
-			gens[j - 1] = t;
-		}
-	}
+	doc = fc_key_generations_document(cur);
 	fc_secure_region_free(cur, sizeof(FcDbKeys));
-
-	initStringInfo(&buf);
-	appendStringInfoString(&buf, DOC_HEADER);
-	for (int i = 0; i < n; i++)
-	{
-		appendStringInfo(&buf, "\ngeneration %u iterations %u salt ", gens[i].gen, gens[i].iterations);
-		append_hex(&buf, gens[i].salt, FC_SALT_LEN);
-		appendStringInfoString(&buf, " kcv ");
-		append_hex(&buf, gens[i].kcv, FC_KCV_LEN);
-	}
-	PG_RETURN_TEXT_P(cstring_to_text_with_len(buf.data, buf.len));
+	PG_RETURN_TEXT_P(cstring_to_text(doc));
 }
 
 /*
@@ -464,4 +427,6 @@ import_generations(const char *pass, const DocGeneration *gens, int ndoc,
 	for (int i = entry->ngens - res->nadded; i < entry->ngens; i++)
 		fc_meta_insert(&entry->gens[i], "imported", now);
 	fc_key_change_stage();
+	/* on a Citus coordinator: prepared on every worker, or ERROR (cluster_2pc.c) */
+	fc_cluster_key_change(entry, pass);
 }

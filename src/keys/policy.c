@@ -36,6 +36,7 @@
 #include "keys/keystate.h"
 #include "keys/keystore.h"
 #include "keys/policy.h"
+#include "keys/prepared.h"
 
 #define LOCK_FIELD4		0x4643	/* "FC": distinct from pg_advisory_lock's 1 and 2 */
 
@@ -247,14 +248,22 @@ fc_db_is_active(void)
 	return fc_meta_current().found;
 }
 
-/* Try the cluster-wide key change lock without waiting (DROP DATABASE cleanup). */
+/*
+ * Try the cluster-wide key change lock without waiting (DROP DATABASE
+ * cleanup).  Whoever gets it first applies the key changes of prepared
+ * transactions that committed (prepared.c), so that no change starts from
+ * a state that misses one.
+ */
 bool
 fc_try_change_lock(void)
 {
 	LOCKTAG		tag;
 
 	SET_LOCKTAG_ADVISORY(tag, InvalidOid, 0, 0, LOCK_FIELD4);
-	return LockAcquire(&tag, ExclusiveLock, false, true) != LOCKACQUIRE_NOT_AVAIL;
+	if (LockAcquire(&tag, ExclusiveLock, false, true) == LOCKACQUIRE_NOT_AVAIL)
+		return false;
+	(void) fc_prepared_recover();
+	return true;
 }
 
 /* Take the cluster-wide key change lock without waiting, or ERROR 55P03. */
@@ -270,4 +279,5 @@ fc_acquire_change_lock(void)
 				 errmsg("a data encryption key change is already in progress"),
 				 errdetail("Only one key change can run at a time in the cluster."),
 				 errhint("Retry when the other key change has finished.")));
+	(void) fc_prepared_recover();
 }

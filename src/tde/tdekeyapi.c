@@ -8,7 +8,10 @@
  *
  *	  rotate_tde_key adds a generation that new writes use at once; it is
  *	  written to the keyring and WAL before any data can use it, and is not
- *	  undone if the calling transaction aborts.
+ *	  undone if the calling transaction aborts.  On a Citus coordinator it
+ *	  rotates every worker's TDE key first (keys/cluster_2pc.c: TDE keys
+ *	  are per node, rows cross nodes through SQL and are sealed again on
+ *	  arrival, so the nodes need not share them).
  *
  * src/tde/tdekeyapi.c
  *
@@ -41,6 +44,7 @@
 #include "storage/procarray.h"
 #include "utils/timestamp.h"
 
+#include "keys/cluster_2pc.h"
 #include "keys/policy.h"
 #include "keys/rotstate.h"
 #include "tde/keyed.h"
@@ -84,6 +88,8 @@ fieldcrypt_rotate_tde_key(PG_FUNCTION_ARGS)
 		}
 		PG_END_TRY();
 	}
+	/* on a Citus coordinator: every worker first (keys/cluster_2pc.c) */
+	fc_cluster_run_on_workers("SELECT fieldcrypt.rotate_tde_key()");
 	if (!fc_random_bytes(key, FC_KEY_LEN))
 		ereport(ERROR,
 				(errcode(ERRCODE_INTERNAL_ERROR),

@@ -1,0 +1,348 @@
+/*-------------------------------------------------------------------------
+ *
+ * prepared.c
+ *	  Key changes that survive PREPARE TRANSACTION, so that a key change
+ *	  can take part in a two-phase commit (a Citus coordinator prepares it
+ *	  on every worker, cluster_2pc.c).
+ *
+ *	  At PRE_PREPARE the change a transaction staged (keyapi.c's pending
+ *	  entry) is sealed, in the keyring's own image format and under the
+ *	  keyring's key (fc_shared->kek), into pg_fieldcrypt/prepared/<xid>
+ *	  (fsync'd, renamed into place); the backend keeps nothing.  The
+ *	  cluster-wide key change lock is a heavyweight lock, so the prepared
+ *	  transaction keeps holding it and no other key change interleaves.
+ *
+ *	  A file is applied once its transaction committed: the keyring file
+ *	  and a WAL record are written and shared memory published, exactly as
+ *	  PRE_COMMIT and COMMIT do for an ordinary transaction; then the file is
+ *	  removed.  A file whose transaction aborted (ROLLBACK PREPARED, or a
+ *	  PREPARE that failed or crashed) is removed.  A file whose transaction
+ *	  is still in progress (prepared) stays.  fc_prepared_recover does this
+ *	  for every file; it runs after COMMIT PREPARED and ROLLBACK PREPARED
+ *	  (hooks.c), whenever a backend takes the key change lock (policy.c: a
+ *	  key change never starts from a state that misses a committed one), in
+ *	  a one-shot background worker once recovery finished at server start
+ *	  (a crash between COMMIT PREPARED and the apply), and in
+ *	  fieldcrypt.recover_cluster_key_changes().
+ *
+ *	  Locking: appliers are serialized by flock() on the directory, taken
+ *	  for the whole pass (short; every applier rechecks each file under it),
+ *	  so a file is applied once.
+ *
+ *	  File: "FCPX" | u32 format (1) | u32 dboid | u32 kind (1: the sealed
+ *	  field part of dboid follows; 0: dboid's field part is removed, key
+ *	  metadata that came with a dump replaced the generated key).
+ *
+ *	  A standby follows through the keyring WAL record the apply writes; the
+ *	  files themselves are not WAL-logged (a failover while a key change is
+ *	  prepared loses it, like the prepared transaction's commit decision
+ *	  would be lost on a coordinator).
+ *
+ * src/keys/prepared.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <dirent.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "access/transam.h"
+#include "access/xact.h"
+#include "miscadmin.h"
+#include "postmaster/bgworker.h"
+#include "storage/fd.h"
+#include "storage/ipc.h"
+#include "storage/procarray.h"
+#include "utils/memutils.h"
+#include "utils/resowner.h"
+
+#include "keys/keyring.h"
+#include "keys/keystore.h"
+#include "keys/prepared.h"
+#include "keys/rotstate.h"
+
+#define PREP_MAGIC		"FCPX"
+#define PREP_FORMAT		1
+#define PREP_HDR_LEN	16
+
+bool		fc_test_prepared_skip_apply = false;
+
+/* the file written at PRE_PREPARE by this backend, until PREPARE or abort */
+static char saved_path[MAXPGPATH];
+
+PGDLLEXPORT void fieldcrypt_prepared_worker_main(Datum arg);
+
+static void put_u32(uint8 *p, uint32 v);
+static uint32 get_u32(const uint8 *p);
+static void apply_file(const char *path, TransactionId xid);
+
+static void
+put_u32(uint8 *p, uint32 v)
+{
+	memcpy(p, &v, 4);
+}
+
+static uint32
+get_u32(const uint8 *p)
+{
+	uint32		v;
+
+	memcpy(&v, p, 4);
+	return v;
+}
+
+/*
+ * At PRE_PREPARE: seal the change this transaction staged (entry, or NULL
+ * for a removal of the field part) into pg_fieldcrypt/prepared/<xid>.
+ * ERRORs (the PREPARE then fails and nothing changed) on any failure.
+ */
+void
+fc_prepared_save(Oid dboid, const FcDbKeys *entry)
+{
+	TransactionId xid = GetTopTransactionId();
+	uint8		kek[FC_KEY_LEN];
+	uint8	   *image = NULL;
+	size_t		ilen = 0;
+	uint8	   *buf;
+
+	if (MakePGDirectory(FC_PREPARED_DIR) < 0 && errno != EEXIST)
+		ereport(ERROR,
+				(errcode_for_file_access(),
+				 errmsg("could not create directory \"%s\": %m", FC_PREPARED_DIR)));
+	if (entry)
+	{
+		LWLockAcquire(fc_shared->lock, LW_SHARED);
+		memcpy(kek, fc_shared->kek, FC_KEY_LEN);
+		LWLockRelease(fc_shared->lock);
+		image = fc_keyring_seal(kek, entry, 1, &ilen);
+		explicit_bzero(kek, sizeof(kek));
+	}
+	buf = palloc(PREP_HDR_LEN + ilen);
+	memcpy(buf, PREP_MAGIC, 4);
+	put_u32(buf + 4, PREP_FORMAT);
+	put_u32(buf + 8, dboid);
+	put_u32(buf + 12, entry ? 1 : 0);
+	if (ilen > 0)
+		memcpy(buf + PREP_HDR_LEN, image, ilen);
+	snprintf(saved_path, sizeof(saved_path), "%s/%u", FC_PREPARED_DIR, xid);
+	fc_keyring_write_image(saved_path, buf, PREP_HDR_LEN + ilen);
+	pfree(buf);
+	if (image)
+		pfree(image);
+}
+
+/*
+ * After PREPARE (keep: the file now belongs to the prepared transaction)
+ * or at abort (the PREPARE failed: remove the file).
+ */
+void
+fc_prepared_saved_done(bool keep)
+{
+	if (saved_path[0] == '\0')
+		return;
+	if (!keep && unlink(saved_path) == 0)
+		fsync_fname(FC_PREPARED_DIR, true);
+	saved_path[0] = '\0';
+}
+
+/* Apply the change in path, whose transaction xid committed, then remove it. */
+static void
+apply_file(const char *path, TransactionId xid)
+{
+	char	   *data;
+	size_t		len;
+	Oid			dboid;
+	bool		store;
+	FcDbKeys   *entry = NULL;
+
+	if (!fc_keyring_read_file(path, &data, &len))
+		ereport(ERROR,
+				(errcode_for_file_access(),
+				 errmsg("could not read file \"%s\": %m", path)));
+	if (len < PREP_HDR_LEN || memcmp(data, PREP_MAGIC, 4) != 0 ||
+		get_u32((uint8 *) data + 4) != PREP_FORMAT)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("file \"%s\" is not a prepared key change", path)));
+	dboid = get_u32((uint8 *) data + 8);
+	store = get_u32((uint8 *) data + 12) == 1;
+	if (store)
+	{
+		uint8		kek[FC_KEY_LEN];
+		char		why[256];
+		int			n = 0;
+		FcRingState st;
+
+		fc_secure_region_alloc((void **) &entry, sizeof(FcDbKeys));
+		LWLockAcquire(fc_shared->lock, LW_SHARED);
+		memcpy(kek, fc_shared->kek, FC_KEY_LEN);
+		LWLockRelease(fc_shared->lock);
+		st = fc_keyring_unseal(kek, (uint8 *) data + PREP_HDR_LEN, len - PREP_HDR_LEN,
+							   entry, 1, &n, "a prepared key change", why, sizeof(why));
+		explicit_bzero(kek, sizeof(kek));
+		if (st != FC_RING_OK || n != 1 || entry->dboid != dboid)
+		{
+			fc_secure_region_free(entry, sizeof(FcDbKeys));
+			ereport(ERROR,
+					(errcode(ERRCODE_DATA_CORRUPTED),
+					 errmsg("could not open the prepared key change in \"%s\"", path),
+					 errdetail("%s.", st != FC_RING_OK ? why : "It holds no key entry of its database")));
+		}
+	}
+	pfree(data);
+	PG_TRY();
+	{
+		fc_db_stage(dboid, entry);
+		fc_db_publish(dboid, entry);
+		if (entry && entry->ngens > 1)
+			fc_rotstate_wake();
+	}
+	PG_FINALLY();
+	{
+		if (entry)
+			fc_secure_region_free(entry, sizeof(FcDbKeys));
+	}
+	PG_END_TRY();
+	if (unlink(path) != 0)
+		ereport(WARNING,
+				(errcode_for_file_access(),
+				 errmsg("could not remove file \"%s\": %m", path)));
+	fsync_fname(FC_PREPARED_DIR, true);
+	ereport(LOG,
+			(errmsg("fieldcrypt: applied the key change of committed prepared transaction %u", xid)));
+}
+
+/*
+ * Every file: committed → applied, aborted → removed, prepared → kept.
+ * Returns how many were applied.  ERRORs on a file that cannot be applied
+ * (it stays for the next try).
+ */
+int
+fc_prepared_recover(void)
+{
+	DIR		   *dir;
+	struct dirent *de;
+	int			fd;
+	volatile int applied = 0;
+
+	if (fc_shared == NULL || fc_shared->ring_state != FC_RING_OK)
+		return 0;
+	fd = OpenTransientFile(FC_PREPARED_DIR, O_RDONLY | PG_BINARY);
+	if (fd < 0)
+		return 0;				/* no directory: nothing was ever prepared */
+	if (flock(fd, LOCK_EX) != 0)
+	{
+		CloseTransientFile(fd);
+		ereport(ERROR,
+				(errcode_for_file_access(),
+				 errmsg("could not lock directory \"%s\": %m", FC_PREPARED_DIR)));
+	}
+	PG_TRY();
+	{
+		dir = AllocateDir(FC_PREPARED_DIR);
+		while ((de = ReadDir(dir, FC_PREPARED_DIR)) != NULL)
+		{
+			char		path[MAXPGPATH];
+			char	   *end;
+			unsigned long v;
+			TransactionId xid;
+
+			if (de->d_name[0] == '.')
+				continue;
+			snprintf(path, sizeof(path), "%s/%s", FC_PREPARED_DIR, de->d_name);
+			v = strtoul(de->d_name, &end, 10);
+			if (*end != '\0' || !TransactionIdIsNormal((TransactionId) v))
+			{
+				/* a temporary file of a save that did not finish */
+				if (strcmp(end, ".tmp") == 0)
+					unlink(path);
+				continue;
+			}
+			xid = (TransactionId) v;
+			if (TransactionIdIsInProgress(xid))
+				continue;		/* prepared, or PREPARE still running */
+			if (TransactionIdDidCommit(xid))
+			{
+				apply_file(path, xid);
+				applied++;
+			}
+			else if (unlink(path) == 0)
+			{
+				fsync_fname(FC_PREPARED_DIR, true);
+				ereport(LOG,
+						(errmsg("fieldcrypt: removed the key change of aborted transaction %u", xid)));
+			}
+		}
+		FreeDir(dir);
+	}
+	PG_FINALLY();
+	{
+		flock(fd, LOCK_UN);
+		CloseTransientFile(fd);
+	}
+	PG_END_TRY();
+	return applied;
+}
+
+/* How many prepared key changes are waiting (files in the directory). */
+int
+fc_prepared_count(void)
+{
+	DIR		   *dir;
+	struct dirent *de;
+	int			n = 0;
+
+	dir = AllocateDir(FC_PREPARED_DIR);
+	if (dir == NULL)
+		return 0;
+	while ((de = ReadDir(dir, FC_PREPARED_DIR)) != NULL)
+		if (de->d_name[0] >= '1' && de->d_name[0] <= '9' && strchr(de->d_name, '.') == NULL)
+			n++;
+	FreeDir(dir);
+	return n;
+}
+
+/* Register the one-shot worker that applies what a crash left; from _PG_init. */
+void
+fc_prepared_register_worker(void)
+{
+	BackgroundWorker bgw;
+
+	memset(&bgw, 0, sizeof(bgw));
+	bgw.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	bgw.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	bgw.bgw_restart_time = BGW_NEVER_RESTART;
+	snprintf(bgw.bgw_library_name, BGW_MAXLEN, "fieldcrypt");
+	snprintf(bgw.bgw_function_name, BGW_MAXLEN, "fieldcrypt_prepared_worker_main");
+	snprintf(bgw.bgw_name, BGW_MAXLEN, "fieldcrypt prepared key changes");
+	snprintf(bgw.bgw_type, BGW_MAXLEN, "fieldcrypt prepared key changes");
+	RegisterBackgroundWorker(&bgw);
+}
+
+/* The one-shot worker: apply or remove what the last run left, then exit. */
+void
+fieldcrypt_prepared_worker_main(Datum arg)
+{
+	MemoryContext cxt;
+
+	BackgroundWorkerUnblockSignals();
+	/* no database: only to be in the proc array, which TransactionIdIsInProgress needs */
+	BackgroundWorkerInitializeConnection(NULL, NULL, 0);
+	CurrentResourceOwner = ResourceOwnerCreate(NULL, "fieldcrypt prepared key changes");
+	cxt = AllocSetContextCreate(TopMemoryContext, "fieldcrypt prepared", ALLOCSET_DEFAULT_SIZES);
+	MemoryContextSwitchTo(cxt);
+	PG_TRY();
+	{
+		(void) fc_prepared_recover();
+	}
+	PG_CATCH();
+	{
+		fc_demote_error(cxt, "fieldcrypt: could not apply a prepared key change at start",
+						"The next key change or fieldcrypt.recover_cluster_key_changes() retries.");
+	}
+	PG_END_TRY();
+	proc_exit(0);
+}
