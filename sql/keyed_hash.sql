@@ -185,6 +185,11 @@ RESET enable_seqscan;
 -- a key change: indexes keep reading with their generation until rebuilt; a plain REINDEX
 -- keeps it, REINDEX CONCURRENTLY moves the index to the current generation; generations a
 -- keyed index uses are not destroyed
+-- statistics that ANALYZE stored under the old generation do not keep it alive: after
+-- one's own tables are re-encrypted, drop_unused_tde_keys rewrites fieldcrypt.tde_statistic
+CREATE TABLE stats_src (a int) USING encrypted_heap;
+INSERT INTO stats_src SELECT i % 7 FROM generate_series(1, 300) i;
+ANALYZE stats_src;
 SELECT fieldcrypt.rotate_tde_key();
 INSERT INTO cust VALUES (5000, 'new@contoso.example');
 INSERT INTO cust_ctl VALUES (5000, 'new@contoso.example');
@@ -204,6 +209,7 @@ SELECT fieldcrypt.reencrypt_table('part2');
 SELECT fieldcrypt.reencrypt_table('part3');
 SELECT fieldcrypt.reencrypt_table('cust_like');
 SELECT fieldcrypt.reencrypt_table('alt');
+SELECT fieldcrypt.reencrypt_table('stats_src');
 SELECT fieldcrypt.drop_unused_tde_keys() AS dropped_while_keyed_indexes_use_it;
 SELECT generation FROM fieldcrypt.tde_key_status ORDER BY 1;
 REINDEX TABLE CONCURRENTLY cust;
@@ -220,6 +226,7 @@ DROP TABLE acct, acct2;
 SELECT DISTINCT attoptions FROM keyed;
 SELECT fieldcrypt.drop_unused_tde_keys() AS dropped;
 SELECT generation FROM fieldcrypt.tde_key_status ORDER BY 1;
+SELECT count(*) AS stats_src_statistics_kept FROM fieldcrypt.pg_stats WHERE tablename = 'stats_src';
 SELECT check_all();
 -- a new partition's index takes the current generation (the partitioned index has none)
 CREATE TABLE part4 PARTITION OF part FOR VALUES FROM (300) TO (400) USING encrypted_heap;

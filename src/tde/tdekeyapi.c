@@ -22,11 +22,13 @@
 #include "access/heapam.h"
 #include "access/htup_details.h"
 #include "access/table.h"
+#include "access/xact.h"
 #include "catalog/pg_am.h"
 #include "catalog/pg_class.h"
 #include "catalog/pg_type.h"
 #include "commands/cluster.h"
 #include "commands/dbcommands.h"
+#include "commands/matview.h"
 #include "funcapi.h"
 #include "miscadmin.h"
 #include "storage/bufmgr.h"
@@ -50,6 +52,7 @@
 #include "tde/keyed.h"
 #include "tde/tam.h"
 #include "tde/tam_crypt.h"
+#include "tde/tde_stats.h"
 
 PG_FUNCTION_INFO_V1(fieldcrypt_rotate_tde_key);
 PG_FUNCTION_INFO_V1(fieldcrypt_tde_key_status);
@@ -266,6 +269,37 @@ fieldcrypt_is_encrypted(PG_FUNCTION_ARGS)
 }
 
 /*
+ * Rewrite relid as VACUUM FULL does (the access method seals every row
+ * under the current TDE key).  fieldcrypt.tde_statistic is a materialized
+ * view that is never "populated" (so that nobody can SELECT it), and
+ * cluster_rel skips such views without a word: it is marked populated for
+ * the rewrite only, inside this transaction and under the rewrite's ACCESS
+ * EXCLUSIVE lock, so no other session ever sees it so.
+ */
+static void
+rewrite_table(Oid relid)
+{
+	ClusterParams params = {CLUOPT_RECHECK};
+	bool		stats = (relid == fc_tde_stats_table());
+	Relation	rel;
+
+	if (stats)
+	{
+		rel = table_open(relid, AccessExclusiveLock);
+		SetMatViewPopulatedState(rel, true);
+		table_close(rel, NoLock);
+	}
+	cluster_rel(relid, InvalidOid, &params);
+	if (stats)
+	{
+		rel = table_open(relid, AccessExclusiveLock);
+		SetMatViewPopulatedState(rel, false);
+		table_close(rel, NoLock);
+	}
+	CommandCounterIncrement();
+}
+
+/*
  * fieldcrypt.reencrypt_table(regclass): rewrite the table (as VACUUM FULL
  * does) so that every tuple and value is sealed under the current TDE key.
  */
@@ -273,7 +307,6 @@ Datum
 fieldcrypt_reencrypt_table(PG_FUNCTION_ARGS)
 {
 	Oid			relid = PG_GETARG_OID(0);
-	ClusterParams params = {CLUOPT_RECHECK};
 	Oid			am = relation_am(relid);
 	char	   *name = get_rel_name(relid);
 
@@ -283,7 +316,7 @@ fieldcrypt_reencrypt_table(PG_FUNCTION_ARGS)
 				 errmsg("table \"%s\" does not use access method encrypted_heap", name)));
 	if (!pg_class_ownercheck(relid, GetUserId()))
 		aclcheck_error(ACLCHECK_NOT_OWNER, get_relkind_objtype(get_rel_relkind(relid)), name);
-	cluster_rel(relid, InvalidOid, &params);
+	rewrite_table(relid);
 	PG_RETURN_VOID();
 }
 
@@ -306,9 +339,34 @@ fc_tde_used_generations(bool *used, bool *others_temp)
 }
 
 /*
+ * fieldcrypt.tde_statistic holds derived rows that ANALYZE wrote under the
+ * generation current then, and no user can rewrite it (it is not theirs):
+ * rewrite it here when it keeps an older generation than keep_from alive,
+ * so that re-encrypting one's own tables is enough to drop old keys.
+ */
+static void
+rewrite_statistics(uint32 keep_from)
+{
+	Oid			relid = fc_tde_stats_table();
+	bool	   *used;
+	bool		old = false;
+
+	if (!OidIsValid(relid))
+		return;
+	used = palloc0(65536 * sizeof(bool));
+	table_generations(relid, used);
+	for (uint32 g = 0; g < keep_from && g < 65536; g++)
+		old |= used[g];
+	pfree(used);
+	if (old)
+		rewrite_table(relid);
+}
+
+/*
  * fieldcrypt.drop_unused_tde_keys(): destroy the TDE key generations that no
  * row version of any encrypted_heap table uses any more (after
- * reencrypt_table, VACUUM FULL or online re-encryption and VACUUM).  Waits
+ * reencrypt_table, VACUUM FULL or online re-encryption and VACUUM; the
+ * statistics relation is rewritten here if it needs it).  Waits
  * for transactions that might still be writing under an older generation.
  * Returns how many generations were destroyed.
  */
@@ -335,6 +393,7 @@ fieldcrypt_drop_unused_tde_keys(PG_FUNCTION_ARGS)
 	for (int i = 0; i < nvxids; i++)
 		(void) VirtualXactLock(vxids[i], true);
 
+	rewrite_statistics(keep_from);
 	used = palloc0(65536 * sizeof(bool));
 	fc_tde_used_generations(used, &others_temp);
 	if (others_temp)

@@ -1,6 +1,6 @@
 # fieldcrypt on Citus (issue 15): rotate_tde_key on encrypted_heap shards, old TDE key
-# generations destroyed only when every node is done (src/rotation/clusterwide.c). Today
-# rotate_tde_key is per node: the test runs it on every node, as propagation will.
+# generations destroyed only when every node is done (src/rotation/clusterwide.c).
+# rotate_tde_key on the coordinator rotates every node's own TDE key (src/keys/cluster_2pc.c).
 #   1. worker2's TDE re-encryption paused: the coordinator and worker1 keep their old TDE
 #      generation ("waiting for the cluster"), cluster_tde_key_status shows two generations
 #      on every node; once worker2 goes on, every node is left with its new one alone, and
@@ -53,7 +53,7 @@ sub expect_phases
 # --- 1. rotate_tde_key on every node, worker2 paused -------------------------------------------
 sql_is($co, $DB, $GENS, '1,1,1', 'cluster_tde_key_status: one TDE generation on every node');
 FcCitus::set_conf($w2, 'fieldcrypt.test_reencrypt_pause_after_batches = 0');
-safe_tls($_, $DB, 'SELECT fieldcrypt.rotate_tde_key()') for ($co, $w1, $w2);
+safe_tls($co, $DB, 'SELECT fieldcrypt.rotate_tde_key()');	# rotates every worker's TDE key too
 FcCitus::wait_coord($c, $DB, $PH,
 	expect_phases(coordinator => 'waiting for the cluster', worker1 => 'waiting for the cluster',
 		worker2 => 'paused for testing'),

@@ -77,8 +77,16 @@ SELECT create_distributed_table('mailbox', 'id', shard_count => 2);
 INSERT INTO mailbox SELECT i, 'v' || i FROM generate_series(1, 100) i;
 EOS
 FcCitus::set_conf($co, "citus.node_conninfo = 'sslmode=disable'");
+sql_fails($co, 'shared', "SELECT fieldcrypt.set_data_encryption_key('$K2')", '28000',
+	"could not change the data encryption key on node 127.0.0.1:$CP",
+	'without TLS to the worker, the coordinator\'s key change is refused (two-phase commit: nothing changed)');
+is(FcCitus::generations($_, 'shared'), '1', $_->name . ': still generation 1 only') for ($co, $w1);
+# the change made with TLS (it reaches the worker), then TLS taken away before the coordinator's
+# re-encryption asks the worker whether it is done
+FcCitus::set_conf($co, "citus.node_conninfo = 'sslmode=require'", 'fieldcrypt.reencrypt = off');
 safe_tls($co, 'shared', "SELECT fieldcrypt.set_data_encryption_key('$K2')");
-FcCitus::import_doc('shared', FcCitus::export_doc($c, 'shared'), $K2, $w1);
+is(FcCitus::generations($w1, 'shared'), '1,2', 'the key change reached the worker');
+FcCitus::set_conf($co, "citus.node_conninfo = 'sslmode=disable'", 'fieldcrypt.reencrypt = on');
 FcCitus::wait_coord($c, 'shared', q{SELECT problem FROM fieldcrypt.rotation_progress WHERE database = current_database()},
 	"old generations kept: node 127.0.0.1:$CP: not reachable: fieldcrypt._cluster_reencryption_node requires an SSL connection",
 	'without TLS to the worker, the coordinator keeps the old generation and says why');
