@@ -21,24 +21,45 @@
  *	  The entry also records the table's OID (plain rows hold TOAST
  *	  pointers naming it).  Only permanent tables are cached.
  *
- *	  Locking.  One LWLock protects the hash table and the clock hand:
- *	  shared to find an entry and pin it, exclusive to create one (clock
- *	  eviction of an unpinned entry).  A pinned entry is never reused, so a
- *	  pinner reads its rows without a lock.  Rows are appended under the
- *	  entry's spinlock and published by a 2-byte store of their position
- *	  after a write barrier; a row, once written, never changes until the
- *	  entry is reused.  A row replaced at the same offset leaves the old
- *	  bytes in place (readers of it stay valid); a full entry is emptied
- *	  when its filler is its only user, and otherwise caches nothing more
- *	  until eviction recycles it.
+ *	  Layout.  An entry's header (key, table, usage, refcount, bytes used:
+ *	  40 bytes) lives in a dense array; its data block (ENTRY_DATA bytes,
+ *	  page aligned) starts with the row positions by offset and then holds
+ *	  the rows, so a lookup touches the header, one line of positions and
+ *	  the row itself.
  *
- *	  Pins.  The shared refcount counts backends, a private array counts
- *	  this backend's pins per entry (as bufmgr does for buffers).  Pins are
- *	  taken by lazy slots (tam_slot.c), which keep the entry of the page
- *	  they read until they move to another page or are cleared/released.
- *	  At the end of the top-level transaction (commit or abort, so also
- *	  after an ERROR) every pin this backend still holds is dropped and the
- *	  pin epoch advances: slots that outlived it forget theirs.
+ *	  Locking.  The lookup table (key -> entry) is a shared dynahash split
+ *	  into NUM_PARTITIONS partitions by key hash, each with its own LWLock,
+ *	  as bufmgr's buffer mapping table: shared to find an entry and pin it
+ *	  (refcount + 1), exclusive to add or remove a key.  Eviction needs no
+ *	  global lock: the clock hand is an atomic counter, and an entry nobody
+ *	  pins is claimed by compare-and-swap of its refcount from 0 to 1; only
+ *	  the claimer changes the entry's key, table and validity, holding the
+ *	  partition locks of the old and the new key (in address order) after
+ *	  checking that no reader pinned it meanwhile through the table.  A
+ *	  pinned entry is never reused, so a pinner reads its rows without a
+ *	  lock.  Rows are appended under the entry's spinlock and published by
+ *	  a 2-byte store of their position after a write barrier; a row, once
+ *	  written, never changes until the entry is reused.  A row replaced at
+ *	  the same offset leaves the old bytes in place (readers of it stay
+ *	  valid); a full entry is emptied when its filler is its only user, and
+ *	  otherwise caches nothing more until eviction recycles it.
+ *
+ *	  Pins.  The shared refcount counts backends; tam_pins.c counts this
+ *	  backend's pins per entry in a small array with an overflow hash (as
+ *	  bufmgr's PrivateRefCount), so that neither a backend's memory nor its
+ *	  work at transaction end grows with the cache's size.  Pins are taken
+ *	  by lazy slots (tam_slot.c), which keep the entry of the page they read
+ *	  until they move to another page or are cleared/released.  At the end
+ *	  of the top-level transaction (commit or abort, so also after an ERROR)
+ *	  every pin this backend still holds is dropped and the pin epoch
+ *	  advances: slots that outlived it forget theirs.
+ *
+ *	  Cost.  A backend pays, per 4 kB page of the cache it touches for the
+ *	  first time, what it pays for shared buffers: a page-table fill (large
+ *	  on virtual machines with shadow paging; huge_pages makes it one per
+ *	  2 MB, see docs/performance.md).  A scan pays one lookup per heap page
+ *	  and, per row, a compare of the stored trailer with the cached one;
+ *	  the lazy slot prefetches the next rows' trailers and cached rows.
  *
  *	  Exposure.  The entries' data area is plaintext in shared memory, as
  *	  shared buffers are under page-level TDE; it is excluded from core
@@ -69,6 +90,7 @@
 #include "utils/memutils.h"
 #include "utils/rel.h"
 
+#include "keys/keystate.h"
 #include "tde/tam.h"
 #include "tde/tam_cache.h"
 #include "tde/tam_pins.h"
@@ -127,8 +149,10 @@ typedef struct CacheShared
 
 static CacheShared *cache = NULL;
 static HTAB *cache_hash = NULL;
-static char *cache_data = NULL;	/* nentries * ENTRY_DATA, page aligned */
-static uint32 pin_epoch = 1;
+static char *cache_data = NULL;	/* nentries * ENTRY_DATA, aligned to the
+								 * segment's (huge) pages */
+uint32		fc_tam_pin_epoch = 1;	/* advanced at every transaction end */
+bool		fc_tam_cache_on = false;	/* the cache exists */
 static uint64 local_hits = 0;
 static uint64 local_misses = 0;
 
@@ -163,11 +187,15 @@ cache_header_size(void)
 					mul_size(sizeof(CacheEntry), cache_entries()));
 }
 
-/* The data area, plus a page to align it on. */
+/*
+ * The data area in whole pages of the segment (huge pages when it may use
+ * them: fc_shmem_page_size), plus one to align it on.
+ */
 static Size
 cache_data_size(void)
 {
-	return add_size(mul_size(ENTRY_DATA, cache_entries()), getpagesize());
+	return add_size(TYPEALIGN(fc_shmem_page_size(), mul_size(ENTRY_DATA, cache_entries())),
+					fc_shmem_page_size());
 }
 
 /* shmem_request_hook: the cache's memory and locks. */
@@ -201,7 +229,8 @@ fc_tam_cache_startup(void)
 		return;
 	cache = ShmemInitStruct("fieldcrypt tde cache", cache_header_size(), &found);
 	raw = ShmemInitStruct("fieldcrypt tde cache data", cache_data_size(), &found_data);
-	cache_data = (char *) TYPEALIGN(getpagesize(), raw);
+	cache_data = (char *) TYPEALIGN(fc_shmem_page_size(), raw);
+	fc_tam_cache_on = true;
 	info.keysize = sizeof(CacheKey);
 	info.entrysize = sizeof(CacheLookup);
 	info.num_partitions = NUM_PARTITIONS;
@@ -228,7 +257,8 @@ fc_tam_cache_startup(void)
 	}
 #ifdef MADV_DONTDUMP
 	if (!found_data &&
-		madvise(cache_data, (Size) n * ENTRY_DATA, MADV_DONTDUMP) != 0)
+		madvise(cache_data, TYPEALIGN(fc_shmem_page_size(), (Size) n * ENTRY_DATA),
+				MADV_DONTDUMP) != 0)
 		ereport(LOG,
 				(errmsg("fieldcrypt: could not exclude the TDE cache from core dumps: %m")));
 #endif
@@ -239,13 +269,6 @@ void
 fc_tam_cache_init(void)
 {
 	RegisterXactCallback(xact_callback, NULL);
-}
-
-/* Whether rows of rel may be cached: a cache exists and rel is permanent. */
-bool
-fc_tam_cache_usable(Relation rel)
-{
-	return cache != NULL && rel->rd_rel->relpersistence == RELPERSISTENCE_PERMANENT;
 }
 
 /* Add this backend's counts to the shared ones. */
@@ -288,7 +311,7 @@ static void
 release_all(void)
 {
 	fc_pins_drop_all(drop_shared);
-	pin_epoch++;
+	fc_tam_pin_epoch++;
 }
 
 /* End of a top-level transaction: no pin survives it, even after an ERROR. */
@@ -463,7 +486,7 @@ fc_tam_cache_pin(const RelFileNode *node, BlockNumber blkno, Oid relid, bool cre
 	memset(&key, 0, sizeof(key));
 	key.node = *node;
 	key.blkno = blkno;
-	*epoch = pin_epoch;
+	*epoch = fc_tam_pin_epoch;
 	hash = get_hash_value(cache_hash, &key);
 	lock = partition_lock(hash);
 
@@ -499,7 +522,7 @@ fc_tam_cache_unpin(int entry, uint32 epoch)
 {
 	FcPinCount *p;
 
-	if (entry < 0 || epoch != pin_epoch)
+	if (entry < 0 || epoch != fc_tam_pin_epoch)
 		return;
 	p = fc_pins_get(entry, false);
 	Assert(p != NULL && p->count > 0);
@@ -508,13 +531,6 @@ fc_tam_cache_unpin(int entry, uint32 epoch)
 		fc_pins_forget(p);
 		drop_shared(entry);
 	}
-}
-
-/* The current pin epoch: a pin taken in another one was dropped. */
-uint32
-fc_tam_cache_epoch(void)
-{
-	return pin_epoch;
 }
 
 /*
@@ -541,6 +557,27 @@ fc_tam_cache_probe(int entry, OffsetNumber off, HeapTuple stored)
 			   FC_TAM_TRAILER_FIXED) != 0)
 		return NULL;
 	return row;
+}
+
+/*
+ * Start loading the cached row at off of a pinned entry, if there is one:
+ * a scan reads it next.  A hint only: nothing is checked or returned.
+ */
+void
+fc_tam_cache_prefetch(int entry, OffsetNumber off)
+{
+	uint16		p;
+
+	if (off > MaxHeapTuplesPerPage)
+		return;
+	p = ENTRY_POS(entry)[off];
+	if (p != 0)
+	{
+		const char *row = ENTRY_BLOCK(entry) + p;
+
+		FC_PREFETCH(row);
+		FC_PREFETCH(row + PG_CACHE_LINE_SIZE);
+	}
 }
 
 /*
