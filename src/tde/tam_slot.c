@@ -22,7 +22,9 @@
  *	  Pins: the buffer pin is dropped on clear or when another buffer's row
  *	  is stored; the cache entry pin is kept across rows of the same page
  *	  (one lookup per page, not per row) and dropped when a row of another
- *	  page is decrypted, on release, or at the end of the transaction.
+ *	  page is decrypted, on release, or at the end of the transaction.  A
+ *	  row served from the cache starts loading the stored trailer and the
+ *	  cached row of the one a few offsets ahead (a scan reads it soon).
  *
  * src/tde/tam_slot.c
  *
