@@ -19,7 +19,8 @@
 #     as the cache's data area (cores cannot be produced on this machine: core size limit 0).
 #     With huge_pages = try (the default), that range starts and ends on a huge page boundary
 #     (Hugepagesize of /proc/meminfo): the kernel refuses MADV_DONTDUMP on part of a huge
-#     page, so a server that got huge pages would otherwise dump the cache.
+#     page, so a server that got huge pages would otherwise dump the cache; so do the key
+#     store's and the tenant key store's ranges.
 #  5. tde_cache_stats(): counts hits of second reads; with the size 0, no entries and no hits.
 #  6. At rest: after CHECKPOINT, neither the data files nor WAL hold the marker of a cached
 #     row; the same grep finds the marker of a heap control table.
@@ -210,6 +211,21 @@ sub dontdump_range
 my ($dd_start, $dd_size) = dontdump_range($pm_pid);
 is($dd_start % $huge, 0, "the cache's excluded range starts on a $huge-byte boundary");
 is($dd_size % $huge, 0, "and is a multiple of $huge bytes long");
+# the same for every shared range excluded from dumps: the cache, the key store and the
+# tenant key store (keys/keystate.c, keys/tenant.c)
+my @shared_dd;
+{
+	no warnings 'portable';
+	my ($start, $end);
+	for (split /\n/, read_bytes("/proc/$pm_pid/smaps"))
+	{
+		($start, $end) = (hex($1), hex($2)) if /^([0-9a-f]+)-([0-9a-f]+) /;
+		push @shared_dd, [ $start, $end ] if /^VmFlags:.*\bsh\b.*\bdd\b/;
+	}
+}
+cmp_ok(scalar(@shared_dd), '>=', 3, 'the postmaster has at least 3 shared ranges excluded from dumps');
+is(join(' ', grep { $_->[0] % $huge || $_->[1] % $huge } @shared_dd), '',
+	"each starts and ends on a $huge-byte boundary");
 
 # 6. at rest
 sql('SELECT count(v) FROM t; SELECT count(v) FROM t; CHECKPOINT');
