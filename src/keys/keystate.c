@@ -23,6 +23,7 @@
 
 #include "miscadmin.h"
 #include "storage/ipc.h"
+#include "storage/pg_shmem.h"
 #include "storage/shmem.h"
 
 #include "keys/keystate.h"
@@ -44,7 +45,49 @@ keystore_size(void)
 	Size		sz = add_size(offsetof(FcShared, dbs),
 							  mul_size(sizeof(FcDbKeys), mul_size(2, fc_max_databases)));
 
-	return add_size(TYPEALIGN(getpagesize(), sz), getpagesize());
+	return add_size(TYPEALIGN(fc_shmem_page_size(), sz), fc_shmem_page_size());
+}
+
+/*
+ * The page size of the main shared memory segment as far as madvise() is
+ * concerned: the huge page size when the segment may be made of huge pages
+ * (huge_pages = try or on), else the page size.  Regions of the segment
+ * kept out of core dumps are aligned to it and sized in multiples of it:
+ * madvise() of a huge-page mapping fails (EINVAL) on any other range.
+ */
+Size
+fc_shmem_page_size(void)
+{
+	static Size size = 0;
+
+	if (size != 0)
+		return size;
+	size = getpagesize();
+#ifdef __linux__
+	if (huge_pages != HUGE_PAGES_OFF)
+	{
+		Size		huge = (Size) huge_page_size * 1024;	/* huge_page_size: kB */
+
+		if (huge == 0)
+		{
+			FILE	   *f = fopen("/proc/meminfo", "r");
+			char		line[128];
+			unsigned long kb;
+
+			while (f != NULL && fgets(line, sizeof(line), f) != NULL)
+				if (sscanf(line, "Hugepagesize: %lu kB", &kb) == 1)
+				{
+					huge = (Size) kb * 1024;
+					break;
+				}
+			if (f != NULL)
+				fclose(f);
+		}
+		if (huge > size)
+			size = huge;
+	}
+#endif
+	return size;
 }
 
 /* shmem_request_hook: the segment and its lock. */
@@ -65,9 +108,9 @@ fc_keystate_attach(void)
 {
 	bool		found;
 	char	   *raw = ShmemInitStruct("fieldcrypt keystore", keystore_size(), &found);
-	Size		usable = keystore_size() - getpagesize();
+	Size		usable = keystore_size() - fc_shmem_page_size();
 
-	fc_shared = (FcShared *) TYPEALIGN(getpagesize(), raw);
+	fc_shared = (FcShared *) TYPEALIGN(fc_shmem_page_size(), raw);
 	if (found)
 		return true;
 	memset(fc_shared, 0, usable);

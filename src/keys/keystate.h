@@ -117,6 +117,7 @@ extern void fc_demote_error(MemoryContext cxt, const char *what, const char *hin
 extern void fc_secure_region_alloc(void **ptr, Size size);
 extern void fc_secure_region_free(void *ptr, Size size);
 extern void fc_protect_region(void *ptr, Size size, const char *what);
+extern Size fc_shmem_page_size(void);
 extern FcCipher *fc_derived_cipher(const uint8 *key, const uint8 *instance,
 								   const char *info, bool encrypt);
 extern uint64 fc_next_nonce_counter(void);

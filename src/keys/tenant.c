@@ -98,7 +98,7 @@ static char *install(const TenantInfo *ti, const uint8 *kek);
 static Size
 tenant_size(void)
 {
-	return add_size(TYPEALIGN(getpagesize(), sizeof(TenantShared)), getpagesize());
+	return add_size(TYPEALIGN(fc_shmem_page_size(), sizeof(TenantShared)), fc_shmem_page_size());
 }
 
 /* From the shmem_request_hook (via keystore.c). */
@@ -115,11 +115,11 @@ fc_tenant_shmem_init(void)
 	bool		found;
 	char	   *raw = ShmemInitStruct("fieldcrypt tenant key", tenant_size(), &found);
 
-	tenant = (TenantShared *) TYPEALIGN(getpagesize(), raw);
+	tenant = (TenantShared *) TYPEALIGN(fc_shmem_page_size(), raw);
 	if (!found)
 	{
 		memset(tenant, 0, sizeof(TenantShared));
-		fc_protect_region(tenant, TYPEALIGN(getpagesize(), sizeof(TenantShared)),
+		fc_protect_region(tenant, TYPEALIGN(fc_shmem_page_size(), sizeof(TenantShared)),
 						  "the tenant key store");
 	}
 	if (memo == NULL)

@@ -21,24 +21,45 @@
  *	  The entry also records the table's OID (plain rows hold TOAST
  *	  pointers naming it).  Only permanent tables are cached.
  *
- *	  Locking.  One LWLock protects the hash table and the clock hand:
- *	  shared to find an entry and pin it, exclusive to create one (clock
- *	  eviction of an unpinned entry).  A pinned entry is never reused, so a
- *	  pinner reads its rows without a lock.  Rows are appended under the
- *	  entry's spinlock and published by a 2-byte store of their position
- *	  after a write barrier; a row, once written, never changes until the
- *	  entry is reused.  A row replaced at the same offset leaves the old
- *	  bytes in place (readers of it stay valid); a full entry is emptied
- *	  when its filler is its only user, and otherwise caches nothing more
- *	  until eviction recycles it.
+ *	  Layout.  An entry's header (key, table, usage, refcount, bytes used:
+ *	  40 bytes) lives in a dense array; its data block (ENTRY_DATA bytes,
+ *	  page aligned) starts with the row positions by offset and then holds
+ *	  the rows, so a lookup touches the header, one line of positions and
+ *	  the row itself.
  *
- *	  Pins.  The shared refcount counts backends, a private array counts
- *	  this backend's pins per entry (as bufmgr does for buffers).  Pins are
- *	  taken by lazy slots (tam_slot.c), which keep the entry of the page
- *	  they read until they move to another page or are cleared/released.
- *	  At the end of the top-level transaction (commit or abort, so also
- *	  after an ERROR) every pin this backend still holds is dropped and the
- *	  pin epoch advances: slots that outlived it forget theirs.
+ *	  Locking.  The lookup table (key -> entry) is a shared dynahash split
+ *	  into NUM_PARTITIONS partitions by key hash, each with its own LWLock,
+ *	  as bufmgr's buffer mapping table: shared to find an entry and pin it
+ *	  (refcount + 1), exclusive to add or remove a key.  Eviction needs no
+ *	  global lock: the clock hand is an atomic counter, and an entry nobody
+ *	  pins is claimed by compare-and-swap of its refcount from 0 to 1; only
+ *	  the claimer changes the entry's key, table and validity, holding the
+ *	  partition locks of the old and the new key (in address order) after
+ *	  checking that no reader pinned it meanwhile through the table.  A
+ *	  pinned entry is never reused, so a pinner reads its rows without a
+ *	  lock.  Rows are appended under the entry's spinlock and published by
+ *	  a 2-byte store of their position after a write barrier; a row, once
+ *	  written, never changes until the entry is reused.  A row replaced at
+ *	  the same offset leaves the old bytes in place (readers of it stay
+ *	  valid); a full entry is emptied when its filler is its only user, and
+ *	  otherwise caches nothing more until eviction recycles it.
+ *
+ *	  Pins.  The shared refcount counts backends; tam_pins.c counts this
+ *	  backend's pins per entry in a small array with an overflow hash (as
+ *	  bufmgr's PrivateRefCount), so that neither a backend's memory nor its
+ *	  work at transaction end grows with the cache's size.  Pins are taken
+ *	  by lazy slots (tam_slot.c), which keep the entry of the page they read
+ *	  until they move to another page or are cleared/released.  At the end
+ *	  of the top-level transaction (commit or abort, so also after an ERROR)
+ *	  every pin this backend still holds is dropped and the pin epoch
+ *	  advances: slots that outlived it forget theirs.
+ *
+ *	  Cost.  A backend pays, per 4 kB page of the cache it touches for the
+ *	  first time, what it pays for shared buffers: a page-table fill (large
+ *	  on virtual machines with shadow paging; huge_pages makes it one per
+ *	  2 MB, see docs/performance.md).  A scan pays one lookup per heap page
+ *	  and, per row, a compare of the stored trailer with the cached one;
+ *	  the lazy slot prefetches the next rows' trailers and cached rows.
  *
  *	  Exposure.  The entries' data area is plaintext in shared memory, as
  *	  shared buffers are under page-level TDE; it is excluded from core
@@ -69,13 +90,21 @@
 #include "utils/memutils.h"
 #include "utils/rel.h"
 
+#include "keys/keystate.h"
 #include "tde/tam.h"
 #include "tde/tam_cache.h"
+#include "tde/tam_pins.h"
 
-#define ENTRY_DATA		(BLCKSZ + BLCKSZ / 2)	/* plain rows of one page */
-#define FIRST_ROW		MAXALIGN(1)				/* position 0 means "absent" */
+#define ENTRY_DATA		(BLCKSZ + BLCKSZ / 2)	/* pos[] and plain rows of one page */
+#define POS_BYTES		(sizeof(uint16) * (MaxHeapTuplesPerPage + 1))
+#define FIRST_ROW		MAXALIGN(POS_BYTES)		/* position 0 means "absent" */
 #define MAX_USAGE		5
 #define FLUSH_EVERY		4096
+#define NUM_PARTITIONS	128		/* of the lookup table, as bufmgr's */
+
+/* an entry's row positions by offset, at the start of its data block */
+#define ENTRY_BLOCK(i)	(cache_data + (Size) (i) * ENTRY_DATA)
+#define ENTRY_POS(i)	((volatile uint16 *) ENTRY_BLOCK(i))
 
 int			fc_tde_cache_size_mb = 0;	/* setting fieldcrypt.tde_cache_size */
 
@@ -91,23 +120,27 @@ typedef struct CacheLookup
 	int			entry;
 } CacheLookup;
 
+/*
+ * key, relid and valid change only while the changer holds the pin it
+ * claimed on an unpinned entry (refcount 0 -> 1) and the partition locks
+ * of the old and new keys exclusively.
+ */
 typedef struct CacheEntry
 {
 	CacheKey	key;
 	Oid			relid;
 	bool		valid;
 	volatile uint8 usage;
-	pg_atomic_uint32 refcount;	/* backends pinning it */
-	slock_t		mutex;			/* appends: used, pos */
-	uint32		used;			/* bytes of the data area in use */
-	volatile uint16 pos[MaxHeapTuplesPerPage + 1];	/* by offset; 0: absent */
+	slock_t		mutex;			/* appends: used */
+	pg_atomic_uint32 refcount;	/* backends pinning it (and a claimer) */
+	uint32		used;			/* bytes of the data block in use */
 } CacheEntry;
 
 typedef struct CacheShared
 {
-	LWLock	   *lock;
+	LWLockPadded *locks;		/* NUM_PARTITIONS, by key hash */
 	int			nentries;
-	int			hand;			/* clock */
+	pg_atomic_uint32 hand;		/* clock */
 	pg_atomic_uint64 hits;
 	pg_atomic_uint64 misses;
 	pg_atomic_uint64 evictions;
@@ -116,10 +149,10 @@ typedef struct CacheShared
 
 static CacheShared *cache = NULL;
 static HTAB *cache_hash = NULL;
-static char *cache_data = NULL;	/* nentries * ENTRY_DATA, page aligned */
-static int32 *local_pins = NULL;	/* this backend's pins per entry */
-static int	local_pinned = 0;	/* entries with local_pins > 0 */
-static uint32 pin_epoch = 1;
+static char *cache_data = NULL;	/* nentries * ENTRY_DATA, aligned to the
+								 * segment's (huge) pages */
+uint32		fc_tam_pin_epoch = 1;	/* advanced at every transaction end */
+bool		fc_tam_cache_on = false;	/* the cache exists */
 static uint64 local_hits = 0;
 static uint64 local_misses = 0;
 
@@ -127,9 +160,13 @@ static int	cache_entries(void);
 static Size cache_header_size(void);
 static Size cache_data_size(void);
 static void flush_counts(void);
+static void drop_shared(int entry);
 static void release_all(void);
 static void xact_callback(XactEvent event, void *arg);
-static int	evict_one(void);
+static inline LWLock *partition_lock(uint32 hash);
+static void pin_local(int entry, bool shared_taken);
+static int	claim_unpinned(void);
+static int	install(const CacheKey *key, uint32 hash, Oid relid, int victim);
 static bool reset_if_alone(int entry);
 
 PG_FUNCTION_INFO_V1(fieldcrypt_tde_cache_stats);
@@ -150,14 +187,18 @@ cache_header_size(void)
 					mul_size(sizeof(CacheEntry), cache_entries()));
 }
 
-/* The data area, plus a page to align it on. */
+/*
+ * The data area in whole pages of the segment (huge pages when it may use
+ * them: fc_shmem_page_size), plus one to align it on.
+ */
 static Size
 cache_data_size(void)
 {
-	return add_size(mul_size(ENTRY_DATA, cache_entries()), getpagesize());
+	return add_size(TYPEALIGN(fc_shmem_page_size(), mul_size(ENTRY_DATA, cache_entries())),
+					fc_shmem_page_size());
 }
 
-/* shmem_request_hook: the cache's memory and lock. */
+/* shmem_request_hook: the cache's memory and locks. */
 void
 fc_tam_cache_request(void)
 {
@@ -165,8 +206,9 @@ fc_tam_cache_request(void)
 		return;
 	RequestAddinShmemSpace(cache_header_size());
 	RequestAddinShmemSpace(cache_data_size());
-	RequestAddinShmemSpace(hash_estimate_size(cache_entries(), sizeof(CacheLookup)));
-	RequestNamedLWLockTranche("fieldcrypt tde cache", 1);
+	RequestAddinShmemSpace(hash_estimate_size(cache_entries() + NUM_PARTITIONS,
+											  sizeof(CacheLookup)));
+	RequestNamedLWLockTranche("fieldcrypt tde cache", NUM_PARTITIONS);
 }
 
 /*
@@ -187,16 +229,19 @@ fc_tam_cache_startup(void)
 		return;
 	cache = ShmemInitStruct("fieldcrypt tde cache", cache_header_size(), &found);
 	raw = ShmemInitStruct("fieldcrypt tde cache data", cache_data_size(), &found_data);
-	cache_data = (char *) TYPEALIGN(getpagesize(), raw);
+	cache_data = (char *) TYPEALIGN(fc_shmem_page_size(), raw);
+	fc_tam_cache_on = true;
 	info.keysize = sizeof(CacheKey);
 	info.entrysize = sizeof(CacheLookup);
-	cache_hash = ShmemInitHash("fieldcrypt tde cache lookup", n, n, &info,
-							   HASH_ELEM | HASH_BLOBS);
+	info.num_partitions = NUM_PARTITIONS;
+	cache_hash = ShmemInitHash("fieldcrypt tde cache lookup",
+							   n + NUM_PARTITIONS, n + NUM_PARTITIONS, &info,
+							   HASH_ELEM | HASH_BLOBS | HASH_PARTITION);
 	if (!found)
 	{
-		cache->lock = &(GetNamedLWLockTranche("fieldcrypt tde cache"))->lock;
+		cache->locks = GetNamedLWLockTranche("fieldcrypt tde cache");
 		cache->nentries = n;
-		cache->hand = 0;
+		pg_atomic_init_u32(&cache->hand, 0);
 		pg_atomic_init_u64(&cache->hits, 0);
 		pg_atomic_init_u64(&cache->misses, 0);
 		pg_atomic_init_u64(&cache->evictions, 0);
@@ -212,7 +257,8 @@ fc_tam_cache_startup(void)
 	}
 #ifdef MADV_DONTDUMP
 	if (!found_data &&
-		madvise(cache_data, (Size) n * ENTRY_DATA, MADV_DONTDUMP) != 0)
+		madvise(cache_data, TYPEALIGN(fc_shmem_page_size(), (Size) n * ENTRY_DATA),
+				MADV_DONTDUMP) != 0)
 		ereport(LOG,
 				(errmsg("fieldcrypt: could not exclude the TDE cache from core dumps: %m")));
 #endif
@@ -223,13 +269,6 @@ void
 fc_tam_cache_init(void)
 {
 	RegisterXactCallback(xact_callback, NULL);
-}
-
-/* Whether rows of rel may be cached: a cache exists and rel is permanent. */
-bool
-fc_tam_cache_usable(Relation rel)
-{
-	return cache != NULL && rel->rd_rel->relpersistence == RELPERSISTENCE_PERMANENT;
 }
 
 /* Add this backend's counts to the shared ones. */
@@ -257,28 +296,29 @@ fc_tam_cache_count(bool hit)
 		flush_counts();
 }
 
-/* Drop every pin of this backend; slots still holding one ignore it. */
+/* Drop this backend's share of an entry's refcount. */
+static void
+drop_shared(int entry)
+{
+	pg_atomic_fetch_sub_u32(&cache->entries[entry].refcount, 1);
+}
+
+/*
+ * Drop every pin of this backend (work in proportion to the pins held);
+ * slots still holding one ignore it.
+ */
 static void
 release_all(void)
 {
-	if (local_pinned > 0)
-	{
-		for (int i = 0; i < cache->nentries; i++)
-			if (local_pins[i] > 0)
-			{
-				local_pins[i] = 0;
-				pg_atomic_fetch_sub_u32(&cache->entries[i].refcount, 1);
-			}
-		local_pinned = 0;
-	}
-	pin_epoch++;
+	fc_pins_drop_all(drop_shared);
+	fc_tam_pin_epoch++;
 }
 
 /* End of a top-level transaction: no pin survives it, even after an ERROR. */
 static void
 xact_callback(XactEvent event, void *arg)
 {
-	if (cache == NULL || local_pins == NULL)
+	if (cache == NULL)
 		return;
 	switch (event)
 	{
@@ -295,37 +335,136 @@ xact_callback(XactEvent event, void *arg)
 	}
 }
 
+/* The lock of the lookup table's partition holding keys of this hash. */
+static inline LWLock *
+partition_lock(uint32 hash)
+{
+	return &cache->locks[hash % NUM_PARTITIONS].lock;
+}
+
 /*
- * Clock sweep, holding the lock exclusively: an unpinned entry to reuse,
- * removed from the lookup table, or -1 if every entry is pinned.
+ * Count one more pin of entry by this backend (fc_pins_reserve was called);
+ * the first one takes a share of the refcount unless shared_taken says it
+ * is already taken (a claim turned into a pin).
+ */
+static void
+pin_local(int entry, bool shared_taken)
+{
+	FcPinCount *p = fc_pins_get(entry, true);
+
+	if (p->count++ == 0)
+	{
+		if (!shared_taken)
+			pg_atomic_fetch_add_u32(&cache->entries[entry].refcount, 1);
+	}
+	else if (shared_taken)
+		drop_shared(entry);		/* cannot happen: claims need refcount 0 */
+}
+
+/*
+ * Clock sweep without a lock: claim an entry nobody pins (refcount 0 -> 1
+ * by compare-and-swap; pinners through the lookup table may still join
+ * it), or -1 if none was found.
  */
 static int
-evict_one(void)
+claim_unpinned(void)
 {
 	int			n = cache->nentries;
 
 	for (int step = 0; step < n * (MAX_USAGE + 1); step++)
 	{
-		CacheEntry *e = &cache->entries[cache->hand];
-		int			i = cache->hand;
+		int			i = pg_atomic_fetch_add_u32(&cache->hand, 1) % n;
+		CacheEntry *e = &cache->entries[i];
+		uint32		expected = 0;
 
-		cache->hand = (cache->hand + 1) % n;
 		if (pg_atomic_read_u32(&e->refcount) != 0)
 			continue;
 		if (e->valid && e->usage > 0)
 		{
-			e->usage--;
+			e->usage--;			/* racy, as bufmgr's usage counts */
 			continue;
 		}
-		if (e->valid)
-		{
-			hash_search(cache_hash, &e->key, HASH_REMOVE, NULL);
-			e->valid = false;
-			pg_atomic_fetch_add_u64(&cache->evictions, 1);
-		}
-		return i;
+		if (pg_atomic_compare_exchange_u32(&e->refcount, &expected, 1))
+			return i;
 	}
 	return -1;
+}
+
+/*
+ * Holding a claim on victim: make it the entry of key (or pin the entry
+ * another backend made for key meanwhile).  Returns the pinned entry, or
+ * -1 if the victim was pinned meanwhile (the claim is dropped).
+ */
+static int
+install(const CacheKey *key, uint32 hash, Oid relid, int victim)
+{
+	CacheEntry *e = &cache->entries[victim];
+	LWLock	   *newlock = partition_lock(hash);
+	LWLock	   *oldlock = NULL;
+	CacheLookup *l;
+	bool		found;
+	int			i;
+	uint32		oldhash = 0;
+
+	if (e->valid)
+	{
+		oldhash = get_hash_value(cache_hash, &e->key);
+		oldlock = partition_lock(oldhash);
+	}
+	/* both partitions, in address order, as bufmgr does */
+	if (oldlock == NULL || oldlock == newlock)
+		LWLockAcquire(newlock, LW_EXCLUSIVE);
+	else if (oldlock < newlock)
+	{
+		LWLockAcquire(oldlock, LW_EXCLUSIVE);
+		LWLockAcquire(newlock, LW_EXCLUSIVE);
+	}
+	else
+	{
+		LWLockAcquire(newlock, LW_EXCLUSIVE);
+		LWLockAcquire(oldlock, LW_EXCLUSIVE);
+	}
+	if (e->valid)
+	{
+		if (pg_atomic_read_u32(&e->refcount) != 1)
+		{
+			/* a reader found it through the table meanwhile: keep it */
+			i = -1;
+			goto done;
+		}
+		hash_search_with_hash_value(cache_hash, &e->key, oldhash, HASH_REMOVE, NULL);
+		e->valid = false;
+		pg_atomic_fetch_add_u64(&cache->evictions, 1);
+	}
+	l = hash_search_with_hash_value(cache_hash, key, hash, HASH_ENTER_NULL, &found);
+	if (l != NULL && found)
+	{
+		i = l->entry;			/* made by another backend meanwhile */
+		pin_local(i, false);
+		if (cache->entries[i].usage < MAX_USAGE)
+			cache->entries[i].usage++;
+	}
+	else if (l != NULL)
+	{
+		l->entry = i = victim;
+		e->key = *key;
+		e->relid = relid;
+		e->used = FIRST_ROW;
+		memset((void *) ENTRY_POS(victim), 0, POS_BYTES);
+		e->usage = 1;
+		e->valid = true;
+		pin_local(victim, true);	/* the claim becomes our pin */
+		victim = -1;
+	}
+	else
+		i = -1;
+done:
+	if (oldlock != NULL && oldlock != newlock)
+		LWLockRelease(oldlock);
+	LWLockRelease(newlock);
+	if (victim >= 0)
+		drop_shared(victim);	/* claim not used */
+	return i;
 }
 
 /*
@@ -339,61 +478,36 @@ fc_tam_cache_pin(const RelFileNode *node, BlockNumber blkno, Oid relid, bool cre
 {
 	CacheKey	key;
 	CacheLookup *l;
+	uint32		hash;
+	LWLock	   *lock;
 	int			i = -1;
 
-	if (local_pins == NULL)
-		local_pins = MemoryContextAllocZero(TopMemoryContext,
-											sizeof(int32) * cache->nentries);
+	fc_pins_reserve();
 	memset(&key, 0, sizeof(key));
 	key.node = *node;
 	key.blkno = blkno;
-	*epoch = pin_epoch;
+	*epoch = fc_tam_pin_epoch;
+	hash = get_hash_value(cache_hash, &key);
+	lock = partition_lock(hash);
 
-	LWLockAcquire(cache->lock, LW_SHARED);
-	l = hash_search(cache_hash, &key, HASH_FIND, NULL);
+	LWLockAcquire(lock, LW_SHARED);
+	l = hash_search_with_hash_value(cache_hash, &key, hash, HASH_FIND, NULL);
 	if (l != NULL)
 	{
 		i = l->entry;
-		if (local_pins[i]++ == 0)
-		{
-			pg_atomic_fetch_add_u32(&cache->entries[i].refcount, 1);
-			local_pinned++;
-		}
+		pin_local(i, false);
 		if (cache->entries[i].usage < MAX_USAGE)
 			cache->entries[i].usage++;	/* racy, as bufmgr's usage counts */
 	}
-	LWLockRelease(cache->lock);
-	if (i >= 0 || !create)
-		return i;
-
-	LWLockAcquire(cache->lock, LW_EXCLUSIVE);
-	l = hash_search(cache_hash, &key, HASH_FIND, NULL);
-	if (l != NULL)
-		i = l->entry;
-	else if ((i = evict_one()) >= 0)
+	LWLockRelease(lock);
+	for (int attempt = 0; i < 0 && create && attempt < 4; attempt++)
 	{
-		CacheEntry *e = &cache->entries[i];
+		int			victim = claim_unpinned();
 
-		l = hash_search(cache_hash, &key, HASH_ENTER_NULL, NULL);
-		if (l == NULL)
-			i = -1;
-		else
-		{
-			l->entry = i;
-			e->key = key;
-			e->relid = relid;
-			e->used = FIRST_ROW;
-			memset((void *) e->pos, 0, sizeof(e->pos));
-			e->usage = 1;
-			e->valid = true;
-		}
+		if (victim < 0)
+			break;
+		i = install(&key, hash, relid, victim);
 	}
-	if (i >= 0 && local_pins[i]++ == 0)
-	{
-		pg_atomic_fetch_add_u32(&cache->entries[i].refcount, 1);
-		local_pinned++;
-	}
-	LWLockRelease(cache->lock);
 	if (i >= 0 && cache->entries[i].relid != relid)
 	{
 		fc_tam_cache_unpin(i, *epoch);
@@ -406,21 +520,17 @@ fc_tam_cache_pin(const RelFileNode *node, BlockNumber blkno, Oid relid, bool cre
 void
 fc_tam_cache_unpin(int entry, uint32 epoch)
 {
-	if (entry < 0 || epoch != pin_epoch)
-		return;
-	Assert(local_pins[entry] > 0);
-	if (--local_pins[entry] == 0)
-	{
-		pg_atomic_fetch_sub_u32(&cache->entries[entry].refcount, 1);
-		local_pinned--;
-	}
-}
+	FcPinCount *p;
 
-/* The current pin epoch: a pin taken in another one was dropped. */
-uint32
-fc_tam_cache_epoch(void)
-{
-	return pin_epoch;
+	if (entry < 0 || epoch != fc_tam_pin_epoch)
+		return;
+	p = fc_pins_get(entry, false);
+	Assert(p != NULL && p->count > 0);
+	if (--p->count == 0)
+	{
+		fc_pins_forget(p);
+		drop_shared(entry);
+	}
 }
 
 /*
@@ -431,23 +541,43 @@ fc_tam_cache_epoch(void)
 const FcCacheRow *
 fc_tam_cache_probe(int entry, OffsetNumber off, HeapTuple stored)
 {
-	CacheEntry *e = &cache->entries[entry];
 	uint16		p;
 	const FcCacheRow *row;
 
 	if (off > MaxHeapTuplesPerPage)
 		return NULL;
-	p = e->pos[off];
+	p = ENTRY_POS(entry)[off];
 	if (p == 0)
 		return NULL;
 	pg_read_barrier();
-	row = (const FcCacheRow *) (cache_data + (Size) entry * ENTRY_DATA + p);
+	row = (const FcCacheRow *) (ENTRY_BLOCK(entry) + p);
 	if (row->stored_len != stored->t_len ||
 		stored->t_len < FC_TAM_TRAILER_FIXED ||
 		memcmp(row->trailer, (char *) stored->t_data + stored->t_len - FC_TAM_TRAILER_FIXED,
 			   FC_TAM_TRAILER_FIXED) != 0)
 		return NULL;
 	return row;
+}
+
+/*
+ * Start loading the cached row at off of a pinned entry, if there is one:
+ * a scan reads it next.  A hint only: nothing is checked or returned.
+ */
+void
+fc_tam_cache_prefetch(int entry, OffsetNumber off)
+{
+	uint16		p;
+
+	if (off > MaxHeapTuplesPerPage)
+		return;
+	p = ENTRY_POS(entry)[off];
+	if (p != 0)
+	{
+		const char *row = ENTRY_BLOCK(entry) + p;
+
+		FC_PREFETCH(row);
+		FC_PREFETCH(row + PG_CACHE_LINE_SIZE);
+	}
 }
 
 /*
@@ -460,16 +590,18 @@ static bool
 reset_if_alone(int entry)
 {
 	CacheEntry *e = &cache->entries[entry];
+	FcPinCount *mine = fc_pins_get(entry, false);
+	LWLock	   *lock = partition_lock(get_hash_value(cache_hash, &e->key));
 	bool		done = false;
 
-	LWLockAcquire(cache->lock, LW_EXCLUSIVE);
-	if (local_pins[entry] == 1 && pg_atomic_read_u32(&e->refcount) == 1)
+	LWLockAcquire(lock, LW_EXCLUSIVE);
+	if (mine != NULL && mine->count == 1 && pg_atomic_read_u32(&e->refcount) == 1)
 	{
-		memset((void *) e->pos, 0, sizeof(e->pos));
+		memset((void *) ENTRY_POS(entry), 0, POS_BYTES);
 		e->used = FIRST_ROW;
 		done = true;
 	}
-	LWLockRelease(cache->lock);
+	LWLockRelease(lock);
 	return done;
 }
 
@@ -507,14 +639,14 @@ fc_tam_cache_fill(int entry, OffsetNumber off, HeapTuple stored, HeapTuple plain
 	}
 	if (p == 0)
 		return;
-	row = (FcCacheRow *) (cache_data + (Size) entry * ENTRY_DATA + p);
+	row = (FcCacheRow *) (ENTRY_BLOCK(entry) + p);
 	row->stored_len = stored->t_len;
 	row->plain_len = plain->t_len;
 	memcpy(row->trailer, (char *) stored->t_data + stored->t_len - FC_TAM_TRAILER_FIXED,
 		   FC_TAM_TRAILER_FIXED);
 	memcpy(FC_CACHE_ROW_DATA(row), plain->t_data, plain->t_len);
 	pg_write_barrier();
-	e->pos[off] = (uint16) p;
+	ENTRY_POS(entry)[off] = (uint16) p;
 }
 
 /*
@@ -536,10 +668,9 @@ fieldcrypt_tde_cache_stats(PG_FUNCTION_ARGS)
 	flush_counts();
 	if (cache != NULL)
 	{
-		LWLockAcquire(cache->lock, LW_SHARED);
+		/* without a lock: a snapshot that may be off by entries changing now */
 		for (int i = 0; i < cache->nentries; i++)
 			used += cache->entries[i].valid ? 1 : 0;
-		LWLockRelease(cache->lock);
 		hits = pg_atomic_read_u64(&cache->hits);
 		misses = pg_atomic_read_u64(&cache->misses);
 	}

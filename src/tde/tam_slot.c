@@ -22,7 +22,9 @@
  *	  Pins: the buffer pin is dropped on clear or when another buffer's row
  *	  is stored; the cache entry pin is kept across rows of the same page
  *	  (one lookup per page, not per row) and dropped when a row of another
- *	  page is decrypted, on release, or at the end of the transaction.
+ *	  page is decrypted, on release, or at the end of the transaction.  A
+ *	  row served from the cache starts loading the stored trailer and the
+ *	  cached row of the one a few offsets ahead (a scan reads it soon).
  *
  * src/tde/tam_slot.c
  *
@@ -38,6 +40,9 @@
 #include "tde/tam.h"
 #include "tde/tam_cache.h"
 #include "tde/tam_slot.h"
+
+/* rows ahead of the one served whose memory a scan starts loading */
+#define PREFETCH_DISTANCE	4
 
 typedef struct FcLazySlot
 {
@@ -157,6 +162,30 @@ page_entry(FcLazySlot *s, bool create)
 }
 
 /*
+ * A scan that found the row at off in the cache will most likely read the
+ * rows that follow: start loading the stored trailer (which the cache
+ * compares) and the cached row of the one PREFETCH_DISTANCE rows ahead, so
+ * that they are in the CPU cache when the scan gets there.  Reading the line pointer without the
+ * buffer's content lock is fine for a hint: the pin keeps the page from
+ * being defragmented, and a prefetch of a stale address does no harm.
+ */
+static inline void
+prefetch_next(FcLazySlot *s, OffsetNumber off)
+{
+	Page		page = BufferGetPage(s->buffer);
+	OffsetNumber next = off + PREFETCH_DISTANCE;
+	ItemId		id;
+
+	if (next > PageGetMaxOffsetNumber(page))
+		return;
+	id = PageGetItemId(page, next);
+	if (ItemIdIsNormal(id))
+		FC_PREFETCH((char *) page + ItemIdGetOffset(id) + ItemIdGetLength(id) -
+					FC_TAM_TRAILER_FIXED);
+	fc_tam_cache_prefetch(s->entry, next);
+}
+
+/*
  * Pending -> cached (the cache holds this very row) or owned (decrypted
  * and authenticated now, then offered to the cache).
  */
@@ -184,6 +213,7 @@ decode(FcLazySlot *s)
 			s->base.off = 0;
 			s->incache = true;
 			fc_tam_cache_count(true);
+			prefetch_next(s, off);
 			return;
 		}
 	}

@@ -4,7 +4,15 @@
 #   b. full sequential scan, table in shared buffers: SELECT sum(abalance), SELECT count(*)
 #      and COPY TO /dev/null; second and later runs (rows served by the decrypted-row cache,
 #      fieldcrypt.tde_cache_size = FC_BENCH_TAM_CACHE, default 2GB) and the first scan after a
-#      restart (cold cache; pages from the OS cache); the cache's hit rate under the scans
+#      restart (cold cache; pages from the OS cache); the cache's hit rate under the scans.
+#      Each statement is timed twice over: in a new session per run (as every other section
+#      does: a new backend first touches each 4 kB page of shared memory it reads, buffers
+#      and cache alike), and FC_BENCH_TAM_SESSION_RUNS (default 5) times in one session (what
+#      a connection pool sees); heap and encrypted_heap in the same run.
+#      FC_BENCH_HUGEPAGES=N reserves N 2 MB huge pages (vm.nr_hugepages, restored at the end)
+#      and starts the cluster with huge_pages = on, PostgreSQL's documented setting for large
+#      shared memory: it applies to shared buffers and the cache alike (one cluster holds both
+#      databases). Unset (the default): no huge pages, as on a machine nobody tuned.
 #   c. index lookups: pgbench -S (select-only, prepared), FC_BENCH_TAM_SECONDS each
 #   d. TPC-B: pgbench -c 2 -j 2 -T FC_BENCH_TPCB_SECONDS (default 60), pgbench_* tables on
 #      encrypted_heap vs heap
@@ -21,6 +29,20 @@ cache_rate() {
   awk -v h=$((h1 - h0)) -v m=$((m1 - m0)) 'BEGIN { if (h + m == 0) print "n/a (nothing decrypted)"; else printf "%.1f%% of %d row reads\n", 100 * h / (h + m), h + m }'
 }
 TAM_SECONDS=${FC_BENCH_TAM_SECONDS:-10}
+TAM_SESSION_RUNS=${FC_BENCH_TAM_SESSION_RUNS:-5}
+TAM_HUGEPAGES=${FC_BENCH_HUGEPAGES:-}
+
+# session_sample STEP VARIANT SETUP_SQL TIMED_SQL: run TIMED_SQL TAM_SESSION_RUNS times in one
+# session (after SETUP_SQL), each under \timing; add the seconds of each run to S[STEP/VARIANT].
+session_sample() {
+  local out ms i script=$3$'\n\\pset format unaligned\n\\pset tuples_only on\n\\o /dev/null\n\\timing on\n'
+  for ((i = 0; i < TAM_SESSION_RUNS; i++)); do script+="$4;"$'\n'; done
+  out=$(fc_psql <<<"$script") || { log "failed: $4"; return 1; }
+  ms=$(sed -n 's/^Time: \([0-9.]*\) ms.*$/\1/p' <<<"$out")
+  (($(wc -l <<<"$ms") == TAM_SESSION_RUNS)) || { log "no timings for: $4"; printf '%s\n' "$out" >&2; return 1; }
+  for i in $ms; do S[$1/$2]="${S[$1/$2]:+${S[$1/$2]} }$(calc "$i / 1000")"; done
+  log "$1 $2: ${S[$1/$2]}"
+}
 TPCB_SECONDS=${FC_BENCH_TPCB_SECONDS:-60}
 
 tam_pgbench() {   # DB ARGS...: TPS of one pgbench run
@@ -33,8 +55,14 @@ section3() {
   local dir rows v r
   rows=$(commas $((TAM_SCALE * 100000)))
   log "section 3: encrypted_heap vs heap, pgbench scale $TAM_SCALE"
+  local huge=("huge_pages = off") hp_saved=
+  if [[ -n $TAM_HUGEPAGES ]]; then
+    hp_saved=$(cat /proc/sys/vm/nr_hugepages)
+    echo "$TAM_HUGEPAGES" >/proc/sys/vm/nr_hugepages || { log "cannot set vm.nr_hugepages"; return 1; }
+    huge=("huge_pages = on")
+  fi
   fc_cluster_start tam "shared_buffers = '2GB'" "max_wal_size = '8GB'" "checkpoint_timeout = '30min'" \
-    "fieldcrypt.tde_cache_size = '$TAM_CACHE'" "${CRYPTO_CONF[@]}"
+    "fieldcrypt.tde_cache_size = '$TAM_CACHE'" "${huge[@]}" "${CRYPTO_CONF[@]}"
   fc_tmpdir dir
   for v in heap enc; do
     fc_psql -c "CREATE DATABASE tam_$v"
@@ -49,7 +77,7 @@ section3() {
   chmod 644 "$dir/accounts.copy"
 
   say ""
-  say "== 3. encrypted_heap vs heap (pgbench_accounts, $rows rows; one cluster, shared_buffers 2GB)"
+  say "== 3. encrypted_heap vs heap (pgbench_accounts, $rows rows; one cluster, shared_buffers 2GB, ${huge[*]}${TAM_HUGEPAGES:+ (vm.nr_hugepages = $TAM_HUGEPAGES)})"
   local -A size
   for v in heap enc; do
     size[$v]=$(PGDATABASE=tam_$v fc_psql -Atc "SELECT pg_relation_size('pgbench_accounts')")
@@ -91,6 +119,12 @@ section3() {
       PGDATABASE=tam_$v sample scan_copy "$v" "$noidx" "COPY pgbench_accounts TO '/dev/null'"
     done
   done
+  # the same statements, TAM_SESSION_RUNS times in one session each
+  for v in heap enc; do
+    PGDATABASE=tam_$v session_sample scan_sum_s "$v" "$noidx" 'SELECT sum(abalance) FROM pgbench_accounts'
+    PGDATABASE=tam_$v session_sample scan_count_s "$v" "$noidx" 'SELECT count(*) FROM pgbench_accounts'
+    PGDATABASE=tam_$v session_sample scan_copy_s "$v" "$noidx" "COPY pgbench_accounts TO '/dev/null'"
+  done
   c1=$(cache_stats)
   say "  COPY FROM, sequential scans (seconds):"
   header heap
@@ -102,6 +136,12 @@ section3() {
   row scan_count enc "seq scan count(*), encrypted" heap
   row scan_copy heap "COPY TO /dev/null, heap" heap
   row scan_copy enc "COPY TO /dev/null, encrypted" heap
+  row scan_sum_s heap "sum(abalance), one session, heap" heap
+  row scan_sum_s enc "sum(abalance), one session, encr." heap
+  row scan_count_s heap "count(*), one session, heap" heap
+  row scan_count_s enc "count(*), one session, encrypted" heap
+  row scan_copy_s heap "COPY TO, one session, heap" heap
+  row scan_copy_s enc "COPY TO, one session, encrypted" heap
   say "$gcm3"
   row scan_cold heap "first scan after restart, heap" heap
   row scan_cold enc "first scan after restart, encrypted" heap
@@ -139,6 +179,12 @@ section3() {
     "$(calc "$(best "${S[scan_count/enc]}") / $(best "${S[scan_count/heap]}")" 2)" "x <= 1.2" "<=1.2x"
   target "encrypted_heap seq scan COPY TO /dev/null, in memory (time)" \
     "$(calc "$(best "${S[scan_copy/enc]}") / $(best "${S[scan_copy/heap]}")" 2)" "x <= 1.5" "<=1.5x"
+  target "encrypted_heap sum(abalance), one session (time)" \
+    "$(calc "$(best "${S[scan_sum_s/enc]}") / $(best "${S[scan_sum_s/heap]}")" 2)" "x <= 1.5" "<=1.5x"
+  target "encrypted_heap count(*), one session (time)" \
+    "$(calc "$(best "${S[scan_count_s/enc]}") / $(best "${S[scan_count_s/heap]}")" 2)" "x <= 1.2" "<=1.2x"
+  target "encrypted_heap COPY TO /dev/null, one session (time)" \
+    "$(calc "$(best "${S[scan_copy_s/enc]}") / $(best "${S[scan_copy_s/heap]}")" 2)" "x <= 1.5" "<=1.5x"
   target "encrypted_heap first scan after restart, cold cache (time)" \
     "$(calc "$(best "${S[scan_cold/enc]}") / $(best "${S[scan_cold/heap]}")" 2)" - -
   target "encrypted_heap index lookups, pgbench -S (TPS vs heap)" \
@@ -148,6 +194,7 @@ section3() {
   target "encrypted_heap size of pgbench_accounts (vs heap)" \
     "$(calc "${size[enc]} / ${size[heap]}" 3)" "x <= 1.25" "<=1.25x"
   fc_cluster_stop tam
+  [[ -z $hp_saved ]] || echo "$hp_saved" >/proc/sys/vm/nr_hugepages
 }
 
 # Section 5: online re-encryption of an encrypted_heap table after rotate_tde_key (the

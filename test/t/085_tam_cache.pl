@@ -17,6 +17,10 @@
 #  4. The cache's data area is kept out of core dumps: /proc/PID/smaps of the postmaster and
 #     of a forked child shows a mapping with the MADV_DONTDUMP flag ("dd") at least as large
 #     as the cache's data area (cores cannot be produced on this machine: core size limit 0).
+#     With huge_pages = try (the default), that range starts and ends on a huge page boundary
+#     (Hugepagesize of /proc/meminfo): the kernel refuses MADV_DONTDUMP on part of a huge
+#     page, so a server that got huge pages would otherwise dump the cache; so do the key
+#     store's and the tenant key store's ranges.
 #  5. tde_cache_stats(): counts hits of second reads; with the size 0, no entries and no hits.
 #  6. At rest: after CHECKPOINT, neither the data files nor WAL hold the marker of a cached
 #     row; the same grep finds the marker of a heap control table.
@@ -184,6 +188,44 @@ my ($pm_pid) = split /\n/, read_bytes("$datadir/postmaster.pid");
 my $ckpt = sql(q{SELECT pid FROM pg_stat_activity WHERE backend_type = 'checkpointer'});
 cmp_ok(dontdump_bytes($pm_pid), '>=', $data_bytes, "postmaster: the cache's $data_bytes bytes are MADV_DONTDUMP");
 cmp_ok(dontdump_bytes($ckpt), '>=', $data_bytes, 'a forked child inherits it');
+is(sql('SHOW huge_pages'), 'try', 'huge_pages is try (the default)');
+my $huge = 4096;
+for (split /\n/, read_bytes('/proc/meminfo'))
+{
+	$huge = $1 * 1024 if /^Hugepagesize:\s+(\d+) kB/;
+}
+sub dontdump_range
+{
+	my ($pid) = @_;
+	my ($start, $size, $best, $max) = (0, 0, -1, 0);
+	no warnings 'portable';
+	open my $fh, '<', "/proc/$pid/smaps" or return (-1, -1);
+	while (my $l = <$fh>)
+	{
+		($start, $size) = (hex($1), hex($2) - hex($1)) if $l =~ /^([0-9a-f]+)-([0-9a-f]+) /;
+		($best, $max) = ($start, $size) if $l =~ /^VmFlags:.*\bdd\b/ && $size > $max;
+	}
+	close $fh;
+	return ($best, $max);
+}
+my ($dd_start, $dd_size) = dontdump_range($pm_pid);
+is($dd_start % $huge, 0, "the cache's excluded range starts on a $huge-byte boundary");
+is($dd_size % $huge, 0, "and is a multiple of $huge bytes long");
+# the same for every shared range excluded from dumps: the cache, the key store and the
+# tenant key store (keys/keystate.c, keys/tenant.c)
+my @shared_dd;
+{
+	no warnings 'portable';
+	my ($start, $end);
+	for (split /\n/, read_bytes("/proc/$pm_pid/smaps"))
+	{
+		($start, $end) = (hex($1), hex($2)) if /^([0-9a-f]+)-([0-9a-f]+) /;
+		push @shared_dd, [ $start, $end ] if /^VmFlags:.*\bsh\b.*\bdd\b/;
+	}
+}
+cmp_ok(scalar(@shared_dd), '>=', 3, 'the postmaster has at least 3 shared ranges excluded from dumps');
+is(join(' ', grep { $_->[0] % $huge || $_->[1] % $huge } @shared_dd), '',
+	"each starts and ends on a $huge-byte boundary");
 
 # 6. at rest
 sql('SELECT count(v) FROM t; SELECT count(v) FROM t; CHECKPOINT');
