@@ -33,7 +33,7 @@ PG_CFLAGS += -Wall -Wextra -Werror -Wno-unused-parameter
 
 # pg_regress tests: sql/NAME.sql + expected/NAME.out, run in this order.
 REGRESS = key_api key_rules key_restore key_admin coltypes writeonly core_shapes copy_paths restrict restrict_after utility_shapes edges_hints \
-          key_guards reencrypt tam_basic tam_features tam_ddl tam_keys tam_cache tam_stats keyed_hash tde_guard
+          key_guards reencrypt tam_basic tam_write_paths tam_features tam_ddl tam_keys tam_cache tam_stats keyed_hash tde_guard
 REGRESS_OPTS = --inputdir=. --outputdir=results/pg_regress
 # Tests need a preloaded server: `make test` is the entry point, not PGXS installcheck.
 NO_INSTALLCHECK = 1

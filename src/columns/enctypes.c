@@ -337,22 +337,25 @@ encrypt_value(const char *data, Size len, char kind)
 	uint8		nonce[FC_NONCE_LEN] = {0};
 	uint64		counter;
 
-	refresh_ciphers();
-	g = fc_local_generation(0, true);
-	if (g == NULL)
-		no_key_error(false);
+	/* no look-up per value while the key store is unchanged (its version) */
+	if (enc_slot.ctx == NULL || pg_atomic_read_u64(&fc_shared->version) != cache_version)
+	{
+		refresh_ciphers();
+		if ((g = fc_local_generation(0, true)) == NULL)
+			no_key_error(false);
+		if (enc_slot.ctx == NULL || enc_slot.gen != g->gen)
+		{
+			fc_cipher_free(enc_slot.ctx);
+			enc_slot.ctx = NULL;
+			enc_slot.ctx = make_cipher(g, fc_instance_id(), true);
+			enc_slot.gen = g->gen;
+			memcpy(enc_slot.instance, fc_instance_id(), FC_INSTANCE_ID_LEN);
+		}
+	}
 	if (len > MaxAllocSize - VARHDRSZ - ENV_MIN_LEN)
 		ereport(ERROR,
 				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
 				 errmsg("value is too large to be encrypted")));
-	if (enc_slot.ctx == NULL || enc_slot.gen != g->gen)
-	{
-		fc_cipher_free(enc_slot.ctx);
-		enc_slot.ctx = NULL;
-		enc_slot.ctx = make_cipher(g, fc_instance_id(), true);
-		enc_slot.gen = g->gen;
-		memcpy(enc_slot.instance, fc_instance_id(), FC_INSTANCE_ID_LEN);
-	}
 
 	result = palloc(VARHDRSZ + ENV_MIN_LEN + len);
 	SET_VARSIZE(result, VARHDRSZ + ENV_MIN_LEN + len);
@@ -361,7 +364,7 @@ encrypt_value(const char *data, Size len, char kind)
 	env[0] = ENV_VERSION;
 	env[1] = kind;
 	for (int i = 0; i < 4; i++)
-		env[2 + i] = (g->gen >> (24 - 8 * i)) & 0xff;
+		env[2 + i] = (enc_slot.gen >> (24 - 8 * i)) & 0xff;
 	memcpy(env + 6, enc_slot.instance, FC_INSTANCE_ID_LEN);
 	for (int i = 0; i < 8; i++)
 		env[14 + i] = nonce[4 + i] = (counter >> (56 - 8 * i)) & 0xff;

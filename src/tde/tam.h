@@ -41,6 +41,7 @@ extern HeapTuple fc_tam_decrypt(Relation rel, HeapTuple stored);
 extern HeapTuple fc_tam_decrypt_desc(Relation rel, TupleDesc desc, HeapTuple stored);
 extern void fc_tam_store(Relation rel, HeapTuple stored, TupleTableSlot *slot);
 extern HeapTuple fc_tam_form(Relation rel, TupleTableSlot *slot, int options);
+extern HeapTuple fc_tam_form_plain(Relation rel, HeapTuple plain);
 extern HeapTuple fc_tam_form_values(Relation rel, Datum *values, bool *isnull,
 									int options);
 extern int	fc_tam_tuple_generation(HeapTuple stored);

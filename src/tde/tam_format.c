@@ -27,9 +27,14 @@
  *	  Memory: temporary data lives in a private context reset after each
  *	  call; results are allocated in the caller's context.
  *
- *	  The file is longer than 800 lines because forming, decrypting and
- *	  resealing in place (for the re-encryption worker) share the layout
- *	  walk, the AAD and the gather buffers, which stay private to it.
+ *	  Rows are formed from values (with our toaster) or, on the insert
+ *	  paths, from the plain heap tuple a slot already holds, as the same
+ *	  bytes without forming them again.
+ *
+ *	  The file is longer than 800 lines because forming (both ways),
+ *	  decrypting and resealing in place (for the re-encryption worker) share
+ *	  the layout walk, the AAD, the sealing and the gather buffers, which
+ *	  stay private to it.
  *
  * src/tde/tam_format.c
  *
@@ -73,10 +78,11 @@ static bool *form_tried = NULL;
 static uint8 form_hidden[BITMAPLEN(MaxTupleAttributeNumber)];
 static int	form_cap = 0;
 
-static void aad_add(const void *p, Size n);
-static void range_add(uint32 off, uint32 len);
+static inline void aad_add(const void *p, Size n);
+static inline void range_add(uint32 off, uint32 len);
 static void ensure_gather(Size n);
 static Size move_ranges(char *base, bool gather_in);
+static bool seal_ranges(FcCipher *cipher, const uint8 *nonce, char *base, uint8 *tag);
 static bool walk_layout(TupleDesc desc, HeapTupleHeader td, uint32 data_len);
 static void begin_aad(HeapTupleHeader td, uint32 data_len, const uint8 *trailer,
 					  Size trailer_aad_len);
@@ -86,6 +92,8 @@ static HeapTuple decrypt_raw(Relation rel, TupleDesc desc, HeapTuple stored, uin
 static HeapTuple decrypt_with(Relation rel, TupleDesc desc, HeapTuple stored);
 static Size stored_size(TupleDesc desc, Datum *values, bool *isnull, bool anyhidden);
 static MemoryContext scratch_context(void);
+static void seal_formed(TupleDesc desc, HeapTupleHeader td, uint32 data_len, const uint8 *hidden,
+						FcTdeCtx *ctx);
 
 /* The private temporary context, created on first use. */
 static MemoryContext
@@ -97,23 +105,44 @@ scratch_context(void)
 	return scratch;
 }
 
-/* Append n bytes to the AAD buffer. */
-static void
+/* Make the AAD buffer hold at least n bytes (the slow path of aad_add). */
+static void pg_noinline
+aad_grow(Size n)
+{
+	Size		cap = Max(aad_cap * 2, Max(n, 1024));
+
+	aad = aad ? repalloc(aad, cap) : MemoryContextAlloc(TopMemoryContext, cap);
+	aad_cap = cap;
+}
+
+/*
+ * Append n bytes to the AAD buffer.  Inline: the layout walk calls it once
+ * per attribute, mostly for the 0 or 1 header byte before its contents.
+ */
+static inline void
 aad_add(const void *p, Size n)
 {
-	if (aad_len + n > aad_cap)
-	{
-		Size		cap = Max(aad_cap * 2, Max(aad_len + n, 1024));
-
-		aad = aad ? repalloc(aad, cap) : MemoryContextAlloc(TopMemoryContext, cap);
-		aad_cap = cap;
-	}
+	if (n == 0)
+		return;
+	if (unlikely(aad_len + n > aad_cap))
+		aad_grow(aad_len + n);
 	memcpy(aad + aad_len, p, n);
 	aad_len += n;
 }
 
+/* Make room for one more range (the slow path of range_add). */
+static void pg_noinline
+ranges_grow(void)
+{
+	int			cap = Max(ranges_cap * 2, 64);
+
+	ranges = ranges ? repalloc(ranges, cap * sizeof(Range)) :
+		MemoryContextAlloc(TopMemoryContext, cap * sizeof(Range));
+	ranges_cap = cap;
+}
+
 /* Add a content range, merging it with the previous one when adjacent. */
-static void
+static inline void
 range_add(uint32 off, uint32 len)
 {
 	if (len == 0)
@@ -123,14 +152,8 @@ range_add(uint32 off, uint32 len)
 		ranges[nranges - 1].len += len;
 		return;
 	}
-	if (nranges == ranges_cap)
-	{
-		int			cap = Max(ranges_cap * 2, 64);
-
-		ranges = ranges ? repalloc(ranges, cap * sizeof(Range)) :
-			MemoryContextAlloc(TopMemoryContext, cap * sizeof(Range));
-		ranges_cap = cap;
-	}
+	if (unlikely(nranges == ranges_cap))
+		ranges_grow();
 	ranges[nranges].off = off;
 	ranges[nranges].len = len;
 	nranges++;
@@ -159,6 +182,33 @@ move_ranges(char *base, bool gather_in)
 		pos += ranges[i].len;
 	}
 	return total;
+}
+
+/*
+ * Encrypt the content ranges of the data area at base (found by
+ * walk_layout) as one GCM message under the AAD built with them; the tag
+ * goes to tag.  Contents in one range (fixed-width columns only, or a
+ * single varlena after them) are sealed where they lie; otherwise they are
+ * gathered, sealed and scattered back, and the gathered plaintext wiped.
+ */
+static bool
+seal_ranges(FcCipher *cipher, const uint8 *nonce, char *base, uint8 *tag)
+{
+	Size		total;
+	bool		ok;
+
+	if (nranges == 1)
+	{
+		uint8	   *p = (uint8 *) base + ranges[0].off;
+
+		return fc_gcm_seal(cipher, nonce, aad, aad_len, p, ranges[0].len, p, tag);
+	}
+	total = move_ranges(base, true);
+	ok = fc_gcm_seal(cipher, nonce, aad, aad_len, gather, total, gather, tag);
+	if (ok)
+		(void) move_ranges(base, false);
+	explicit_bzero(gather, total);
+	return ok;
 }
 
 /* Make the gather buffer hold at least n bytes. */
@@ -324,11 +374,7 @@ fc_tam_form_values(Relation rel, Datum *in_values, bool *in_isnull, int options)
 	Size		trailer_len;
 	HeapTuple	tuple;
 	HeapTupleHeader td;
-	uint8	   *trailer;
 	FcTdeCtx   *ctx;
-	uint64		counter;
-	uint8		nonce[FC_NONCE_LEN] = {0};
-	Size		total;
 
 	if (natts > form_cap)
 	{
@@ -481,7 +527,28 @@ fc_tam_form_values(Relation rel, Datum *in_values, bool *in_isnull, int options)
 	if (td->t_infomask & HEAP_HASEXTERNAL)
 		elog(ERROR, "encrypted_heap: external value left in a stored tuple");
 
-	/* trailer */
+	seal_formed(desc, td, data_len, anyhidden ? hidden : NULL, ctx);
+	MemoryContextReset(tmp);
+	return tuple;
+}
+
+/*
+ * Write the trailer of a formed stored tuple (its data area holds the
+ * plaintext, data_len bytes after t_hoff; hidden: the hidden bitmap, or
+ * NULL) and encrypt its contents in place as one GCM message.
+ */
+static void
+seal_formed(TupleDesc desc, HeapTupleHeader td, uint32 data_len, const uint8 *hidden,
+			FcTdeCtx *ctx)
+{
+	uint32		hoff = td->t_hoff;
+	int			natts = HeapTupleHeaderGetNatts(td);
+	bool		anyhidden = (hidden != NULL);
+	Size		trailer_len = FC_TAM_TRAILER_FIXED + (anyhidden ? BITMAPLEN(natts) : 0);
+	uint8	   *trailer;
+	uint64		counter;
+	uint8		nonce[FC_NONCE_LEN] = {0};
+
 	trailer = (uint8 *) td + hoff + data_len;
 	if (anyhidden)
 	{
@@ -496,18 +563,72 @@ fc_tam_form_values(Relation rel, Datum *in_values, bool *in_isnull, int options)
 	for (int i = 0; i < 8; i++)
 		trailer[11 + i] = nonce[i] = (counter >> (56 - 8 * i)) & 0xff;
 
-	/* AAD, ranges, one GCM message over the gathered contents */
+	/* AAD, ranges, one GCM message over the contents */
 	begin_aad(td, data_len, (uint8 *) td + hoff + data_len, trailer_len - 16 - 8);
 	if (!walk_layout(desc, td, data_len))
 		elog(ERROR, "encrypted_heap: formed tuple does not match its descriptor");
-	total = move_ranges((char *) td + hoff, true);
-	if (!fc_gcm_seal(ctx->ctx, nonce, aad, aad_len, gather, total, gather, trailer + 19))
+	if (!seal_ranges(ctx->ctx, nonce, (char *) td + hoff, trailer + 19))
 		ereport(ERROR,
 				(errcode(ERRCODE_INTERNAL_ERROR),
 				 errmsg("could not encrypt a tuple: %s", fc_crypto_last_error())));
-	(void) move_ranges((char *) td + hoff, false);
-	explicit_bzero(gather, total);
-	MemoryContextReset(tmp);
+}
+
+/*
+ * The stored tuple of a plain heap tuple of rel's descriptor (a slot's
+ * materialized row: COPY materializes every row it batches), without
+ * deforming and forming it again: the same bytes fc_tam_form_values would
+ * write, since it fills the data area as heap_form_tuple did.  NULL when
+ * that is not certain or the row needs our toaster: external values, a
+ * dropped column not null, fewer attributes than the descriptor, or a row
+ * over the TOAST threshold.
+ */
+HeapTuple
+fc_tam_form_plain(Relation rel, HeapTuple plain)
+{
+	TupleDesc	desc = RelationGetDescr(rel);
+	HeapTupleHeader ptd = plain->t_data;
+	uint32		hoff = ptd->t_hoff;
+	uint32		data_len;
+	Size		len;
+	HeapTuple	tuple;
+	HeapTupleHeader td;
+	FcTdeCtx   *ctx;
+	bool		hasnull = (ptd->t_infomask & HEAP_HASNULL) != 0;
+
+	if ((ptd->t_infomask & HEAP_HASEXTERNAL) || HeapTupleHeaderGetNatts(ptd) != desc->natts ||
+		plain->t_len < hoff ||
+		hoff != MAXALIGN(SizeofHeapTupleHeader + (hasnull ? BITMAPLEN(desc->natts) : 0)))
+		return NULL;
+	data_len = plain->t_len - hoff;
+	len = (Size) hoff + data_len + FC_TAM_TRAILER_FIXED;
+	if (len > TOAST_TUPLE_THRESHOLD)
+		return NULL;
+	for (int i = 0; i < desc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+
+		if ((att->attisdropped || att->attlen == -2) &&
+			!(hasnull && att_isnull(i, ptd->t_bits)))
+			return NULL;
+	}
+	ctx = fc_tde_encrypt_ctx();
+
+	tuple = (HeapTuple) palloc(HEAPTUPLESIZE + len);
+	tuple->t_len = len;
+	ItemPointerSetInvalid(&tuple->t_self);
+	tuple->t_tableOid = RelationGetRelid(rel);
+	tuple->t_data = td = (HeapTupleHeader) ((char *) tuple + HEAPTUPLESIZE);
+	memset(td, 0, SizeofHeapTupleHeader);
+	HeapTupleHeaderSetDatumLength(td, len);
+	HeapTupleHeaderSetTypeId(td, desc->tdtypeid);
+	HeapTupleHeaderSetTypMod(td, desc->tdtypmod);
+	HeapTupleHeaderSetNatts(td, desc->natts);
+	td->t_hoff = hoff;
+	td->t_infomask = ptd->t_infomask & (HEAP_HASNULL | HEAP_HASVARWIDTH);
+	/* null bitmap, its padding and the data area, as heap_fill_tuple wrote them */
+	memcpy((char *) td + SizeofHeapTupleHeader, (char *) ptd + SizeofHeapTupleHeader,
+		   hoff - SizeofHeapTupleHeader + data_len);
+	seal_formed(desc, td, data_len, NULL, ctx);
 	return tuple;
 }
 
@@ -724,7 +845,6 @@ fc_tam_reseal(Relation rel, HeapTupleHeader td, uint32 len, ItemPointer tid, boo
 	uint8	   *trailer;
 	uint8		nonce[FC_NONCE_LEN] = {0};
 	uint64		counter;
-	Size		total;
 
 	stored.t_data = td;
 	stored.t_len = len;
@@ -786,13 +906,10 @@ fc_tam_reseal(Relation rel, HeapTupleHeader td, uint32 len, ItemPointer tid, boo
 	begin_aad(td, data_len, trailer, FC_TAM_TRAILER_FIXED - 16 - 8);
 	if (!walk_layout(desc, td, data_len))
 		corrupt(rel, &stored, "The tuple's layout does not match the table.");
-	total = move_ranges((char *) td + hoff, true);
-	if (!fc_gcm_seal(ctx->ctx, nonce, aad, aad_len, gather, total, gather, trailer + 19))
+	if (!seal_ranges(ctx->ctx, nonce, (char *) td + hoff, trailer + 19))
 		ereport(ERROR,
 				(errcode(ERRCODE_INTERNAL_ERROR),
 				 errmsg("could not encrypt a tuple: %s", fc_crypto_last_error())));
-	(void) move_ranges((char *) td + hoff, false);
-	explicit_bzero(gather, total);
 	return 1;
 }
 

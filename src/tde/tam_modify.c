@@ -60,11 +60,33 @@ header_to_slot(TupleTableSlot *slot, HeapTuple stored)
 	owned->t_self = stored->t_self;
 }
 
+/*
+ * The stored tuple of an inserted row.  A slot that holds a plain heap
+ * tuple of the table's descriptor (COPY materializes every row it batches;
+ * a BEFORE trigger returns one) is encrypted from that tuple's bytes,
+ * without deforming and forming it again; any other from its values.
+ */
+static HeapTuple
+form_inserted(Relation rel, TupleTableSlot *slot, int options)
+{
+	HeapTuple	plain;
+
+	if (!TTS_EMPTY(slot) && slot->tts_tupleDescriptor == RelationGetDescr(rel) &&
+		(plain = fc_slot_owned_tuple(slot)) != NULL)
+	{
+		HeapTuple	tup = fc_tam_form_plain(rel, plain);
+
+		if (tup != NULL)
+			return tup;
+	}
+	return fc_tam_form(rel, slot, options);
+}
+
 static void
 fc_tuple_insert(Relation rel, TupleTableSlot *slot, CommandId cid, int options,
 				BulkInsertState bistate)
 {
-	HeapTuple	tup = fc_tam_form(rel, slot, options);
+	HeapTuple	tup = form_inserted(rel, slot, options);
 
 	slot->tts_tableOid = RelationGetRelid(rel);
 	tup->t_tableOid = slot->tts_tableOid;
@@ -103,8 +125,12 @@ fc_tuple_complete_speculative(Relation rel, TupleTableSlot *slot, uint32 specTok
 }
 
 /*
- * COPY's batches: encrypt every row into a heap slot of our own, so that
- * heap_multi_insert finds materialized heap tuples and copies nothing.
+ * COPY's and multi-row INSERT's batches: encrypt every row into a heap slot
+ * of our own, so that heap_multi_insert finds materialized heap tuples and
+ * copies nothing.  The stored tuples of a batch are allocated in one
+ * context, reset after the batch (no allocation or free per row from a
+ * long-lived context); the slots are marked as owning them, which keeps
+ * heap from copying them, and unmarked before they are cleared.
  */
 static void
 fc_multi_insert(Relation rel, TupleTableSlot **slots, int nslots, CommandId cid,
@@ -112,7 +138,12 @@ fc_multi_insert(Relation rel, TupleTableSlot **slots, int nslots, CommandId cid,
 {
 	static TupleTableSlot **priv = NULL;
 	static int	npriv = 0;
+	static MemoryContext batch = NULL;
+	MemoryContext old;
 
+	if (batch == NULL)
+		batch = AllocSetContextCreate(TopMemoryContext, "fieldcrypt multi-insert batch",
+									  0, 64 * 1024, ALLOCSET_DEFAULT_MAXSIZE);
 	if (npriv < nslots)
 	{
 		for (int i = 0; i < npriv; i++)
@@ -121,23 +152,22 @@ fc_multi_insert(Relation rel, TupleTableSlot **slots, int nslots, CommandId cid,
 			pfree(priv);
 		npriv = Max(nslots, 64);
 		priv = MemoryContextAlloc(TopMemoryContext, sizeof(TupleTableSlot *) * npriv);
+		old = MemoryContextSwitchTo(TopMemoryContext);
 		for (int i = 0; i < npriv; i++)
-		{
-			MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
-
 			priv[i] = MakeSingleTupleTableSlot(NULL, &TTSOpsHeapTuple);
-			MemoryContextSwitchTo(old);
-		}
+		MemoryContextSwitchTo(old);
 	}
 	PG_TRY();
 	{
 		for (int i = 0; i < nslots; i++)
 		{
-			MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
-			HeapTuple	tup = fc_tam_form(rel, slots[i], options);
+			HeapTuple	tup;
 
+			old = MemoryContextSwitchTo(batch);
+			tup = form_inserted(rel, slots[i], options);
 			MemoryContextSwitchTo(old);
-			ExecStoreHeapTuple(tup, priv[i], true);
+			ExecStoreHeapTuple(tup, priv[i], false);
+			priv[i]->tts_flags |= TTS_FLAG_SHOULDFREE;
 		}
 		heap_multi_insert(rel, priv, nslots, cid, options, bistate);
 		for (int i = 0; i < nslots; i++)
@@ -145,14 +175,16 @@ fc_multi_insert(Relation rel, TupleTableSlot **slots, int nslots, CommandId cid,
 			slots[i]->tts_tid = priv[i]->tts_tid;
 			slots[i]->tts_tableOid = RelationGetRelid(rel);
 			header_to_slot(slots[i], ((HeapTupleTableSlot *) priv[i])->tuple);
-			ExecClearTuple(priv[i]);
 		}
 	}
-	PG_CATCH();
+	PG_FINALLY();
 	{
 		for (int i = 0; i < nslots; i++)
+		{
+			priv[i]->tts_flags &= ~TTS_FLAG_SHOULDFREE;
 			ExecClearTuple(priv[i]);
-		PG_RE_THROW();
+		}
+		MemoryContextReset(batch);
 	}
 	PG_END_TRY();
 }

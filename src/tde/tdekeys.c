@@ -141,6 +141,9 @@ fc_tde_encrypt_ctx(void)
 {
 	const FcTdeGeneration *g;
 
+	/* no look-up per row while the key store is unchanged (its version) */
+	if (enc_slot.ctx != NULL && pg_atomic_read_u64(&fc_shared->version) == cache_version)
+		return &enc_slot;
 	refresh();
 	g = fc_local_tde_generation(0, true);
 	if (g == NULL)
