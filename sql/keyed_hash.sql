@@ -210,7 +210,12 @@ SELECT fieldcrypt.reencrypt_table('part3');
 SELECT fieldcrypt.reencrypt_table('cust_like');
 SELECT fieldcrypt.reencrypt_table('alt');
 SELECT fieldcrypt.reencrypt_table('stats_src');
+-- as a member of fieldcrypt_admin who is not a superuser (and does not own tde_statistic)
+CREATE ROLE kh_admin;
+GRANT fieldcrypt_admin TO kh_admin;
+SET ROLE kh_admin;
 SELECT fieldcrypt.drop_unused_tde_keys() AS dropped_while_keyed_indexes_use_it;
+RESET ROLE;
 SELECT generation FROM fieldcrypt.tde_key_status ORDER BY 1;
 REINDEX TABLE CONCURRENTLY cust;
 REINDEX TABLE CONCURRENTLY part1;
@@ -224,7 +229,9 @@ REINDEX INDEX CONCURRENTLY acct_email_excl;
 \echo :LAST_ERROR_SQLSTATE
 DROP TABLE acct, acct2;
 SELECT DISTINCT attoptions FROM keyed;
+SET ROLE kh_admin;
 SELECT fieldcrypt.drop_unused_tde_keys() AS dropped;
+RESET ROLE;
 SELECT generation FROM fieldcrypt.tde_key_status ORDER BY 1;
 SELECT count(*) AS stats_src_statistics_kept FROM fieldcrypt.pg_stats WHERE tablename = 'stats_src';
 SELECT check_all();
@@ -287,3 +294,4 @@ RESET enable_mergejoin;
 
 \c :regress_db
 DROP DATABASE fc_keyed;
+DROP ROLE kh_admin;

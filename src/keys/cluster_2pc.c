@@ -61,6 +61,7 @@
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
+#include "utils/snapmgr.h"
 
 #include "keys/cluster.h"
 #include "keys/cluster_2pc.h"
@@ -484,6 +485,41 @@ fc_cluster_run_on_workers(const char *sql)
 }
 
 /*
+ * Whether gid is exactly one of ours: prefix (ours, with this coordinator's
+ * system identifier), then <xid>_<node id> in digits and nothing else;
+ * *xid receives the coordinator's transaction id.
+ */
+static bool
+own_gid(const char *gid, const char *prefix, TransactionId *xid)
+{
+	const char *p;
+	const char *digits;
+	unsigned long v;
+
+	if (strncmp(gid, prefix, strlen(prefix)) != 0)
+		return false;
+	p = gid + strlen(prefix);
+	for (int part = 0; part < 2; part++)
+	{
+		digits = p;
+		while (*p >= '0' && *p <= '9')
+			p++;
+		if (p == digits || p - digits > 10)
+			return false;
+		if (part == 0)
+		{
+			v = strtoul(digits, NULL, 10);
+			if (v > PG_UINT32_MAX || !TransactionIdIsNormal((TransactionId) v))
+				return false;
+			*xid = (TransactionId) v;
+			if (*p++ != '_')
+				return false;
+		}
+	}
+	return *p == '\0';
+}
+
+/*
  * Finish what interrupted key changes left prepared on the workers (see the
  * file header).  Returns how many prepared transactions were committed or
  * rolled back.  A node that cannot be reached is skipped with a WARNING
@@ -509,6 +545,7 @@ fc_cluster_recover(bool strict)
 		bool	   *running;
 		Oid			save_user;
 		int			save_sec;
+		SPIPlanPtr	record_plan;
 
 		if (conn == NULL)
 		{
@@ -541,30 +578,49 @@ fc_cluster_recover(bool strict)
 		running = palloc0(sizeof(bool) * (ngids + 1));
 		for (int i = 0; i < ngids; i++)
 		{
-			unsigned long cx;
+			TransactionId cx;
 
+			/*
+			 * Only gids of exactly our form are ours: any login on the
+			 * worker may prepare a transaction under a name that starts
+			 * with the prefix; such names are left alone (never quoted
+			 * into SQL, never in the list of the records' gids).
+			 */
+			if (!own_gid(PQgetvalue(res, i, 0), prefix, &cx))
+				continue;
 			gids[i] = pstrdup(PQgetvalue(res, i, 0));
 			/* judged before the records are read: see the file header */
-			cx = strtoul(gids[i] + strlen(prefix), NULL, 10);
-			running[i] = TransactionIdIsInProgress((TransactionId) cx);
+			running[i] = TransactionIdIsInProgress(cx);
 		}
 		PQclear(res);
 
 		fc_meta_spi_connect(&save_user, &save_sec);
-		for (int i = 0; i < ngids; i++)
 		{
 			Oid			types[1] = {TEXTOID};
-			Datum		values[1] = {CStringGetTextDatum(gids[i])};
+
+			record_plan = SPI_prepare("SELECT 1 FROM " TXN_TABLE " WHERE gid = $1", 1, types);
+			if (record_plan == NULL)
+				elog(ERROR, "could not prepare a query of " TXN_TABLE);
+		}
+		for (int i = 0; i < ngids; i++)
+		{
+			Datum		values[1] = {gids[i] ? CStringGetTextDatum(gids[i]) : (Datum) 0};
 			bool		recorded;
 			char	   *sql;
 
-			if (SPI_execute_with_args("SELECT 1 FROM " TXN_TABLE " WHERE gid = $1",
-									  1, types, values, NULL, false, 1) != SPI_OK_SELECT)
+			/*
+			 * A coordinator transaction still running (this one included)
+			 * has decided nothing yet: its record may still be rolled back.
+			 */
+			if (gids[i] == NULL || running[i])
+				continue;
+			/* the latest snapshot: a record committed after ours began counts */
+			if (SPI_execute_snapshot(record_plan, values, NULL, GetLatestSnapshot(),
+									 InvalidSnapshot, true, false, 1) != SPI_OK_SELECT)
 				elog(ERROR, "could not read " TXN_TABLE);
 			recorded = SPI_processed > 0;
-			if (!recorded && running[i])
-				continue;
-			sql = psprintf("%s PREPARED '%s'", recorded ? "COMMIT" : "ROLLBACK", gids[i]);
+			sql = psprintf("%s PREPARED %s", recorded ? "COMMIT" : "ROLLBACK",
+						   quote_literal_cstr(gids[i]));
 			if (run_simple(conn, sql, &why, &sqlstate))
 			{
 				done++;

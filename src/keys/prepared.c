@@ -230,6 +230,9 @@ fc_prepared_recover(void)
 
 	if (fc_shared == NULL || fc_shared->ring_state != FC_RING_OK)
 		return 0;
+	/* every COMMIT/ROLLBACK PREPARED comes here: no lock when there is nothing */
+	if (fc_prepared_count() == 0)
+		return 0;
 	fd = OpenTransientFile(FC_PREPARED_DIR, O_RDONLY | PG_BINARY);
 	if (fd < 0)
 		return 0;				/* no directory: nothing was ever prepared */
@@ -256,8 +259,13 @@ fc_prepared_recover(void)
 			v = strtoul(de->d_name, &end, 10);
 			if (*end != '\0' || !TransactionIdIsNormal((TransactionId) v))
 			{
-				/* a temporary file of a save that did not finish */
-				if (strcmp(end, ".tmp") == 0)
+				/*
+				 * A temporary file of a save that did not finish; a save
+				 * still running (its PREPARE in progress) keeps its own.
+				 */
+				if (strcmp(end, ".tmp") == 0 &&
+					!(TransactionIdIsNormal((TransactionId) v) &&
+					  TransactionIdIsInProgress((TransactionId) v)))
 					unlink(path);
 				continue;
 			}

@@ -283,19 +283,32 @@ rewrite_table(Oid relid)
 	bool		stats = (relid == fc_tde_stats_table());
 	Relation	rel;
 
-	if (stats)
+	Oid			save_user;
+	int			save_sec;
+
+	if (!stats)
 	{
-		rel = table_open(relid, AccessExclusiveLock);
-		SetMatViewPopulatedState(rel, true);
-		table_close(rel, NoLock);
+		cluster_rel(relid, InvalidOid, &params);
+		CommandCounterIncrement();
+		return;
 	}
+
+	/*
+	 * As the view's owner (the extension's): cluster_rel skips, without a
+	 * word, a relation the current user does not own, and a non-superuser
+	 * member of fieldcrypt_admin may call drop_unused_tde_keys.
+	 */
+	rel = table_open(relid, AccessExclusiveLock);
+	GetUserIdAndSecContext(&save_user, &save_sec);
+	SetUserIdAndSecContext(rel->rd_rel->relowner,
+						   save_sec | SECURITY_LOCAL_USERID_CHANGE | SECURITY_RESTRICTED_OPERATION);
+	SetMatViewPopulatedState(rel, true);
+	table_close(rel, NoLock);
 	cluster_rel(relid, InvalidOid, &params);
-	if (stats)
-	{
-		rel = table_open(relid, AccessExclusiveLock);
-		SetMatViewPopulatedState(rel, false);
-		table_close(rel, NoLock);
-	}
+	rel = table_open(relid, AccessExclusiveLock);
+	SetMatViewPopulatedState(rel, false);
+	table_close(rel, NoLock);
+	SetUserIdAndSecContext(save_user, save_sec);
 	CommandCounterIncrement();
 }
 

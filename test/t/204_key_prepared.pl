@@ -21,7 +21,7 @@ use Test::More;
 use FcNode;
 use FcKeyTest;
 
-my @K = map { "Prep-Marker-K$_-9q!" } 0 .. 6;
+my @K = map { "Prep-Marker-K$_-9q!" } 0 .. 7;
 my $node = FcNode::new_node('prepared');
 $node->append_conf('postgresql.conf', "max_prepared_transactions = 10\nlog_statement = none\n");
 $node->start;
@@ -140,6 +140,23 @@ sql_fails($node, 'k', "BEGIN;\nSELECT fieldcrypt.set_data_encryption_key('Prep-D
 is(scalar prepared_files(), 0, 'the failed PREPARE left no file');
 sql_is($node, 'k', $KEY, $K[6], 'and changed nothing');
 safe_tls($node, 'k', "ROLLBACK PREPARED 'fc_dup'");
+
+# --- a file that cannot be applied does not stop key management ------------------------------------
+# (a committed transaction's file that is damaged: a WARNING at the next key change, which goes on)
+my $donexid = $node->safe_psql('k', 'SELECT txid_current()');
+my $bad = $node->data_dir . "/pg_fieldcrypt/prepared/$donexid";
+open my $bfh, '>', $bad or die "$bad: $!";
+print $bfh 'FCPRdamaged, not a sealed keyring image' x 4;
+close $bfh;
+chmod 0600, $bad;
+system('chown', 'postgres', $bad) == 0 or die 'chown';
+my ($brc, $bout, $berr) = FcNode::psql_tls($node, 'k', "SELECT fieldcrypt.set_data_encryption_key('$K[7]')");
+is($brc, 0, 'a key change succeeds although a prepared file cannot be applied') or diag($berr);
+like($berr, qr/WARNING:  fieldcrypt: could not apply the key change of a committed prepared transaction/,
+	'and says so in a WARNING');
+sql_is($node, 'k', $KEY, $K[7], 'the new key is current');
+ok(-e $bad, 'the damaged file stays for the next try');
+unlink $bad;
 
 # --- no passphrase anywhere -------------------------------------------------------------------------
 sql_is($node, 'k', q{SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%Prep-Marker%' AND pid <> pg_backend_pid()},

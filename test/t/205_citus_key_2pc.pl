@@ -146,6 +146,21 @@ is($w1->safe_psql($DB, 'SELECT string_agg(gid, \',\') FROM pg_prepared_xacts'), 
 	'it rolled back ours (no record, coordinator transaction over) and left the other one alone');
 $w1->safe_psql($DB, "ROLLBACK PREPARED 'someone_else_999'");
 
+# --- a plain login on a worker prepares transactions whose names only look like ours -------------
+safe_tls($co, $DB, 'CREATE ROLE mallory LOGIN');	# Citus creates it on the workers too
+my $mallory = FcNode::tls_connstr($w1, $DB) =~ s/user=\S+/user=mallory/r;
+my @fake = ("fieldcrypt_${sysid}_${oldxid}_1\"", "fieldcrypt_${sysid}_${oldxid}_1''x", "fieldcrypt_${sysid}_${oldxid}_1_2");
+for my $g (@fake)
+{
+	my ($frc, $fout, $ferr) = FcNode::psql_connstr($mallory, "BEGIN; SELECT 1; PREPARE TRANSACTION '$g';");
+	is($frc, 0, "mallory prepared a transaction named $g") or diag($ferr);
+}
+sql_is($co, $DB, 'SELECT fieldcrypt.recover_cluster_key_changes()', '0',
+	'recovery leaves them alone and does not fail (they cannot block key changes)');
+is($w1->safe_psql($DB, 'SELECT count(*) FROM pg_prepared_xacts WHERE owner = \'mallory\''), '3',
+	'mallory\'s three transactions are still prepared');
+$w1->safe_psql($DB, "ROLLBACK PREPARED '$_'") for @fake;	# already quoted for SQL
+
 # --- a node added later gets the current generation through cluster_sync_keys ------------------
 # (before citus_add_node: Citus then creates the shell of the encrypted_heap table ledger on
 # it, which needs an active key; without one citus_add_node fails)
@@ -182,7 +197,9 @@ sql_is($co, $DB, "BEGIN;\nSELECT fieldcrypt.set_data_encryption_key('$K[4]');\nR
 	'a propagated change rolled back on the coordinator');
 sql_is($co, $DB, "BEGIN;\nSAVEPOINT s;\nSELECT fieldcrypt.set_data_encryption_key('$K[4]');\nROLLBACK TO SAVEPOINT s;\nCOMMIT;",
 	"BEGIN\nSAVEPOINT\n\nROLLBACK\nCOMMIT", 'a propagated change inside a savepoint rolled back, the transaction committed');
-sql_is($co, $DB, $STATUS, '4|3|3|3', 'neither changed any node');
+sql_is($co, $DB, "BEGIN;\nSELECT fieldcrypt.set_data_encryption_key('$K[4]');\nSELECT fieldcrypt.recover_cluster_key_changes();\nROLLBACK;",
+	"BEGIN\n\n0\nROLLBACK", 'recovery inside the transaction of a propagated change commits none of it (not decided yet)');
+sql_is($co, $DB, $STATUS, '4|3|3|3', 'none of them changed any node');
 is(join(',', map { $_->safe_psql($DB, $PREPARED) } ($w1, $w2, $w3)), '0,0,0', 'and the workers hold nothing prepared');
 sql_is($w1, $DB, 'SELECT fieldcrypt.retrieve_data_encryption_key()', $K[2], 'worker1 keeps the current key');
 $co->safe_psql('postgres', 'CREATE DATABASE single');
