@@ -93,10 +93,10 @@ typedef struct Prepared
 	char		gid[NAMEDATALEN];
 	char	   *host;
 	int32		port;
+	SubTransactionId subid;		/* the (sub)transaction that prepared it */
 } Prepared;
 
 static List *prepared = NIL;	/* of Prepared *, in TopTransactionContext */
-static SubTransactionId prepared_subid = InvalidSubTransactionId;
 static bool registered = false;
 
 static void xact_callback(XactEvent event, void *arg);
@@ -108,6 +108,7 @@ static PGconn *connect_node(const WorkerNode *n, char **why);
 static char *remote_error(PGconn *conn, PGresult *res, char **sqlstate);
 static bool run_simple(PGconn *conn, const char *sql, char **why, char **sqlstate);
 static void finish_all(bool commit);
+static void finish_some(bool commit, SubTransactionId subid, int from);
 static void record_gid(const char *gid, const WorkerNode *n);
 static void key_change_on(List *nodes, const FcDbKeys *e, const char *pass);
 
@@ -261,7 +262,20 @@ record_gid(const char *gid, const WorkerNode *n)
 static void
 finish_all(bool commit)
 {
+	finish_some(commit, InvalidSubTransactionId, 0);
+}
+
+/*
+ * COMMIT or ROLLBACK PREPARED the workers' transactions from position from
+ * of the list on, of subtransaction subid only unless it is invalid; the
+ * others stay in the list.
+ */
+static void
+finish_some(bool commit, SubTransactionId subid, int from)
+{
 	ListCell   *lc;
+	List	   *keep = NIL;
+	MemoryContext old = MemoryContextSwitchTo(TopTransactionContext);
 
 	foreach(lc, prepared)
 	{
@@ -269,6 +283,12 @@ finish_all(bool commit)
 		char	   *sql;
 		PGresult   *res = NULL;
 
+		if (foreach_current_index(lc) < from ||
+			(subid != InvalidSubTransactionId && p->subid != subid))
+		{
+			keep = lappend(keep, p);
+			continue;
+		}
 		if (commit && fc_test_cluster_skip_commit_prepared)
 		{
 			PQfinish(p->conn);
@@ -287,8 +307,8 @@ finish_all(bool commit)
 		PQclear(res);
 		PQfinish(p->conn);
 	}
-	prepared = NIL;
-	prepared_subid = InvalidSubTransactionId;
+	prepared = keep;
+	MemoryContextSwitchTo(old);
 }
 
 /* Finish the workers' transactions with the coordinator's own. */
@@ -321,12 +341,20 @@ static void
 subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 				 SubTransactionId parentSubid, void *arg)
 {
-	if (prepared == NIL || prepared_subid != mySubid)
+	ListCell   *lc;
+
+	if (prepared == NIL)
 		return;
 	if (event == SUBXACT_EVENT_ABORT_SUB)
-		finish_all(false);
+		finish_some(false, mySubid, 0);
 	else if (event == SUBXACT_EVENT_COMMIT_SUB)
-		prepared_subid = parentSubid;
+		foreach(lc, prepared)
+		{
+			Prepared   *p = (Prepared *) lfirst(lc);
+
+			if (p->subid == mySubid)
+				p->subid = parentSubid;
+		}
 }
 
 /*
@@ -351,6 +379,7 @@ key_change_on(List *nodes, const FcDbKeys *e, const char *pass)
 	char	   *doc;
 	uint64		sysid = GetSystemIdentifier();
 	TransactionId xid;
+	int			first;
 
 	if (!registered)
 	{
@@ -360,6 +389,7 @@ key_change_on(List *nodes, const FcDbKeys *e, const char *pass)
 	}
 	doc = fc_key_generations_document(e);
 	xid = GetTopTransactionId();
+	first = list_length(prepared);	/* a failure rolls back this call's only */
 
 	foreach(lc, nodes)
 	{
@@ -390,7 +420,7 @@ key_change_on(List *nodes, const FcDbKeys *e, const char *pass)
 		{
 			if (conn)
 				PQfinish(conn);
-			finish_all(false);
+			finish_some(false, InvalidSubTransactionId, first);
 			ereport(ERROR,
 					(sqlstate ? errcode(MAKE_SQLSTATE(sqlstate[0], sqlstate[1], sqlstate[2],
 													  sqlstate[3], sqlstate[4]))
@@ -408,8 +438,7 @@ key_change_on(List *nodes, const FcDbKeys *e, const char *pass)
 			strlcpy(p->gid, gid, sizeof(p->gid));
 			p->host = pstrdup(n->host);
 			p->port = n->port;
-			if (prepared == NIL)
-				prepared_subid = GetCurrentSubTransactionId();
+			p->subid = GetCurrentSubTransactionId();
 			prepared = lappend(prepared, p);
 			MemoryContextSwitchTo(old);
 		}

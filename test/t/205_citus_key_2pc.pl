@@ -32,7 +32,7 @@ use FcCitus;
 
 FcCitus::skip_unless_citus();
 
-my @K = map { "Citus-2pc-Marker-K$_-7x!" } 0 .. 4;
+my @K = map { "Citus-2pc-Marker-K$_-7x!" } 0 .. 5;
 my $c = FcCitus::new_cluster(workers => 2);
 my $co = $c->{coord};
 my ($w1, $w2) = @{ $c->{workers} };
@@ -208,6 +208,16 @@ sql_fails($co, 'single', 'SELECT fieldcrypt.recover_cluster_key_changes()', '550
 	'this database is not the coordinator of a Citus cluster', 'recovery outside a Citus coordinator');
 sql_fails($w1, $DB, 'SELECT fieldcrypt.recover_cluster_key_changes()', '55000',
 	'this database is not the coordinator of a Citus cluster', 'recovery on a worker');
+
+# --- a second propagation that fails in a savepoint leaves the first one's workers prepared ----------
+# (cluster_sync_keys after a key change in one transaction: its gids are the change's, the workers
+# refuse them; rolling back to the savepoint must not roll back the change's prepared transactions)
+my ($src, $sout, $serr) = FcNode::psql_tls($co, $DB, "\\set ON_ERROR_STOP off\n\\set QUIET on\nBEGIN;\nSELECT fieldcrypt.set_data_encryption_key('$K[5]');\n"
+	  . "SAVEPOINT s;\nSELECT fieldcrypt.cluster_sync_keys();\nROLLBACK TO SAVEPOINT s;\nCOMMIT;");
+like($serr, qr/could not change the data encryption key on node/, 'the second propagation failed in its savepoint')
+  or diag("rc $src: $serr");
+sql_is($co, $DB, $STATUS, '4|3|4|4', 'the change committed reached every node: generation 4 current everywhere (worker3 still lacks 1 and 2)');
+is(join(',', map { $_->safe_psql($DB, $PREPARED) } ($w1, $w2, $w3)), '0,0,0', 'and nothing stays prepared');
 
 # --- no passphrase on any node ----------------------------------------------------------------------
 my @logs = map { slurp_file($_->logfile) } FcCitus::nodes($c);
