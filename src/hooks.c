@@ -313,27 +313,13 @@ run_rebuilding(PlannedStmt *pstmt, const char *queryString,
 /*
  * After COMMIT PREPARED or ROLLBACK PREPARED: apply (or remove) the key
  * change the prepared transaction sealed (keys/prepared.c).  The
- * transaction is decided already, so a failure is a WARNING: the next key
- * change, fieldcrypt.recover_cluster_key_changes() or the next start
- * applies it.
+ * transaction is decided already, so a failure is a WARNING.
  */
 static void
 finish_prepared_key_change(void)
 {
-	MemoryContext cxt = CurrentMemoryContext;
-
-	if (fc_test_prepared_skip_apply)
-		return;
-	PG_TRY();
-	{
-		(void) fc_prepared_recover();
-	}
-	PG_CATCH();
-	{
-		fc_demote_error(cxt, "fieldcrypt: could not apply the key change of a committed prepared transaction",
-						"The next key change, fieldcrypt.recover_cluster_key_changes() or the next server start applies it.");
-	}
-	PG_END_TRY();
+	if (!fc_test_prepared_skip_apply)
+		fc_prepared_recover_or_warn();
 }
 
 /* Restrict DDL on encrypted columns; forget a dropped database's keys. */

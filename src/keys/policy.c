@@ -15,7 +15,6 @@
 #include "postgres.h"
 
 #include "access/genam.h"
-#include "access/xact.h"
 #include "access/table.h"
 #include "catalog/indexing.h"
 #include "catalog/pg_class.h"
@@ -32,8 +31,6 @@
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
 #include "utils/lsyscache.h"
-#include "utils/memutils.h"
-#include "utils/resowner.h"
 #include "utils/syscache.h"
 
 #include "keys/keystate.h"
@@ -252,44 +249,6 @@ fc_db_is_active(void)
 }
 
 /*
- * Apply the key changes of committed prepared transactions (prepared.c),
- * holding the change lock.  A file that cannot be applied stays for the
- * next try and is a WARNING here, so that it cannot stop key management:
- * its work is undone by a subtransaction.
- */
-static void
-recover_prepared(void)
-{
-	MemoryContext cxt = CurrentMemoryContext;
-	ResourceOwner owner = CurrentResourceOwner;
-
-	BeginInternalSubTransaction(NULL);
-	PG_TRY();
-	{
-		(void) fc_prepared_recover();
-		ReleaseCurrentSubTransaction();
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		ereport(WARNING,
-				(errcode(edata->sqlerrcode),
-				 errmsg("fieldcrypt: could not apply the key change of a committed prepared transaction: %s",
-						edata->message),
-				 errhint("It is tried again at the next key change and at the next server start.")));
-		FreeErrorData(edata);
-	}
-	PG_END_TRY();
-	MemoryContextSwitchTo(cxt);
-	CurrentResourceOwner = owner;
-}
-
-/*
  * Try the cluster-wide key change lock without waiting (DROP DATABASE
  * cleanup).  Whoever gets it first applies the key changes of prepared
  * transactions that committed (prepared.c), so that no change starts from
@@ -303,7 +262,7 @@ fc_try_change_lock(void)
 	SET_LOCKTAG_ADVISORY(tag, InvalidOid, 0, 0, LOCK_FIELD4);
 	if (LockAcquire(&tag, ExclusiveLock, false, true) == LOCKACQUIRE_NOT_AVAIL)
 		return false;
-	recover_prepared();
+	fc_prepared_recover_or_warn();
 	return true;
 }
 
@@ -320,5 +279,5 @@ fc_acquire_change_lock(void)
 				 errmsg("a data encryption key change is already in progress"),
 				 errdetail("Only one key change can run at a time in the cluster."),
 				 errhint("Retry when the other key change has finished.")));
-	recover_prepared();
+	fc_prepared_recover_or_warn();
 }

@@ -295,6 +295,45 @@ fc_prepared_recover(void)
 	return applied;
 }
 
+/*
+ * fc_prepared_recover, where its failure must not fail the caller (after
+ * COMMIT/ROLLBACK PREPARED, whose transaction is decided; under the key
+ * change lock, so that one bad file cannot stop key management): its work
+ * is undone by a subtransaction, a WARNING says so, and the file stays for
+ * the next try.
+ */
+void
+fc_prepared_recover_or_warn(void)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+
+	BeginInternalSubTransaction(NULL);
+	PG_TRY();
+	{
+		(void) fc_prepared_recover();
+		ReleaseCurrentSubTransaction();
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		ereport(WARNING,
+				(errcode(edata->sqlerrcode),
+				 errmsg("fieldcrypt: could not apply the key change of a committed prepared transaction: %s",
+						edata->message),
+				 errhint("The next key change, fieldcrypt.recover_cluster_key_changes() or the next server start applies it.")));
+		FreeErrorData(edata);
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(cxt);
+	CurrentResourceOwner = owner;
+}
+
 /* How many prepared key changes are waiting (files in the directory). */
 int
 fc_prepared_count(void)

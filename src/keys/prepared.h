@@ -20,6 +20,7 @@ extern bool fc_test_prepared_skip_apply;
 extern void fc_prepared_save(Oid dboid, const FcDbKeys *entry);
 extern void fc_prepared_saved_done(bool keep);
 extern int	fc_prepared_recover(void);
+extern void fc_prepared_recover_or_warn(void);
 extern int	fc_prepared_count(void);
 extern void fc_prepared_register_worker(void);
 
