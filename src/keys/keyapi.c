@@ -50,6 +50,7 @@
 #include "utils/syscache.h"
 #include "utils/timestamp.h"
 
+#include "keys/cluster.h"
 #include "keys/cluster_2pc.h"
 #include "keys/keyapi.h"
 #include "keys/keyring.h"
@@ -597,6 +598,12 @@ fieldcrypt_cluster_key_location(PG_FUNCTION_ARGS)
  * fieldcrypt._activate_on_create(): run by the extension script.  Unless
  * fieldcrypt.auto_activate is off, activates encryption with a random
  * system-generated passphrase, as a new Dynamics organization gets.
+ *
+ * Not when Citus creates the extension on this node from another one (a
+ * CREATE EXTENSION propagated from the coordinator, or the objects Citus
+ * copies to a node it adds): the node takes the coordinator's generations
+ * (cluster_sync_keys() or the coordinator's next key change), which a
+ * random generation 1 of its own would make it refuse.
  */
 Datum
 fieldcrypt_activate_on_create(PG_FUNCTION_ARGS)
@@ -608,7 +615,7 @@ fieldcrypt_activate_on_create(PG_FUNCTION_ARGS)
 	int			n;
 	TimestampTz now = GetCurrentTransactionStartTimestamp();
 
-	if (!fc_auto_activate)
+	if (!fc_auto_activate || fc_citus_peer_session())
 		PG_RETURN_VOID();
 	fc_check_ring_usable();
 	check_no_pending();

@@ -47,6 +47,7 @@
 #include "storage/procarray.h"
 #include "utils/timestamp.h"
 
+#include "keys/cluster.h"
 #include "keys/policy.h"
 #include "keys/rotstate.h"
 #include "tde/tam.h"
@@ -105,7 +106,11 @@ fc_tde_require_active(void)
 				 errmsg("data encryption is not active in database \"%s\"",
 						get_database_name(MyDatabaseId)),
 				 errdetail("encrypted_heap tables need the database's data encryption to be active."),
-				 errhint("An administrator must call fieldcrypt.set_data_encryption_key(key) over TLS.")));
+				 fc_citus_peer_session()
+				 ? errhint("This node takes its key from the Citus coordinator: create the extension here "
+						   "with fieldcrypt.auto_activate = off, run fieldcrypt.cluster_sync_keys('host', port) "
+						   "on the coordinator, then add the node.")
+				 : errhint("An administrator must call fieldcrypt.set_data_encryption_key(key) over TLS.")));
 }
 
 /* Give the database its first TDE key if it has none. */
