@@ -161,10 +161,11 @@ RESET enable_seqscan;
 -- HOT updates: an UPDATE that changes no indexed column's plaintext is HOT,
 -- as on heap (fieldcrypt compares plaintexts; the stored bytes always differ);
 -- one that changes an indexed column, or a column an expression or partial
--- index reads, is not.  Counted within a transaction for each table.
+-- index reads, is not.  Counted within a transaction for each table.  Autovacuum
+-- is off on both: its pin on a page would stop the pruning that makes room for HOT.
 --
-CREATE TABLE hot_h (id int PRIMARY KEY, k int, v text, w text, p int) USING heap WITH (fillfactor = 50);
-CREATE TABLE hot_e (id int PRIMARY KEY, k int, v text, w text, p int) USING encrypted_heap WITH (fillfactor = 50);
+CREATE TABLE hot_h (id int PRIMARY KEY, k int, v text, w text, p int) USING heap WITH (fillfactor = 50, autovacuum_enabled = off);
+CREATE TABLE hot_e (id int PRIMARY KEY, k int, v text, w text, p int) USING encrypted_heap WITH (fillfactor = 50, autovacuum_enabled = off);
 CREATE INDEX ON hot_h (k); CREATE INDEX ON hot_h (lower(w)); CREATE INDEX ON hot_h (id) WHERE p > 0;
 CREATE INDEX ON hot_e (k); CREATE INDEX ON hot_e (lower(w)); CREATE INDEX ON hot_e (id) WHERE p > 0;
 INSERT INTO hot_h SELECT g, g % 10, 'v' || g, 'W' || g, g % 2 FROM generate_series(1, 200) g;
