@@ -78,13 +78,8 @@ bool		fc_test_cluster_skip_commit_prepared = false;
 PG_FUNCTION_INFO_V1(fieldcrypt_recover_cluster_key_changes);
 PG_FUNCTION_INFO_V1(fieldcrypt_cluster_sync_keys);
 
-/* One worker node of pg_dist_node. */
-typedef struct WorkerNode
-{
-	int32		nodeid;
-	char	   *host;
-	int32		port;
-} WorkerNode;
+/* One worker node of pg_dist_node (cluster_2pc.h). */
+typedef FcClusterNode WorkerNode;
 
 /* One worker prepared by this transaction. */
 typedef struct Prepared
@@ -102,19 +97,14 @@ static bool registered = false;
 static void xact_callback(XactEvent event, void *arg);
 static void subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 							 SubTransactionId parentSubid, void *arg);
-static bool is_coordinator(void);
-static List *worker_nodes(void);
-static PGconn *connect_node(const WorkerNode *n, char **why);
-static char *remote_error(PGconn *conn, PGresult *res, char **sqlstate);
-static bool run_simple(PGconn *conn, const char *sql, char **why, char **sqlstate);
 static void finish_all(bool commit);
 static void finish_some(bool commit, SubTransactionId subid, int from);
 static void record_gid(const char *gid, const WorkerNode *n);
 static void key_change_on(List *nodes, const FcDbKeys *e, const char *pass);
 
 /* Is Citus here and this node its coordinator (SPI, as the caller)? */
-static bool
-is_coordinator(void)
+bool
+fc_cluster_is_coordinator(void)
 {
 	bool		result = false;
 	bool		isnull;
@@ -131,8 +121,8 @@ is_coordinator(void)
 }
 
 /* The active primary workers of pg_dist_node, in the caller's memory context. */
-static List *
-worker_nodes(void)
+List *
+fc_cluster_worker_nodes(void)
 {
 	List	   *nodes = NIL;
 	MemoryContext cxt = CurrentMemoryContext;
@@ -181,8 +171,8 @@ ignore_notice(void *arg, const char *message)
 }
 
 /* Connect to node n as the current user, in the current database; NULL and *why on failure. */
-static PGconn *
-connect_node(const WorkerNode *n, char **why)
+PGconn *
+fc_cluster_connect_node(const WorkerNode *n, char **why)
 {
 	StringInfoData ci;
 	const char *extra = GetConfigOption("citus.node_conninfo", true, false);
@@ -211,8 +201,8 @@ connect_node(const WorkerNode *n, char **why)
 }
 
 /* The primary message of a failed command (and its SQLSTATE), or the connection's error. */
-static char *
-remote_error(PGconn *conn, PGresult *res, char **sqlstate)
+char *
+fc_cluster_remote_error(PGconn *conn, PGresult *res, char **sqlstate)
 {
 	const char *msg = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
 	const char *st = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
@@ -222,15 +212,15 @@ remote_error(PGconn *conn, PGresult *res, char **sqlstate)
 }
 
 /* Run one command without parameters; false with *why (and *sqlstate) on failure. */
-static bool
-run_simple(PGconn *conn, const char *sql, char **why, char **sqlstate)
+bool
+fc_cluster_run_simple(PGconn *conn, const char *sql, char **why, char **sqlstate)
 {
 	PGresult   *res = PQexec(conn, sql);
 	bool		ok = res && (PQresultStatus(res) == PGRES_COMMAND_OK ||
 							 PQresultStatus(res) == PGRES_TUPLES_OK);
 
 	if (!ok)
-		*why = remote_error(conn, res, sqlstate);
+		*why = fc_cluster_remote_error(conn, res, sqlstate);
 	PQclear(res);
 	return ok;
 }
@@ -365,10 +355,10 @@ subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 void
 fc_cluster_key_change(const FcDbKeys *e, const char *pass)
 {
-	if (!is_coordinator())
+	if (!fc_cluster_is_coordinator())
 		return;
 	(void) fc_cluster_recover(false);
-	key_change_on(worker_nodes(), e, pass);
+	key_change_on(fc_cluster_worker_nodes(), e, pass);
 }
 
 /* Prepare the key change e on every node of nodes, or ERROR (see above). */
@@ -396,13 +386,13 @@ key_change_on(List *nodes, const FcDbKeys *e, const char *pass)
 		WorkerNode	   *n = (WorkerNode *) lfirst(lc);
 		char	   *why = NULL;
 		char	   *sqlstate = NULL;
-		PGconn	   *conn = connect_node(n, &why);
+		PGconn	   *conn = fc_cluster_connect_node(n, &why);
 		char		gid[NAMEDATALEN];
 		bool		ok = conn != NULL;
 
 		snprintf(gid, sizeof(gid), GID_PREFIX UINT64_FORMAT "_%u_%d", sysid, xid, n->nodeid);
 		if (ok)
-			ok = run_simple(conn, "BEGIN", &why, &sqlstate);
+			ok = fc_cluster_run_simple(conn, "BEGIN", &why, &sqlstate);
 		if (ok)
 		{
 			const char *values[2] = {doc, pass};
@@ -411,11 +401,11 @@ key_change_on(List *nodes, const FcDbKeys *e, const char *pass)
 
 			ok = res && PQresultStatus(res) == PGRES_TUPLES_OK;
 			if (!ok)
-				why = remote_error(conn, res, &sqlstate);
+				why = fc_cluster_remote_error(conn, res, &sqlstate);
 			PQclear(res);
 		}
 		if (ok)
-			ok = run_simple(conn, psprintf("PREPARE TRANSACTION '%s'", gid), &why, &sqlstate);
+			ok = fc_cluster_run_simple(conn, psprintf("PREPARE TRANSACTION '%s'", gid), &why, &sqlstate);
 		if (!ok)
 		{
 			if (conn)
@@ -444,73 +434,6 @@ key_change_on(List *nodes, const FcDbKeys *e, const char *pass)
 		}
 		record_gid(gid, n);
 	}
-}
-
-/*
- * On a Citus coordinator: run sql (a key function without parameters, e.g.
- * rotate_tde_key()) on every worker, each in its own transaction.  It first
- * connects to every worker, so a node that cannot be reached fails the call
- * (08006, naming it) before any node ran it.  A node that refuses the
- * command fails the call too, naming it; the nodes before it keep what
- * they did (for TDE keys that is harmless: they are per node).  No-op
- * elsewhere.
- */
-void
-fc_cluster_run_on_workers(const char *sql)
-{
-	List	   *nodes;
-	PGconn	  **conns;
-	int			n = 0;
-	ListCell   *lc;
-
-	if (!is_coordinator())
-		return;
-	nodes = worker_nodes();
-	conns = palloc0(sizeof(PGconn *) * (list_length(nodes) + 1));
-	foreach(lc, nodes)
-	{
-		WorkerNode *w = (WorkerNode *) lfirst(lc);
-		char	   *why = NULL;
-
-		conns[n] = connect_node(w, &why);
-		if (conns[n] == NULL)
-		{
-			for (int i = 0; i < n; i++)
-				PQfinish(conns[i]);
-			ereport(ERROR,
-					(errcode(ERRCODE_CONNECTION_FAILURE),
-					 errmsg("could not change the data encryption key on node %s:%d", w->host, w->port),
-					 errdetail("Nothing was changed on any node. The node reported: %s", why),
-					 errhint("Every active worker of the Citus cluster must take the change; "
-							 "fix that node or remove it from the cluster, then retry.")));
-		}
-		n++;
-	}
-	n = 0;
-	foreach(lc, nodes)
-	{
-		WorkerNode *w = (WorkerNode *) lfirst(lc);
-		char	   *why = NULL;
-		char	   *sqlstate = NULL;
-		int			done = n;
-
-		if (!run_simple(conns[n], sql, &why, &sqlstate))
-		{
-			for (int i = 0; i < list_length(nodes); i++)
-				PQfinish(conns[i]);
-			ereport(ERROR,
-					(sqlstate ? errcode(MAKE_SQLSTATE(sqlstate[0], sqlstate[1], sqlstate[2],
-													  sqlstate[3], sqlstate[4]))
-					 : errcode(ERRCODE_CONNECTION_FAILURE),
-					 errmsg("could not change the data encryption key on node %s:%d", w->host, w->port),
-					 errdetail("%d worker(s) before it took the change; this node did not. "
-							   "The node reported: %s", done, why),
-					 errhint("Fix that node and run the same function on the coordinator again.")));
-		}
-		n++;
-	}
-	for (int i = 0; i < n; i++)
-		PQfinish(conns[i]);
 }
 
 /*
@@ -557,7 +480,7 @@ own_gid(const char *gid, const char *prefix, TransactionId *xid)
 int
 fc_cluster_recover(bool strict)
 {
-	List	   *nodes = worker_nodes();
+	List	   *nodes = fc_cluster_worker_nodes();
 	ListCell   *lc;
 	char	   *prefix = psprintf(GID_PREFIX UINT64_FORMAT "_", GetSystemIdentifier());
 	int			done = 0;
@@ -567,7 +490,7 @@ fc_cluster_recover(bool strict)
 		WorkerNode	   *n = (WorkerNode *) lfirst(lc);
 		char	   *why = NULL;
 		char	   *sqlstate = NULL;
-		PGconn	   *conn = connect_node(n, &why);
+		PGconn	   *conn = fc_cluster_connect_node(n, &why);
 		PGresult   *res;
 		int			ngids;
 		char	  **gids;
@@ -593,7 +516,7 @@ fc_cluster_recover(bool strict)
 		}
 		if (PQresultStatus(res) != PGRES_TUPLES_OK)
 		{
-			why = remote_error(conn, res, &sqlstate);
+			why = fc_cluster_remote_error(conn, res, &sqlstate);
 			PQclear(res);
 			PQfinish(conn);
 			ereport(strict ? ERROR : WARNING,
@@ -650,7 +573,7 @@ fc_cluster_recover(bool strict)
 			recorded = SPI_processed > 0;
 			sql = psprintf("%s PREPARED %s", recorded ? "COMMIT" : "ROLLBACK",
 						   quote_literal_cstr(gids[i]));
-			if (run_simple(conn, sql, &why, &sqlstate))
+			if (fc_cluster_run_simple(conn, sql, &why, &sqlstate))
 			{
 				done++;
 				ereport(LOG,
@@ -702,7 +625,7 @@ Datum
 fieldcrypt_recover_cluster_key_changes(PG_FUNCTION_ARGS)
 {
 	fc_require_role(FC_ADMIN_ROLE, "recover key changes");
-	if (!is_coordinator())
+	if (!fc_cluster_is_coordinator())
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("this database is not the coordinator of a Citus cluster"),
@@ -733,7 +656,7 @@ fieldcrypt_cluster_sync_keys(PG_FUNCTION_ARGS)
 
 	fc_require_role(FC_ADMIN_ROLE, "synchronize the keys of a Citus cluster");
 	fc_require_tls("fieldcrypt.cluster_sync_keys");
-	if (!is_coordinator())
+	if (!fc_cluster_is_coordinator())
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("this database is not the coordinator of a Citus cluster"),
@@ -759,7 +682,7 @@ fieldcrypt_cluster_sync_keys(PG_FUNCTION_ARGS)
 		if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
 		{
 			(void) fc_cluster_recover(false);
-			key_change_on(worker_nodes(), one, cur->passphrase);
+			key_change_on(fc_cluster_worker_nodes(), one, cur->passphrase);
 		}
 		else
 		{

@@ -11,13 +11,30 @@
 #ifndef FIELDCRYPT_CLUSTER_2PC_H
 #define FIELDCRYPT_CLUSTER_2PC_H
 
+#include "libpq-fe.h"
+#include "nodes/pg_list.h"
+
 #include "keys/keystate.h"
+
+/* One active primary worker of pg_dist_node (host and port as Citus has them). */
+typedef struct FcClusterNode
+{
+	int32		nodeid;
+	char	   *host;
+	int32		port;
+} FcClusterNode;
 
 /* setting (guc.c registers it) */
 extern bool fc_test_cluster_skip_commit_prepared;
 
 extern void fc_cluster_key_change(const FcDbKeys *e, const char *pass);
 extern int	fc_cluster_recover(bool strict);
-extern void fc_cluster_run_on_workers(const char *sql);
+
+/* helpers, also for cluster_tenant.c */
+extern bool fc_cluster_is_coordinator(void);
+extern List *fc_cluster_worker_nodes(void);
+extern PGconn *fc_cluster_connect_node(const FcClusterNode *n, char **why);
+extern char *fc_cluster_remote_error(PGconn *conn, PGresult *res, char **sqlstate);
+extern bool fc_cluster_run_simple(PGconn *conn, const char *sql, char **why, char **sqlstate);
 
 #endif

@@ -684,3 +684,18 @@ fc_keyring_write_image(const char *path, const uint8 *image, size_t len)
 				 errmsg("could not close file \"%s\": %m", tmp)));
 	durable_rename(tmp, path, ERROR);
 }
+
+/*
+ * ERROR unless this server can write a new keyring file (the directory of
+ * FC_KEYRING_FILE): a key change checks it before it changes anything, so
+ * that a Citus coordinator learns it from every node before any applies.
+ */
+void
+fc_keyring_check_writable(void)
+{
+	if (access(FC_KEYRING_DIR, W_OK | X_OK) != 0)
+		ereport(ERROR,
+				(errcode_for_file_access(),
+				 errmsg("cannot write the keyring directory \"%s\": %m", FC_KEYRING_DIR),
+				 errhint("The data directory's \"%s\" must be writable by the server.", FC_KEYRING_DIR)));
+}

@@ -44,6 +44,7 @@ extern FcRingState fc_keyring_unseal(const uint8 *kek, const uint8 *image, size_
 									 const char *what, char *why, size_t whylen);
 extern uint8 *fc_keyring_seal(const uint8 *kek, const FcDbKeys *dbs, int n, size_t *len);
 extern void fc_keyring_write_image(const char *path, const uint8 *image, size_t len);
+extern void fc_keyring_check_writable(void);
 extern bool fc_run_command(const char *command, const char *name, char *out, size_t outsize,
 						   size_t *outlen, char *why, size_t whylen);
 

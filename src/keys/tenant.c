@@ -466,24 +466,23 @@ hsm_wrap_checked(TenantInfo *ti, FcPkey *pub, uint8 *kek)
 	explicit_bzero(check, sizeof(check));
 }
 
-/* Switch to an RSA key pair held in an HSM; it must unwrap what we wrap. */
-char *
-fc_tenant_install_hsm(const char *module, const char *token, const char *label)
+/*
+ * The public key of the HSM key label in token of module, checked (names
+ * not too long, key found, RSA of an allowed size), or ERROR.  A key change
+ * checks it before anything changes (tenantapi.c), then installs it.
+ */
+FcPkey *
+fc_tenant_hsm_key(const char *module, const char *token, const char *label)
 {
-	TenantInfo	ti = {0};
-	uint8		kek[FC_KEY_LEN];
+	TenantInfo	ti;
 	FcPkey	   *pub;
 	char		why[512];
-	char	   *id;
 
 	if (strlen(module) >= sizeof(ti.module) || strlen(token) > 32 ||
 		strlen(label) >= sizeof(ti.label))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("module path, token label or key label is too long")));
-	strlcpy(ti.module, module, sizeof(ti.module));
-	strlcpy(ti.token, token, sizeof(ti.token));
-	strlcpy(ti.label, label, sizeof(ti.label));
 	if (!fc_hsm_public_key(module, token, label, &pub, why, sizeof(why)))
 		ereport(ERROR,
 				(errcode(ERRCODE_SYSTEM_ERROR),
@@ -500,6 +499,21 @@ fc_tenant_install_hsm(const char *module, const char *token, const char *label)
 				 errdetail("A tenant key must be an RSA key of %d to %d bits.",
 						   FC_RSA_MIN_BITS, FC_RSA_MAX_BITS)));
 	}
+	return pub;
+}
+
+/* Switch to an RSA key pair held in an HSM; it must unwrap what we wrap. */
+char *
+fc_tenant_install_hsm(const char *module, const char *token, const char *label)
+{
+	TenantInfo	ti = {0};
+	uint8		kek[FC_KEY_LEN];
+	FcPkey	   *pub = fc_tenant_hsm_key(module, token, label);
+	char	   *id;
+
+	strlcpy(ti.module, module, sizeof(ti.module));
+	strlcpy(ti.token, token, sizeof(ti.token));
+	strlcpy(ti.label, label, sizeof(ti.label));
 	ti.mode = FC_TENANT_HSM;
 	ti.installed_at = GetCurrentTimestamp();
 	PG_TRY();

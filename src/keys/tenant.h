@@ -57,6 +57,7 @@ extern uint8 *fc_tenant_seal_image(const FcDbKeys *dbs, int n, size_t *len);
 
 /* changes, for tenantapi.c; each returns the new key id */
 extern char *fc_tenant_install_pfx(FcPkey *key, time_t not_before);
+extern FcPkey *fc_tenant_hsm_key(const char *module, const char *token, const char *label);
 extern char *fc_tenant_install_hsm(const char *module, const char *token, const char *label);
 extern char *fc_tenant_install_generated(void);
 extern char *fc_tenant_install_default(void);

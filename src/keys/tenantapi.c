@@ -13,6 +13,11 @@
  *	  a database key change.  Every check runs before anything is written:
  *	  a refusal changes nothing.
  *
+ *	  On a Citus coordinator each change, once its own checks passed, is
+ *	  checked on every worker by fieldcrypt._tenant_key_check (the same
+ *	  checks, nothing written), then applied on every worker, then here
+ *	  (cluster_tenant.c): a refusal anywhere changes nothing anywhere.
+ *
  *	  The PFX password is registered for log redaction before any check
  *	  can fail; the statement text, with its literals, is redacted by the
  *	  write-only hooks like any call of a volatile extension function.
@@ -34,6 +39,7 @@
 #include "utils/timestamp.h"
 #include "utils/varlena.h"
 
+#include "keys/cluster_tenant.h"
 #include "keys/policy.h"
 #include "keys/keyring.h"
 #include "keys/keystore.h"
@@ -46,11 +52,16 @@ PG_FUNCTION_INFO_V1(fieldcrypt_use_hsm_tenant_key);
 PG_FUNCTION_INFO_V1(fieldcrypt_generate_tenant_key);
 PG_FUNCTION_INFO_V1(fieldcrypt_revert_tenant_key);
 PG_FUNCTION_INFO_V1(fieldcrypt_tenant_key_status);
+PG_FUNCTION_INFO_V1(fieldcrypt_tenant_key_check);
 
 static void check_change_allowed(const char *fname);
 static Datum report_change(const char *mode, char *id);
 static void refuse_pfx(FcPfxResult res, const char *keytype);
 static bool module_allowed(const char *module);
+static FcPkey *pfx_checked(FunctionCallInfo fcinfo, int argpfx, int argpw, char **password,
+						   time_t *not_before);
+static void hsm_checked(FunctionCallInfo fcinfo, int arg, char **module, char **token,
+						char **label);
 
 /* Checks shared by every tenant key change, in the order they apply. */
 static void
@@ -65,6 +76,7 @@ check_change_allowed(const char *fname)
 				 errhint("Change it on the primary; standbys follow through WAL.")));
 	PreventInTransactionBlock(true, fname);
 	fc_check_ring_usable();
+	fc_keyring_check_writable();
 	if (!fc_try_change_lock())
 		ereport(ERROR,
 				(errcode(ERRCODE_LOCK_NOT_AVAILABLE),
@@ -161,42 +173,67 @@ refuse_pfx(FcPfxResult res, const char *keytype)
 }
 
 /*
+ * The checks of an upload, on the arguments argpfx and argpw of fcinfo:
+ * the password registered for redaction, the change allowed, the PKCS#12
+ * file parsed into a usable key pair (returned; *password, still to be
+ * zeroed by the caller, and *not_before set), or ERROR.
+ */
+static FcPkey *
+pfx_checked(FunctionCallInfo fcinfo, int argpfx, int argpw, char **password, time_t *not_before)
+{
+	bytea	   *pfx;
+	FcPkey	   *key = NULL;
+	char		keytype[64];
+	FcPfxResult res;
+
+	*password = NULL;
+	if (!PG_ARGISNULL(argpw))
+	{
+		*password = text_to_cstring(PG_GETARG_TEXT_PP(argpw));
+		fc_register_secret(*password, strlen(*password));
+	}
+	fc_redact_activity();
+	check_change_allowed("fieldcrypt.upload_tenant_key()");
+	if (PG_ARGISNULL(argpfx) || *password == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("the PKCS#12 file and its password must not be null")));
+	pfx = PG_GETARG_BYTEA_PP(argpfx);
+	res = fc_pfx_read((const uint8 *) VARDATA_ANY(pfx), VARSIZE_ANY_EXHDR(pfx), *password,
+					  &key, not_before, keytype, sizeof(keytype));
+	if (res != FC_PFX_OK)
+	{
+		explicit_bzero(*password, strlen(*password));
+		refuse_pfx(res, keytype);
+	}
+	return key;
+}
+
+/*
  * fieldcrypt.upload_tenant_key(pfx bytea, password text) RETURNS text
  */
 Datum
 fieldcrypt_upload_tenant_key(PG_FUNCTION_ARGS)
 {
-	char	   *password = NULL;
-	bytea	   *pfx;
-	FcPkey	   *key = NULL;
+	char	   *password;
 	time_t		not_before = 0;
-	char		keytype[64];
-	FcPfxResult res;
+	FcPkey	   *key = pfx_checked(fcinfo, 0, 1, &password, &not_before);
 	char	   *volatile id = NULL;
 
-	if (!PG_ARGISNULL(1))
-	{
-		password = text_to_cstring(PG_GETARG_TEXT_PP(1));
-		fc_register_secret(password, strlen(password));
-	}
-	fc_redact_activity();
-	check_change_allowed("fieldcrypt.upload_tenant_key()");
-	if (PG_ARGISNULL(0) || password == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("the PKCS#12 file and its password must not be null")));
-	pfx = PG_GETARG_BYTEA_PP(0);
-
-	res = fc_pfx_read((const uint8 *) VARDATA_ANY(pfx), VARSIZE_ANY_EXHDR(pfx), password,
-					  &key, &not_before, keytype, sizeof(keytype));
-	explicit_bzero(password, strlen(password));
-	refuse_pfx(res, keytype);
 	PG_TRY();
 	{
+		bytea	   *pfx = PG_GETARG_BYTEA_PP(0);
+
+		/* on a Citus coordinator: checked, then applied on every worker */
+		fc_cluster_tenant_change("pfx", VARDATA_ANY(pfx), VARSIZE_ANY_EXHDR(pfx), password,
+								 NULL, NULL, NULL);
+		explicit_bzero(password, strlen(password));
 		id = fc_tenant_install_pfx(key, not_before);
+		fc_cluster_applied_done();
 	}
 	PG_FINALLY();
 	{
+		explicit_bzero(password, strlen(password));
 		fc_pkey_free(key);
 	}
 	PG_END_TRY();
@@ -221,6 +258,38 @@ module_allowed(const char *module)
 }
 
 /*
+ * The checks of a switch to an HSM key, on the arguments arg, arg + 1 and
+ * arg + 2 of fcinfo: the change allowed, the module allowed, the key found
+ * in the HSM and usable; or ERROR.
+ */
+static void
+hsm_checked(FunctionCallInfo fcinfo, int arg, char **module, char **token, char **label)
+{
+	check_change_allowed("fieldcrypt.use_hsm_tenant_key()");
+	if (PG_ARGISNULL(arg) || PG_ARGISNULL(arg + 1) || PG_ARGISNULL(arg + 2))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("module path, token label and key label must not be null")));
+	*module = text_to_cstring(PG_GETARG_TEXT_PP(arg));
+	*token = text_to_cstring(PG_GETARG_TEXT_PP(arg + 1));
+	*label = text_to_cstring(PG_GETARG_TEXT_PP(arg + 2));
+	if (!is_absolute_path(*module))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("the PKCS#11 module path must be absolute")));
+	if (!superuser() && !module_allowed(*module))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied to load PKCS#11 module \"%s\"", *module),
+				 errhint("Only superusers may name a module that is not listed in fieldcrypt.hsm_modules.")));
+	if ((*token)[0] == '\0' || (*label)[0] == '\0')
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("token label and key label must not be empty")));
+	fc_pkey_free(fc_tenant_hsm_key(*module, *token, *label));
+}
+
+/*
  * fieldcrypt.use_hsm_tenant_key(module_path text, token_label text,
  *								 key_label text) RETURNS text
  */
@@ -230,29 +299,13 @@ fieldcrypt_use_hsm_tenant_key(PG_FUNCTION_ARGS)
 	char	   *module,
 			   *token,
 			   *label;
+	char	   *id;
 
-	check_change_allowed("fieldcrypt.use_hsm_tenant_key()");
-	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("module path, token label and key label must not be null")));
-	module = text_to_cstring(PG_GETARG_TEXT_PP(0));
-	token = text_to_cstring(PG_GETARG_TEXT_PP(1));
-	label = text_to_cstring(PG_GETARG_TEXT_PP(2));
-	if (!is_absolute_path(module))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("the PKCS#11 module path must be absolute")));
-	if (!superuser() && !module_allowed(module))
-		ereport(ERROR,
-				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				 errmsg("permission denied to load PKCS#11 module \"%s\"", module),
-				 errhint("Only superusers may name a module that is not listed in fieldcrypt.hsm_modules.")));
-	if (token[0] == '\0' || label[0] == '\0')
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("token label and key label must not be empty")));
-	PG_RETURN_DATUM(report_change("an HSM", fc_tenant_install_hsm(module, token, label)));
+	hsm_checked(fcinfo, 0, &module, &token, &label);
+	fc_cluster_tenant_change("hsm", NULL, 0, NULL, module, token, label);
+	id = fc_tenant_install_hsm(module, token, label);
+	fc_cluster_applied_done();
+	PG_RETURN_DATUM(report_change("an HSM", id));
 }
 
 /*
@@ -261,8 +314,13 @@ fieldcrypt_use_hsm_tenant_key(PG_FUNCTION_ARGS)
 Datum
 fieldcrypt_generate_tenant_key(PG_FUNCTION_ARGS)
 {
+	char	   *id;
+
 	check_change_allowed("fieldcrypt.generate_tenant_key()");
-	PG_RETURN_DATUM(report_change("a new managed", fc_tenant_install_generated()));
+	fc_cluster_tenant_change("generate", NULL, 0, NULL, NULL, NULL, NULL);
+	id = fc_tenant_install_generated();
+	fc_cluster_applied_done();
+	PG_RETURN_DATUM(report_change("a new managed", id));
 }
 
 /*
@@ -271,8 +329,57 @@ fieldcrypt_generate_tenant_key(PG_FUNCTION_ARGS)
 Datum
 fieldcrypt_revert_tenant_key(PG_FUNCTION_ARGS)
 {
+	char	   *id;
+
 	check_change_allowed("fieldcrypt.revert_tenant_key()");
-	PG_RETURN_DATUM(report_change("the default managed", fc_tenant_install_default()));
+	fc_cluster_tenant_change("revert", NULL, 0, NULL, NULL, NULL, NULL);
+	id = fc_tenant_install_default();
+	fc_cluster_applied_done();
+	PG_RETURN_DATUM(report_change("the default managed", id));
+}
+
+/*
+ * fieldcrypt._tenant_key_check(mode text, pfx bytea, password text,
+ *								module text, token text, label text) RETURNS void
+ *
+ * Every check of the tenant-key change mode ("pfx": upload_tenant_key(pfx,
+ * password); "hsm": use_hsm_tenant_key(module, token, label); "generate";
+ * "revert"), with the same errors, and nothing written: a Citus
+ * coordinator runs it on every worker before any node changes
+ * (cluster_tenant.c).  The change lock it takes goes with its transaction.
+ */
+Datum
+fieldcrypt_tenant_key_check(PG_FUNCTION_ARGS)
+{
+	char	   *mode = PG_ARGISNULL(0) ? "" : text_to_cstring(PG_GETARG_TEXT_PP(0));
+
+	if (strcmp(mode, "pfx") == 0)
+	{
+		char	   *password;
+		time_t		not_before;
+		FcPkey	   *key = pfx_checked(fcinfo, 1, 2, &password, &not_before);
+
+		explicit_bzero(password, strlen(password));
+		fc_pkey_free(key);
+	}
+	else if (strcmp(mode, "hsm") == 0)
+	{
+		char	   *module,
+				   *token,
+				   *label;
+
+		hsm_checked(fcinfo, 3, &module, &token, &label);
+	}
+	else if (strcmp(mode, "generate") == 0)
+		check_change_allowed("fieldcrypt.generate_tenant_key()");
+	else if (strcmp(mode, "revert") == 0)
+		check_change_allowed("fieldcrypt.revert_tenant_key()");
+	else
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("unknown tenant key change \"%s\"", mode),
+				 errhint("The mode is one of pfx, hsm, generate and revert.")));
+	PG_RETURN_VOID();
 }
 
 /*

@@ -9,9 +9,11 @@
  *	  rotate_tde_key adds a generation that new writes use at once; it is
  *	  written to the keyring and WAL before any data can use it, and is not
  *	  undone if the calling transaction aborts.  On a Citus coordinator it
- *	  rotates every worker's TDE key first (keys/cluster_2pc.c: TDE keys
- *	  are per node, rows cross nodes through SQL and are sealed again on
- *	  arrival, so the nodes need not share them).
+ *	  checks every worker (_rotate_tde_key_check), then rotates every
+ *	  worker's TDE key, then its own (keys/cluster_tenant.c: a refusal in
+ *	  the check changes no node; TDE keys are per node, rows cross nodes
+ *	  through SQL and are sealed again on arrival, so the nodes need not
+ *	  share them).
  *
  * src/tde/tdekeyapi.c
  *
@@ -46,7 +48,8 @@
 #include "storage/procarray.h"
 #include "utils/timestamp.h"
 
-#include "keys/cluster_2pc.h"
+#include "keys/cluster_tenant.h"
+#include "keys/keyring.h"
 #include "keys/policy.h"
 #include "keys/rotstate.h"
 #include "tde/keyed.h"
@@ -55,24 +58,27 @@
 #include "tde/tde_stats.h"
 
 PG_FUNCTION_INFO_V1(fieldcrypt_rotate_tde_key);
+PG_FUNCTION_INFO_V1(fieldcrypt_rotate_tde_key_check);
 PG_FUNCTION_INFO_V1(fieldcrypt_tde_key_status);
 PG_FUNCTION_INFO_V1(fieldcrypt_is_encrypted);
 PG_FUNCTION_INFO_V1(fieldcrypt_reencrypt_table);
 PG_FUNCTION_INFO_V1(fieldcrypt_drop_unused_tde_keys);
 PG_FUNCTION_INFO_V1(fieldcrypt_tde_tuple_generation);
 
-/* fieldcrypt.rotate_tde_key(): a new TDE key generation for new writes. */
-Datum
-fieldcrypt_rotate_tde_key(PG_FUNCTION_ARGS)
+/*
+ * Every check of rotate_tde_key, in order: role, TLS, not a standby, TDE
+ * active, keyring writable, the change lock (kept to the end of the
+ * transaction), no re-encryption of TDE keys running.
+ */
+static void
+rotate_checks(void)
 {
-	uint8		key[FC_KEY_LEN];
-	uint32		gen = 0;
-
 	FcTdeKeys	tde;
 
 	fc_require_role(FC_ADMIN_ROLE, "rotate the TDE key");
 	fc_require_tls("fieldcrypt.rotate_tde_key");
 	fc_tde_require_active();
+	fc_keyring_check_writable();
 	if (!fc_try_change_lock())
 		ereport(ERROR,
 				(errcode(ERRCODE_LOCK_NOT_AVAILABLE),
@@ -91,8 +97,35 @@ fieldcrypt_rotate_tde_key(PG_FUNCTION_ARGS)
 		}
 		PG_END_TRY();
 	}
-	/* on a Citus coordinator: every worker first (keys/cluster_2pc.c) */
-	fc_cluster_run_on_workers("SELECT fieldcrypt.rotate_tde_key()");
+}
+
+/*
+ * fieldcrypt._rotate_tde_key_check(): every check of rotate_tde_key, with
+ * its errors, nothing changed; a Citus coordinator runs it on every worker
+ * before any node rotates (keys/cluster_tenant.c).
+ */
+Datum
+fieldcrypt_rotate_tde_key_check(PG_FUNCTION_ARGS)
+{
+	rotate_checks();
+	PG_RETURN_VOID();
+}
+
+/* fieldcrypt.rotate_tde_key(): a new TDE key generation for new writes. */
+Datum
+fieldcrypt_rotate_tde_key(PG_FUNCTION_ARGS)
+{
+	uint8		key[FC_KEY_LEN];
+	uint32		gen = 0;
+	FcClusterCall call = {
+		.what = "the data encryption key",
+		.check_sql = "SELECT fieldcrypt._rotate_tde_key_check()",
+		.apply_sql = "SELECT fieldcrypt.rotate_tde_key()",
+	};
+
+	rotate_checks();
+	/* on a Citus coordinator: checked on every worker, then every worker first */
+	(void) fc_cluster_check_then_apply(&call);
 	if (!fc_random_bytes(key, FC_KEY_LEN))
 		ereport(ERROR,
 				(errcode(ERRCODE_INTERNAL_ERROR),
@@ -106,6 +139,7 @@ fieldcrypt_rotate_tde_key(PG_FUNCTION_ARGS)
 		explicit_bzero(key, sizeof(key));
 	}
 	PG_END_TRY();
+	fc_cluster_applied_done();
 	ereport(LOG,
 			(errmsg("fieldcrypt: TDE key of database \"%s\" rotated to generation %u",
 					get_database_name(MyDatabaseId), gen)));
