@@ -74,6 +74,7 @@ sub stall_and_interrupt
 	$interrupt->() if $interrupt;
 	$bg->{run}->pump until $bg->{stdout} =~ /STALL-DONE/ || $bg->{timeout}->is_expired;
 	my $took = Time::HiRes::time() - $t0;
+	note(sprintf('answered %.2f s after the interrupt', $took));
 	$bg->{stdout} = '';
 	my $err = $bg->{stderr};
 	$bg->{stderr} = '';
@@ -171,6 +172,7 @@ my $t0 = Time::HiRes::time();
 $bg->{stderr} = '';
 my $out = $bg->query('COMMIT');
 $took = Time::HiRes::time() - $t0;
+note(sprintf('COMMIT took %.2f s', $took));
 my $w1addr = '127.0.0.1:' . $w1->port;
 like($bg->{stderr}, qr/WARNING:  01000: could not commit the key change on node \Q$w1addr\E/,
 	'COMMIT warns that worker1 could not be committed') or diag($bg->{stderr});
