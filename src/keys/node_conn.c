@@ -115,13 +115,6 @@ fc_node_close(PGconn *conn)
 	PQfinish(conn);
 }
 
-/* How many connections this backend holds open (tests, assertions). */
-int
-fc_node_open_count(void)
-{
-	return nconns;
-}
-
 /*
  * Resource owner released: on abort its connections are closed; on commit
  * of a subtransaction they go to the parent owner; at the top level's end

@@ -20,6 +20,5 @@ extern PGconn *fc_node_connect(const char *conninfo, bool bounded, char **why);
 extern PGresult *fc_node_exec(PGconn *conn, const char *sql, int nparams,
 							  const char *const *values, bool bounded, char **why);
 extern void fc_node_close(PGconn *conn);
-extern int	fc_node_open_count(void);
 
 #endif
