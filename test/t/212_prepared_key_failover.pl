@@ -9,7 +9,10 @@
 #     only removed; a file put back after a later key change is older than the keyring: not
 #     applied (WARNING, kept aside as <xid>.stale), the keyring keeps the newer generation;
 #   - pg_ctl stop -m immediate right after PREPARE (crash recovery replays the file) and right
-#     after COMMIT PREPARED: correct after the restart, nothing left behind.
+#     after COMMIT PREPARED: correct after the restart, nothing left behind;
+#   - PITR from a base backup taken before the PREPARE: to a restore point while the change is
+#     prepared, the restored node holds the file and COMMIT PREPARED applies it; to a point
+#     after a later key change, the later key is current and no file (stale or not) is left.
 use strict;
 use warnings;
 use PostgreSQL::Test::Utils;
@@ -157,4 +160,60 @@ is(scalar(grep { /Failover-Marker/ } map { slurp_file($_->logfile) } ($p, $s1, $
 unlike(read_bytes("$path.stale"), qr/Failover-Marker/, 'nor in the set-aside file');
 
 $_->stop for ($s1, $s2);
+
+# --- PITR ------------------------------------------------------------------------------------------
+my $q = FcNode::new_node('pitr', allows_streaming => 1, has_archiving => 1);
+$q->append_conf('postgresql.conf', "max_prepared_transactions = 10\nlog_statement = none\n");
+$q->start;
+$q->safe_psql('postgres', 'CREATE DATABASE k');
+$q->safe_psql('k', 'SET fieldcrypt.auto_activate = off; CREATE EXTENSION fieldcrypt');
+safe_tls($q, 'k', "SELECT fieldcrypt.set_data_encryption_key('$K[0]')");
+safe_tls($q, 'k', "CREATE TABLE t (id int, v fieldcrypt.encrypted_text); INSERT INTO t VALUES (1, 'before')");
+$q->backup('pitr0');
+safe_tls($q, 'k', "BEGIN;\nSELECT fieldcrypt.set_data_encryption_key('$K[1]');\nPREPARE TRANSACTION 'fc_p1';");
+$q->safe_psql('postgres', q{SELECT pg_create_restore_point('while_prepared')});
+safe_tls($q, 'k', "COMMIT PREPARED 'fc_p1'");
+safe_tls($q, 'k', "SELECT fieldcrypt.set_data_encryption_key('$K[2]')");
+my $gensq = $q->safe_psql('k', $GENS);
+$q->safe_psql('postgres', q{SELECT pg_create_restore_point('after_later_change')});
+my $seg = $q->safe_psql('postgres', 'SELECT pg_walfile_name(pg_switch_wal())');
+ok($q->poll_query_until('postgres', "SELECT last_archived_wal >= '$seg' FROM pg_stat_archiver"),
+	'PITR set-up: the WAL is archived');
+$q->stop;
+
+# a node restored from the base backup up to restore point $target (then promoted)
+sub restored
+{
+	my ($name, $target) = @_;
+	my $node = PostgreSQL::Test::Cluster->new($name);
+	my $old = umask 0077;
+	$node->init_from_backup($q, 'pitr0', has_restoring => 1, standby => 0);
+	umask $old;
+	# its own timeline stays out of the archive, and it follows the primary's timeline only
+	$node->append_conf('postgresql.conf', "recovery_target_name = '$target'\nrecovery_target_action = 'promote'\n"
+		  . "recovery_target_timeline = 'current'\narchive_mode = off\n");
+	$node->start;
+	$node->poll_query_until('postgres', 'SELECT NOT pg_is_in_recovery()') or die "PITR to $target";
+	return $node;
+}
+
+my $r1 = restored('pitr_prepared', 'while_prepared');
+sql_is($r1, 'k', q{SELECT count(*) FROM pg_prepared_xacts WHERE gid = 'fc_p1'}, '1',
+	'PITR to a point while prepared: the transaction is prepared');
+is(scalar files_of($r1), 1, 'and its key change file was replayed (the base backup predates it)');
+sql_is($r1, 'k', $KEY, $K[0], 'the old key is current');
+sql_is($r1, 'k', "COMMIT PREPARED 'fc_p1'", 'COMMIT PREPARED', 'COMMIT PREPARED on the restored node');
+sql_is($r1, 'k', $KEY, $K[1], 'applies the change there');
+is(scalar files_of($r1), 0, 'and removes the file');
+$r1->stop;
+
+my $r2 = restored('pitr_later', 'after_later_change');
+sql_is($r2, 'k', $KEY, $K[2], 'PITR past a later key change: the later key is current');
+sql_is($r2, 'k', $GENS, $gensq, 'with the generations of that point');
+is(scalar files_of($r2), 0, 'no prepared file is left, stale or not');
+unlike(slurp_file($r2->logfile), qr/older than the keyring|applied the key change of committed prepared/,
+	'nothing was applied or set aside at the start');
+sql_is($r2, 'k', $VALUES, 'before', 'the value decrypts');
+$r2->stop;
+
 done_testing();
