@@ -74,6 +74,7 @@ _PG_init(void)
 
 	fc_define_gucs();
 	fc_wal_init(fc_keystore_redo_image);	/* wal.c knows nothing of the store */
+	fc_wal_set_prepared_redo(fc_prepared_redo);
 
 	prev_shmem_request_hook = shmem_request_hook;
 	shmem_request_hook = fc_shmem_request;

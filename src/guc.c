@@ -23,6 +23,7 @@
 #include "keys/keyapi.h"
 #include "keys/keyring.h"
 #include "keys/keystore.h"
+#include "keys/node_conn.h"
 #include "keys/pkcs11.h"
 #include "keys/prepared.h"
 #include "keys/rotstate.h"
@@ -81,6 +82,14 @@ fc_define_gucs(void)
 							NULL,
 							&fc_key_command_timeout, 30, 1, 3600,
 							PGC_POSTMASTER, GUC_UNIT_S, NULL, NULL, NULL);
+
+	DefineCustomIntVariable("fieldcrypt.cluster_command_timeout",
+							"Longest wait for one answer of another node during a Citus key change.",
+							"Bounds connecting and each command sent to a worker. A wait cut short "
+							"before the coordinator's commit fails the key change; after it, the "
+							"worker is left to fieldcrypt.recover_cluster_key_changes() with a WARNING.",
+							&fc_cluster_command_timeout, 30000, 100, INT_MAX,
+							PGC_SUSET, GUC_UNIT_MS, NULL, NULL, NULL);
 
 	DefineCustomIntVariable("fieldcrypt.max_databases",
 							"Number of databases whose keys shared memory can hold.",

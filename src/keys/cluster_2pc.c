@@ -39,7 +39,15 @@
  *	  commits meanwhile is left alone.
  *
  *	  fieldcrypt does not link Citus: it reads Citus's catalog and calls
- *	  citus_is_coordinator() through SPI, and talks to workers with libpq.
+ *	  citus_is_coordinator() through SPI, and talks to workers with libpq
+ *	  through node_conn.c: every wait is interruptible (pg_cancel_backend,
+ *	  statement_timeout) and bounded by fieldcrypt.cluster_command_timeout,
+ *	  and a connection never outlives the (sub)transaction that aborted.
+ *	  COMMIT/ROLLBACK PREPARED in the transaction callbacks wait in bounded
+ *	  mode: they never throw, and a node that does not answer in time is
+ *	  left prepared for recovery, with a WARNING.  A cancel that arrives
+ *	  while a node answers PREPARE TRANSACTION can leave that node's
+ *	  transaction prepared without a record: recovery rolls it back.
  *
  * src/keys/cluster_2pc.c
  *
@@ -67,6 +75,7 @@
 #include "keys/cluster_2pc.h"
 #include "keys/keydoc.h"
 #include "keys/keystore.h"
+#include "keys/node_conn.h"
 #include "keys/redact.h"
 #include "keys/policy.h"
 
@@ -179,7 +188,7 @@ fc_cluster_connect_node(const WorkerNode *n, char **why)
 	PGconn	   *conn;
 
 	initStringInfo(&ci);
-	appendStringInfoString(&ci, "sslmode=require connect_timeout=10");
+	appendStringInfoString(&ci, "sslmode=require");
 	if (extra && extra[0])
 		appendStringInfo(&ci, " %s", extra);
 	append_param(&ci, "host", n->host);
@@ -187,14 +196,10 @@ fc_cluster_connect_node(const WorkerNode *n, char **why)
 	append_param(&ci, "dbname", get_database_name(MyDatabaseId));
 	append_param(&ci, "user", GetUserNameFromId(GetUserId(), false));
 	append_param(&ci, "application_name", "fieldcrypt key change");
-	conn = PQconnectdb(ci.data);
+	conn = fc_node_connect(ci.data, false, why);
 	pfree(ci.data);
-	if (PQstatus(conn) != CONNECTION_OK)
-	{
-		*why = pchomp(PQerrorMessage(conn));
-		PQfinish(conn);
+	if (conn == NULL)
 		return NULL;
-	}
 	/* a worker's NOTICEs (e.g. "already holds every key generation") are not ours to log */
 	PQsetNoticeProcessor(conn, ignore_notice, NULL);
 	return conn;
@@ -215,12 +220,13 @@ fc_cluster_remote_error(PGconn *conn, PGresult *res, char **sqlstate)
 bool
 fc_cluster_run_simple(PGconn *conn, const char *sql, char **why, char **sqlstate)
 {
-	PGresult   *res = PQexec(conn, sql);
+	char	   *lost = NULL;
+	PGresult   *res = fc_node_exec(conn, sql, 0, NULL, false, &lost);
 	bool		ok = res && (PQresultStatus(res) == PGRES_COMMAND_OK ||
 							 PQresultStatus(res) == PGRES_TUPLES_OK);
 
 	if (!ok)
-		*why = fc_cluster_remote_error(conn, res, sqlstate);
+		*why = res ? fc_cluster_remote_error(conn, res, sqlstate) : lost;
 	PQclear(res);
 	return ok;
 }
@@ -271,6 +277,7 @@ finish_some(bool commit, SubTransactionId subid, int from)
 	{
 		Prepared   *p = (Prepared *) lfirst(lc);
 		char	   *sql;
+		char	   *why = NULL;
 		PGresult   *res = NULL;
 
 		if (foreach_current_index(lc) < from ||
@@ -281,21 +288,24 @@ finish_some(bool commit, SubTransactionId subid, int from)
 		}
 		if (commit && fc_test_cluster_skip_commit_prepared)
 		{
-			PQfinish(p->conn);
+			fc_node_close(p->conn);
 			continue;
 		}
 		sql = psprintf("%s PREPARED '%s'", commit ? "COMMIT" : "ROLLBACK", p->gid);
-		if (PQstatus(p->conn) == CONNECTION_OK)
-			res = PQexec(p->conn, sql);
+		/* bounded: after the local decision an ERROR or a hang is not allowed */
+		res = fc_node_exec(p->conn, sql, 0, NULL, true, &why);
 		if (res == NULL || PQresultStatus(res) != PGRES_COMMAND_OK)
 			ereport(WARNING,
 					(errmsg("could not %s the key change on node %s:%d",
 							commit ? "commit" : "roll back", p->host, p->port),
-					 errdetail("Transaction \"%s\" stays prepared on that node.", p->gid),
+					 errdetail("Transaction \"%s\" stays prepared on that node. The node reported: %s",
+							   p->gid, res && PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY)
+							   ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY)
+							   : (why ? why : "no answer")),
 					 errhint("Run fieldcrypt.recover_cluster_key_changes() on the coordinator "
 							 "once the node is reachable.")));
 		PQclear(res);
-		PQfinish(p->conn);
+		fc_node_close(p->conn);
 	}
 	prepared = keep;
 	MemoryContextSwitchTo(old);
@@ -396,11 +406,11 @@ key_change_on(List *nodes, const FcDbKeys *e, const char *pass)
 		if (ok)
 		{
 			const char *values[2] = {doc, pass};
-			PGresult   *res = PQexecParams(conn, "SELECT fieldcrypt.import_key_generations($1, $2)",
-										   2, NULL, values, NULL, NULL, 0);
+			PGresult   *res = fc_node_exec(conn, "SELECT fieldcrypt.import_key_generations($1, $2)",
+										   2, values, false, &why);
 
 			ok = res && PQresultStatus(res) == PGRES_TUPLES_OK;
-			if (!ok)
+			if (!ok && res)
 				why = fc_cluster_remote_error(conn, res, &sqlstate);
 			PQclear(res);
 		}
@@ -409,7 +419,7 @@ key_change_on(List *nodes, const FcDbKeys *e, const char *pass)
 		if (!ok)
 		{
 			if (conn)
-				PQfinish(conn);
+				fc_node_close(conn);
 			finish_some(false, InvalidSubTransactionId, first);
 			ereport(ERROR,
 					(sqlstate ? errcode(MAKE_SQLSTATE(sqlstate[0], sqlstate[1], sqlstate[2],
@@ -510,15 +520,16 @@ fc_cluster_recover(bool strict)
 		{
 			const char *values[1] = {prefix};
 
-			res = PQexecParams(conn, "SELECT gid FROM pg_catalog.pg_prepared_xacts "
+			res = fc_node_exec(conn, "SELECT gid FROM pg_catalog.pg_prepared_xacts "
 							   "WHERE database = current_database() AND starts_with(gid, $1)",
-							   1, NULL, values, NULL, NULL, 0);
+							   1, values, false, &why);
 		}
 		if (PQresultStatus(res) != PGRES_TUPLES_OK)
 		{
-			why = fc_cluster_remote_error(conn, res, &sqlstate);
+			if (res)
+				why = fc_cluster_remote_error(conn, res, &sqlstate);
 			PQclear(res);
-			PQfinish(conn);
+			fc_node_close(conn);
 			ereport(strict ? ERROR : WARNING,
 					(errcode(ERRCODE_CONNECTION_FAILURE),
 					 errmsg("could not list the prepared transactions of node %s:%d", n->host, n->port),
@@ -610,7 +621,7 @@ fc_cluster_recover(bool strict)
 				elog(ERROR, "could not delete from " TXN_TABLE);
 		}
 		fc_meta_spi_finish(save_user, save_sec);
-		PQfinish(conn);
+		fc_node_close(conn);
 	}
 	return done;
 }

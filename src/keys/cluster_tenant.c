@@ -45,6 +45,7 @@
 
 #include "keys/cluster_2pc.h"
 #include "keys/cluster_tenant.h"
+#include "keys/node_conn.h"
 
 static bool run_call(PGconn *conn, const char *sql, const FcClusterCall *call,
 					 char **why, char **sqlstate);
@@ -59,13 +60,14 @@ static ErrorContextCallback applied_cb;
 static bool
 run_call(PGconn *conn, const char *sql, const FcClusterCall *call, char **why, char **sqlstate)
 {
-	PGresult   *res = PQexecParams(conn, sql, call->nparams, NULL, call->values,
-								   call->lengths, call->formats, 0);
+	char	   *lost = NULL;
+	PGresult   *res = fc_node_exec_params(conn, sql, call->nparams, call->values,
+										  call->lengths, call->formats, false, &lost);
 	bool		ok = res && (PQresultStatus(res) == PGRES_TUPLES_OK ||
 							 PQresultStatus(res) == PGRES_COMMAND_OK);
 
 	if (!ok)
-		*why = fc_cluster_remote_error(conn, res, sqlstate);
+		*why = res ? fc_cluster_remote_error(conn, res, sqlstate) : lost;
 	PQclear(res);
 	return ok;
 }
@@ -85,7 +87,7 @@ finish_conns(PGconn **conns, int n)
 {
 	for (int i = 0; i < n; i++)
 		if (conns[i])
-			PQfinish(conns[i]);
+			fc_node_close(conns[i]);
 }
 
 /*

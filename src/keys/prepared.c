@@ -29,14 +29,34 @@
  *	  for the whole pass (short; every applier rechecks each file under it),
  *	  so a file is applied once.
  *
- *	  File: "FCPX" | u32 format (1) | u32 dboid | u32 kind (1: the sealed
+ *	  File: "FCPX" | u32 format (2) | u32 dboid | u32 kind (1: the sealed
  *	  field part of dboid follows; 0: dboid's field part is removed, key
- *	  metadata that came with a dump replaced the generated key).
+ *	  metadata that came with a dump replaced the generated key) | the
+ *	  stamp: u32 base generation | u32 target generation | i64 base set_at
+ *	  | i64 target set_at.  Format 1 (no stamp) is still read and applied
+ *	  as before.
  *
- *	  A standby follows through the keyring WAL record the apply writes; the
- *	  files themselves are not WAL-logged (a failover while a key change is
- *	  prepared loses it, like the prepared transaction's commit decision
- *	  would be lost on a coordinator).
+ *	  WAL: the file is WAL-logged when it is written (before the PREPARE
+ *	  record: wal.c's XLOG_FC_PREPARED) and its removal when it is applied,
+ *	  removed or set aside (XLOG_FC_PREPARED_DONE); replay
+ *	  (fc_prepared_redo) writes or removes the file.  A standby promoted
+ *	  while a key change is prepared therefore holds the file of the
+ *	  prepared transaction it inherits, and COMMIT PREPARED there applies
+ *	  the change; crash recovery and PITR end with the files the primary
+ *	  had at that point.  The apply itself reaches standbys through the
+ *	  keyring WAL record it writes.
+ *
+ *	  Stamp: the field part of dboid in the keyring when the change was
+ *	  staged (base: its current generation and when it was set, 0 and 0
+ *	  when there was none) and the state the change leads to (target).  A
+ *	  file is applied only when the keyring still holds the base state (the
+ *	  change lock, held by the prepared transaction, keeps every other
+ *	  change out meanwhile); when it already holds the target the change
+ *	  was applied before (a crash between the apply and the removal) and
+ *	  the file is only removed; in any other state the file is older than
+ *	  the keyring (a file restored from an old backup, copied from another
+ *	  time) and applying it would replace newer key generations: it is set
+ *	  aside as <xid>.stale with a WARNING, and nothing is applied.
  *
  * src/keys/prepared.c
  *
@@ -63,10 +83,13 @@
 #include "keys/keystore.h"
 #include "keys/prepared.h"
 #include "keys/rotstate.h"
+#include "keys/wal.h"
 
 #define PREP_MAGIC		"FCPX"
-#define PREP_FORMAT		1
-#define PREP_HDR_LEN	16
+#define PREP_FORMAT_1	1		/* no stamp */
+#define PREP_FORMAT		2
+#define PREP_HDR1_LEN	16
+#define PREP_HDR_LEN	40
 
 bool		fc_test_prepared_skip_apply = false;
 
@@ -78,6 +101,10 @@ PGDLLEXPORT void fieldcrypt_prepared_worker_main(Datum arg);
 static void put_u32(uint8 *p, uint32 v);
 static uint32 get_u32(const uint8 *p);
 static void apply_file(const char *path, TransactionId xid);
+static void remove_file(const char *path, TransactionId xid, const char *why);
+static void stamp_of(const FcDbKeys *e, uint32 *gen, int64 *set_at);
+static void put_u64(uint8 *p, int64 v);
+static int64 get_u64(const uint8 *p);
 
 static void
 put_u32(uint8 *p, uint32 v)
@@ -94,6 +121,29 @@ get_u32(const uint8 *p)
 	return v;
 }
 
+static void
+put_u64(uint8 *p, int64 v)
+{
+	memcpy(p, &v, 8);
+}
+
+static int64
+get_u64(const uint8 *p)
+{
+	int64		v;
+
+	memcpy(&v, p, 8);
+	return v;
+}
+
+/* The stamp of a field part (e NULL or without generations: 0, 0). */
+static void
+stamp_of(const FcDbKeys *e, uint32 *gen, int64 *set_at)
+{
+	*gen = (e && e->ngens > 0) ? e->current_gen : 0;
+	*set_at = (e && e->ngens > 0) ? (int64) e->set_at : 0;
+}
+
 /*
  * At PRE_PREPARE: seal the change this transaction staged (entry, or NULL
  * for a removal of the field part) into pg_fieldcrypt/prepared/<xid>.
@@ -107,6 +157,9 @@ fc_prepared_save(Oid dboid, const FcDbKeys *entry)
 	uint8	   *image = NULL;
 	size_t		ilen = 0;
 	uint8	   *buf;
+	FcDbKeys   *base;
+	uint32		gen;
+	int64		set_at;
 
 	if (MakePGDirectory(FC_PREPARED_DIR) < 0 && errno != EEXIST)
 		ereport(ERROR,
@@ -125,10 +178,23 @@ fc_prepared_save(Oid dboid, const FcDbKeys *entry)
 	put_u32(buf + 4, PREP_FORMAT);
 	put_u32(buf + 8, dboid);
 	put_u32(buf + 12, entry ? 1 : 0);
+	/* the stamp: the published state this change was made against, and its own */
+	fc_secure_region_alloc((void **) &base, sizeof(FcDbKeys));
+	if (!fc_db_lookup(dboid, base))
+		base->ngens = 0;
+	stamp_of(base, &gen, &set_at);
+	fc_secure_region_free(base, sizeof(FcDbKeys));
+	put_u32(buf + 16, gen);
+	put_u64(buf + 24, set_at);
+	stamp_of(entry, &gen, &set_at);
+	put_u32(buf + 20, gen);
+	put_u64(buf + 32, set_at);
 	if (ilen > 0)
 		memcpy(buf + PREP_HDR_LEN, image, ilen);
 	snprintf(saved_path, sizeof(saved_path), "%s/%u", FC_PREPARED_DIR, xid);
 	fc_keyring_write_image(saved_path, buf, PREP_HDR_LEN + ilen);
+	/* before the PREPARE record: a standby promoted later holds the file too */
+	fc_wal_log_prepared(xid, buf, PREP_HDR_LEN + ilen);
 	pfree(buf);
 	if (image)
 		pfree(image);
@@ -156,19 +222,64 @@ apply_file(const char *path, TransactionId xid)
 	size_t		len;
 	Oid			dboid;
 	bool		store;
+	uint32		format;
+	size_t		hdrlen;
 	FcDbKeys   *entry = NULL;
 
 	if (!fc_keyring_read_file(path, &data, &len))
 		ereport(ERROR,
 				(errcode_for_file_access(),
 				 errmsg("could not read file \"%s\": %m", path)));
-	if (len < PREP_HDR_LEN || memcmp(data, PREP_MAGIC, 4) != 0 ||
-		get_u32((uint8 *) data + 4) != PREP_FORMAT)
+	format = len >= PREP_HDR1_LEN ? get_u32((uint8 *) data + 4) : 0;
+	hdrlen = format == PREP_FORMAT_1 ? PREP_HDR1_LEN : PREP_HDR_LEN;
+	if (len < hdrlen || memcmp(data, PREP_MAGIC, 4) != 0 ||
+		(format != PREP_FORMAT && format != PREP_FORMAT_1))
 		ereport(ERROR,
 				(errcode(ERRCODE_DATA_CORRUPTED),
 				 errmsg("file \"%s\" is not a prepared key change", path)));
 	dboid = get_u32((uint8 *) data + 8);
 	store = get_u32((uint8 *) data + 12) == 1;
+	if (format == PREP_FORMAT)
+	{
+		FcDbKeys   *now;
+		uint32		gen;
+		int64		set_at;
+
+		fc_secure_region_alloc((void **) &now, sizeof(FcDbKeys));
+		if (!fc_db_lookup(dboid, now))
+			now->ngens = 0;
+		stamp_of(now, &gen, &set_at);
+		fc_secure_region_free(now, sizeof(FcDbKeys));
+		if (gen == get_u32((uint8 *) data + 20) && set_at == get_u64((uint8 *) data + 32))
+		{
+			/* applied already: a stop between the apply and the removal */
+			pfree(data);
+			remove_file(path, xid, "it was applied before");
+			return;
+		}
+		if (gen != get_u32((uint8 *) data + 16) || set_at != get_u64((uint8 *) data + 24))
+		{
+			char		aside[MAXPGPATH];
+
+			snprintf(aside, sizeof(aside), "%s.stale", path);
+			if (rename(path, aside) != 0)
+				ereport(ERROR,
+						(errcode_for_file_access(),
+						 errmsg("could not rename file \"%s\" to \"%s\": %m", path, aside)));
+			fsync_fname(FC_PREPARED_DIR, true);
+			fc_wal_log_prepared(xid, NULL, 0);
+			ereport(WARNING,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("fieldcrypt: the key change of prepared transaction %u is older than the keyring and was not applied",
+							xid),
+					 errdetail("It was made when generation %u was current; the keyring holds generation %u. "
+							   "The file was kept as \"%s\".",
+							   get_u32((uint8 *) data + 16), gen, aside),
+					 errhint("Remove that file once you have checked which key generations the database needs.")));
+			pfree(data);
+			return;
+		}
+	}
 	if (store)
 	{
 		uint8		kek[FC_KEY_LEN];
@@ -180,7 +291,7 @@ apply_file(const char *path, TransactionId xid)
 		LWLockAcquire(fc_shared->lock, LW_SHARED);
 		memcpy(kek, fc_shared->kek, FC_KEY_LEN);
 		LWLockRelease(fc_shared->lock);
-		st = fc_keyring_unseal(kek, (uint8 *) data + PREP_HDR_LEN, len - PREP_HDR_LEN,
+		st = fc_keyring_unseal(kek, (uint8 *) data + hdrlen, len - hdrlen,
 							   entry, 1, &n, "a prepared key change", why, sizeof(why));
 		explicit_bzero(kek, sizeof(kek));
 		if (st != FC_RING_OK || n != 1 || entry->dboid != dboid)
@@ -206,13 +317,47 @@ apply_file(const char *path, TransactionId xid)
 			fc_secure_region_free(entry, sizeof(FcDbKeys));
 	}
 	PG_END_TRY();
-	if (unlink(path) != 0)
+	remove_file(path, xid, NULL);
+	ereport(LOG,
+			(errmsg("fieldcrypt: applied the key change of committed prepared transaction %u", xid)));
+}
+
+/* Remove the file of xid and WAL-log its removal; why: say so in the log. */
+static void
+remove_file(const char *path, TransactionId xid, const char *why)
+{
+	if (unlink(path) != 0 && errno != ENOENT)
 		ereport(WARNING,
 				(errcode_for_file_access(),
 				 errmsg("could not remove file \"%s\": %m", path)));
 	fsync_fname(FC_PREPARED_DIR, true);
-	ereport(LOG,
-			(errmsg("fieldcrypt: applied the key change of committed prepared transaction %u", xid)));
+	fc_wal_log_prepared(xid, NULL, 0);
+	if (why)
+		ereport(LOG,
+				(errmsg("fieldcrypt: removed the key change of transaction %u: %s", xid, why)));
+}
+
+/*
+ * Replay of a prepared key change record (wal.c): write the file of xid
+ * (file, len), or remove it (file NULL).
+ */
+void
+fc_prepared_redo(TransactionId xid, const uint8 *file, size_t len)
+{
+	char		path[MAXPGPATH];
+
+	snprintf(path, sizeof(path), "%s/%u", FC_PREPARED_DIR, xid);
+	if (file == NULL)
+	{
+		if (unlink(path) == 0)
+			fsync_fname(FC_PREPARED_DIR, true);
+		return;
+	}
+	if (MakePGDirectory(FC_PREPARED_DIR) < 0 && errno != EEXIST)
+		ereport(ERROR,
+				(errcode_for_file_access(),
+				 errmsg("could not create directory \"%s\": %m", FC_PREPARED_DIR)));
+	fc_keyring_write_image(path, file, len);
 }
 
 /*
@@ -277,9 +422,9 @@ fc_prepared_recover(void)
 				apply_file(path, xid);
 				applied++;
 			}
-			else if (unlink(path) == 0)
+			else
 			{
-				fsync_fname(FC_PREPARED_DIR, true);
+				remove_file(path, xid, NULL);
 				ereport(LOG,
 						(errmsg("fieldcrypt: removed the key change of aborted transaction %u", xid)));
 			}

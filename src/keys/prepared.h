@@ -23,5 +23,6 @@ extern int	fc_prepared_recover(void);
 extern void fc_prepared_recover_or_warn(void);
 extern int	fc_prepared_count(void);
 extern void fc_prepared_register_worker(void);
+extern void fc_prepared_redo(TransactionId xid, const uint8 *file, size_t len);
 
 #endif

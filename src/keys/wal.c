@@ -20,6 +20,17 @@
  *	  length, same logical value: see src/rotation/).  Replay restores the
  *	  image under a cleanup lock.
  *
+ *	  Two more record types carry the files of key changes sealed by
+ *	  PREPARE TRANSACTION (prepared.c): XLOG_FC_PREPARED holds the
+ *	  transaction id and the file's bytes (the change sealed under the
+ *	  cluster key, never a key in clear), written before the PREPARE
+ *	  record; XLOG_FC_PREPARED_DONE the transaction id once the file was
+ *	  applied, removed or set aside.  Replay writes or removes
+ *	  pg_fieldcrypt/prepared/<xid>, so a standby promoted while a key
+ *	  change is prepared, crash recovery and PITR hold the same files as
+ *	  the primary: COMMIT PREPARED on the promoted node applies the change.
+ *	  Records of 1.0 (KEYRING, PAGE) are unchanged.
+ *
  *	  The library must be loaded (shared_preload_libraries) wherever this
  *	  WAL is replayed: standbys, crash recovery, PITR.
  *
@@ -43,6 +54,8 @@ static void fc_rm_redo(XLogReaderState *record);
 
 /* What replaying a keyring image does (keystore.c), set by fc_wal_init. */
 static FcWalRedoImage redo_image = NULL;
+/* What replaying a prepared key change file does (prepared.c). */
+static FcWalRedoPrepared redo_prepared = NULL;
 static void fc_rm_desc(StringInfo buf, XLogReaderState *record);
 static const char *fc_rm_identify(uint8 info);
 
@@ -59,6 +72,32 @@ fc_wal_init(FcWalRedoImage redo)
 {
 	redo_image = redo;
 	RegisterCustomRmgr(FC_RMGR_ID, &fc_rmgr);
+}
+
+/* Set what replaying a prepared key change record does; from _PG_init. */
+void
+fc_wal_set_prepared_redo(FcWalRedoPrepared redo)
+{
+	redo_prepared = redo;
+}
+
+/*
+ * WAL-log the prepared key change file of xid (file, len) or, with file
+ * NULL, its removal, and flush.
+ */
+void
+fc_wal_log_prepared(TransactionId xid, const uint8 *file, size_t len)
+{
+	XLogRecPtr	lsn;
+
+	if (RecoveryInProgress())
+		return;
+	XLogBeginInsert();
+	XLogRegisterData((char *) &xid, sizeof(xid));
+	if (file != NULL)
+		XLogRegisterData((char *) file, (int) len);
+	lsn = XLogInsert(FC_RMGR_ID, file != NULL ? XLOG_FC_PREPARED : XLOG_FC_PREPARED_DONE);
+	XLogFlush(lsn);
 }
 
 /* WAL-log a keyring image and flush it. */
@@ -107,6 +146,20 @@ fc_rm_redo(XLogReaderState *record)
 			elog(PANIC, "fieldcrypt redo: page image missing from a page rewrite record");
 		UnlockReleaseBuffer(buf);
 	}
+	else if (info == XLOG_FC_PREPARED || info == XLOG_FC_PREPARED_DONE)
+	{
+		const char *data = XLogRecGetData(record);
+		size_t		len = XLogRecGetDataLen(record);
+		TransactionId xid;
+
+		if (len < sizeof(TransactionId) || redo_prepared == NULL)
+			elog(PANIC, "fieldcrypt redo: malformed prepared key change record");
+		memcpy(&xid, data, sizeof(xid));
+		if (info == XLOG_FC_PREPARED)
+			redo_prepared(xid, (const uint8 *) data + sizeof(xid), len - sizeof(xid));
+		else
+			redo_prepared(xid, NULL, 0);
+	}
 	else
 		elog(PANIC, "fieldcrypt redo: unknown record type %u", info);
 }
@@ -122,6 +175,18 @@ fc_rm_desc(StringInfo buf, XLogReaderState *record)
 						 (unsigned) XLogRecGetDataLen(record));
 	else if (info == XLOG_FC_PAGE)
 		appendStringInfoString(buf, "page re-encrypted in place");
+	else if ((info == XLOG_FC_PREPARED || info == XLOG_FC_PREPARED_DONE) &&
+			 XLogRecGetDataLen(record) >= sizeof(TransactionId))
+	{
+		TransactionId xid;
+
+		memcpy(&xid, XLogRecGetData(record), sizeof(xid));
+		if (info == XLOG_FC_PREPARED)
+			appendStringInfo(buf, "sealed key change of prepared transaction %u, %u bytes", xid,
+							 (unsigned) (XLogRecGetDataLen(record) - sizeof(xid)));
+		else
+			appendStringInfo(buf, "key change file of transaction %u removed", xid);
+	}
 }
 
 static const char *
@@ -131,5 +196,9 @@ fc_rm_identify(uint8 info)
 		return "KEYRING";
 	if ((info & ~XLR_INFO_MASK) == XLOG_FC_PAGE)
 		return "PAGE";
+	if ((info & ~XLR_INFO_MASK) == XLOG_FC_PREPARED)
+		return "PREPARED";
+	if ((info & ~XLR_INFO_MASK) == XLOG_FC_PREPARED_DONE)
+		return "PREPARED_DONE";
 	return NULL;
 }
