@@ -56,6 +56,7 @@ typedef struct FcLazySlot
 	uint32		epoch;			/* its pin epoch */
 	RelFileNode enode;			/* its page */
 	BlockNumber eblk;
+	bool		nocache;		/* stored came from a single-row fetch */
 } FcLazySlot;
 
 static void lazy_init(TupleTableSlot *slot);
@@ -105,6 +106,7 @@ lazy_init(TupleTableSlot *slot)
 	s->buffer = InvalidBuffer;
 	s->rel = NULL;
 	s->incache = false;
+	s->nocache = false;
 	s->entry = -1;
 }
 
@@ -195,7 +197,8 @@ decode(FcLazySlot *s)
 	TupleTableSlot *slot = &s->base.base;
 	TupleDesc	desc = slot->tts_tupleDescriptor;
 	OffsetNumber off = ItemPointerGetOffsetNumber(&s->stored.t_self);
-	bool		usecache = fc_tam_cache_usable(s->rel) && desc == RelationGetDescr(s->rel);
+	bool		usecache = !s->nocache && fc_tam_cache_usable(s->rel) &&
+		desc == RelationGetDescr(s->rel);
 	HeapTuple	plain;
 	MemoryContext old;
 
@@ -358,10 +361,12 @@ store_owned(TupleTableSlot *slot, HeapTuple plain)
 
 /*
  * Put the stored row held by a raw buffer slot into slot: lazily (pinning
- * its buffer) into our slot type, decrypted now into any other.
+ * its buffer) into our slot type, decrypted now into any other.  usecache
+ * says whether its decryption goes through the decrypted-row cache (scans)
+ * or not (single-row fetches: see tam_scan.c).
  */
 void
-fc_slot_store_raw(TupleTableSlot *slot, Relation rel, TupleTableSlot *raw)
+fc_slot_store_raw(TupleTableSlot *slot, Relation rel, TupleTableSlot *raw, bool usecache)
 {
 	BufferHeapTupleTableSlot *b = (BufferHeapTupleTableSlot *) raw;
 	FcLazySlot *s = (FcLazySlot *) slot;
@@ -404,6 +409,7 @@ fc_slot_store_raw(TupleTableSlot *slot, Relation rel, TupleTableSlot *raw)
 	s->stored = *b->base.tuple;
 	s->stored.t_tableOid = RelationGetRelid(rel);
 	s->rel = rel;
+	s->nocache = !usecache;
 	slot->tts_flags &= ~TTS_FLAG_EMPTY;
 	slot->tts_nvalid = 0;
 	slot->tts_tid = s->stored.t_self;
