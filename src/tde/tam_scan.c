@@ -14,6 +14,16 @@
  *	  fc_tam_store.  Scan keys are never used for user tables (only catalog
  *	  scans pass them) and are refused.
  *
+ *	  Which reads use the decrypted-row cache: scans (sequential, TID
+ *	  range, bitmap, sample, ANALYZE) do.  Single-row fetches do not: an
+ *	  index lookup, a TID scan's fetch, the old row of UPDATE or DELETE, a
+ *	  row lock (tam_modify.c) decrypt the stored row directly and neither
+ *	  probe nor fill the cache, since for a short row the lookup, the pin and
+ *	  the first touch of the entry's memory by a new backend cost more than
+ *	  the decryption (docs/performance.md, "Index lookups and the cache").
+ *	  An index scan that reads a second row of the page it read last (a
+ *	  range over a correlated index) uses the cache for it, as a scan does.
+ *
  * src/tde/tam_scan.c
  *
  *-------------------------------------------------------------------------

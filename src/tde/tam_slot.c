@@ -17,6 +17,8 @@
  *	    tuple (get/copy/materialize) gets a private copy carrying the stored
  *	    header: cache memory is never handed out for writing.
  *	  - owned: a palloc'd plain tuple (fc_tam_decrypt_desc's), as before.
+ *	  A row stored by a single-row fetch (fc_slot_store_raw's usecache
+ *	  false) goes from pending to owned without looking in the cache.
  *	  Virtual contents (ExecStoreVirtualTuple) work as in heap's slots.
  *
  *	  Pins: the buffer pin is dropped on clear or when another buffer's row
