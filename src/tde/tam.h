@@ -97,6 +97,7 @@ typedef struct FcIndexFetchData
 	IndexFetchTableData base;
 	IndexFetchTableData *h;		/* heap's */
 	TupleTableSlot *raw;
+	BlockNumber lastblk;		/* page of the previous fetch, or invalid */
 } FcIndexFetchData;
 
 extern void fc_tam_scan_routine(TableAmRoutine *r);

@@ -36,6 +36,10 @@
  *	  the claimer changes the entry's key, table and validity, holding the
  *	  partition locks of the old and the new key (in address order) after
  *	  checking that no reader pinned it meanwhile through the table.  A
+ *	  backend remembers the entry it found for a page (a direct-mapped memo
+ *	  of MEMO_MAX slots at most) and pins it without walking the table when,
+ *	  under the same shared partition lock, the entry still holds that key:
+ *	  the same guarantee as a table lookup, without its memory misses.  A
  *	  pinned entry is never reused, so a pinner reads its rows without a
  *	  lock.  Rows are appended under the entry's spinlock and published by
  *	  a 2-byte store of their position after a write barrier; a row, once
@@ -58,8 +62,12 @@
  *	  first time, what it pays for shared buffers: a page-table fill (large
  *	  on virtual machines with shadow paging; huge_pages makes it one per
  *	  2 MB, see docs/performance.md).  A scan pays one lookup per heap page
- *	  and, per row, a compare of the stored trailer with the cached one;
- *	  the lazy slot prefetches the next rows' trailers and cached rows.
+ *	  (through the memo when it read the page before) and, per row, a
+ *	  compare of the stored trailer with the cached one; the lazy slot
+ *	  prefetches the next rows' trailers and cached rows.  Single-row
+ *	  fetches do not use the cache at all (tam_scan.c): for one row of about
+ *	  100 bytes, a decryption costs less than the lookup, the pin and the
+ *	  first touch of the entry's memory by the backend.
  *
  *	  Exposure.  The entries' data area is plaintext in shared memory, as
  *	  shared buffers are under page-level TDE; it is excluded from core
@@ -101,6 +109,7 @@
 #define MAX_USAGE		5
 #define FLUSH_EVERY		4096
 #define NUM_PARTITIONS	128		/* of the lookup table, as bufmgr's */
+#define MEMO_MAX		(1 << 17)	/* slots of a backend's memo (512 kB) */
 
 /* an entry's row positions by offset, at the start of its data block */
 #define ENTRY_BLOCK(i)	(cache_data + (Size) (i) * ENTRY_DATA)
@@ -155,6 +164,8 @@ uint32		fc_tam_pin_epoch = 1;	/* advanced at every transaction end */
 bool		fc_tam_cache_on = false;	/* the cache exists */
 static uint64 local_hits = 0;
 static uint64 local_misses = 0;
+static int32 *memo = NULL;		/* this backend's last entry by page (hint) */
+static uint32 memo_mask = 0;
 
 static int	cache_entries(void);
 static Size cache_header_size(void);
@@ -168,6 +179,7 @@ static void pin_local(int entry, bool shared_taken);
 static int	claim_unpinned(void);
 static int	install(const CacheKey *key, uint32 hash, Oid relid, int victim);
 static bool reset_if_alone(int entry);
+static int32 *memo_slot(const CacheKey *key);
 
 PG_FUNCTION_INFO_V1(fieldcrypt_tde_cache_stats);
 
@@ -468,9 +480,45 @@ done:
 }
 
 /*
+ * This backend's memo of the entry it last found for a page: a direct-mapped
+ * array (MEMO_MAX slots at most, allocated on first use), indexed so that
+ * consecutive blocks of one relation take consecutive slots.  A hint only:
+ * fc_tam_cache_pin checks under the partition lock that the entry still
+ * holds the key, so that a scan served from the cache does not walk the
+ * lookup table (a memory miss per page) each time it reads a page again.
+ */
+static int32 *
+memo_slot(const CacheKey *key)
+{
+	if (unlikely(memo == NULL))
+	{
+		uint32		n = 1024;
+
+		while (n < (uint32) cache->nentries && n < MEMO_MAX)
+			n <<= 1;
+		memo = MemoryContextAlloc(TopMemoryContext, n * sizeof(int32));
+		memset(memo, 0xff, n * sizeof(int32));	/* -1: nothing */
+		memo_mask = n - 1;
+	}
+	return &memo[(key->blkno + key->node.relNode * 0x9E3779B1u) & memo_mask];
+}
+
+/* Whether entry is the valid entry of key (partition lock of key held). */
+static inline bool
+entry_holds(int entry, const CacheKey *key)
+{
+	CacheEntry *e = &cache->entries[entry];
+
+	return e->valid && memcmp(&e->key, key, sizeof(CacheKey)) == 0;
+}
+
+/*
  * Pin the entry of (node, blkno), creating it if create (evicting another).
  * Returns its number, or -1 (none, or none free).  *epoch receives the pin
- * epoch to give back to fc_tam_cache_unpin.
+ * epoch to give back to fc_tam_cache_unpin.  The entry is found through the
+ * backend's memo when it still holds the key (key and validity change only
+ * under the exclusive partition lock, which the shared one excludes), else
+ * through the lookup table.
  */
 int
 fc_tam_cache_pin(const RelFileNode *node, BlockNumber blkno, Oid relid, bool create,
@@ -480,6 +528,7 @@ fc_tam_cache_pin(const RelFileNode *node, BlockNumber blkno, Oid relid, bool cre
 	CacheLookup *l;
 	uint32		hash;
 	LWLock	   *lock;
+	int32	   *m;
 	int			i = -1;
 
 	fc_pins_reserve();
@@ -489,12 +538,15 @@ fc_tam_cache_pin(const RelFileNode *node, BlockNumber blkno, Oid relid, bool cre
 	*epoch = fc_tam_pin_epoch;
 	hash = get_hash_value(cache_hash, &key);
 	lock = partition_lock(hash);
+	m = memo_slot(&key);
 
 	LWLockAcquire(lock, LW_SHARED);
-	l = hash_search_with_hash_value(cache_hash, &key, hash, HASH_FIND, NULL);
-	if (l != NULL)
-	{
+	if (*m >= 0 && entry_holds(*m, &key))
+		i = *m;
+	else if ((l = hash_search_with_hash_value(cache_hash, &key, hash, HASH_FIND, NULL)) != NULL)
 		i = l->entry;
+	if (i >= 0)
+	{
 		pin_local(i, false);
 		if (cache->entries[i].usage < MAX_USAGE)
 			cache->entries[i].usage++;	/* racy, as bufmgr's usage counts */
@@ -508,6 +560,8 @@ fc_tam_cache_pin(const RelFileNode *node, BlockNumber blkno, Oid relid, bool cre
 			break;
 		i = install(&key, hash, relid, victim);
 	}
+	if (i >= 0)
+		*m = i;
 	if (i >= 0 && cache->entries[i].relid != relid)
 	{
 		fc_tam_cache_unpin(i, *epoch);

@@ -390,7 +390,7 @@ fc_tuple_lock(Relation rel, ItemPointer tid, Snapshot snapshot, TupleTableSlot *
 		r = fc_heap_routine->tuple_lock(rel, tid, snapshot, raw, cid, mode, wait_policy,
 										flags, tmfd);
 		if (!TTS_EMPTY(raw))
-			fc_slot_store_raw(slot, rel, raw);
+			fc_slot_store_raw(slot, rel, raw, false);	/* one row: no cache */
 	}
 	PG_FINALLY();
 	{

@@ -14,6 +14,16 @@
  *	  fc_tam_store.  Scan keys are never used for user tables (only catalog
  *	  scans pass them) and are refused.
  *
+ *	  Which reads use the decrypted-row cache: scans (sequential, TID
+ *	  range, bitmap, sample, ANALYZE) do.  Single-row fetches do not: an
+ *	  index lookup, a TID scan's fetch, the old row of UPDATE or DELETE, a
+ *	  row lock (tam_modify.c) decrypt the stored row directly and neither
+ *	  probe nor fill the cache, since for a short row the lookup, the pin and
+ *	  the first touch of the entry's memory by a new backend cost more than
+ *	  the decryption (docs/performance.md, "Index lookups and the cache").
+ *	  An index scan that reads a second row of the page it read last (a
+ *	  range over a correlated index) uses the cache for it, as a scan does.
+ *
  * src/tde/tam_scan.c
  *
  *-------------------------------------------------------------------------
@@ -31,7 +41,7 @@
 #include "tde/tam_slot.h"
 #include "tde/tde_stats.h"
 
-static void store_raw(Relation rel, TupleTableSlot *raw, TupleTableSlot *slot);
+static void store_raw(Relation rel, TupleTableSlot *raw, TupleTableSlot *slot, bool usecache);
 static inline TableScanDesc hscan_of(TableScanDesc sscan);
 
 /*
@@ -55,13 +65,13 @@ hscan_of(TableScanDesc sscan)
 
 /*
  * Give slot the stored tuple held by a raw buffer slot: a lazy slot keeps
- * it (pinned) and decrypts it on first access, any other slot type gets it
- * decrypted now.
+ * it (pinned) and decrypts it on first access, through the decrypted-row
+ * cache if usecache, any other slot type gets it decrypted now.
  */
 static void
-store_raw(Relation rel, TupleTableSlot *raw, TupleTableSlot *slot)
+store_raw(Relation rel, TupleTableSlot *raw, TupleTableSlot *slot, bool usecache)
 {
-	fc_slot_store_raw(slot, rel, raw);
+	fc_slot_store_raw(slot, rel, raw, usecache);
 }
 
 /* A private buffer slot for stored tuples of rel. */
@@ -127,7 +137,7 @@ fc_scan_getnextslot(TableScanDesc sscan, ScanDirection direction, TupleTableSlot
 		ExecClearTuple(slot);
 		return false;
 	}
-	store_raw(sscan->rs_rd, s->raw, slot);
+	store_raw(sscan->rs_rd, s->raw, slot, true);
 	return true;
 }
 
@@ -152,7 +162,7 @@ fc_scan_getnextslot_tidrange(TableScanDesc sscan, ScanDirection direction,
 		ExecClearTuple(slot);
 		return false;
 	}
-	store_raw(sscan->rs_rd, s->raw, slot);
+	store_raw(sscan->rs_rd, s->raw, slot, true);
 	return true;
 }
 
@@ -164,6 +174,7 @@ fc_index_fetch_begin(Relation rel)
 	f->base.rel = rel;
 	f->h = fc_heap_routine->index_fetch_begin(rel);
 	f->raw = raw_slot(rel);
+	f->lastblk = InvalidBlockNumber;
 	return &f->base;
 }
 
@@ -173,6 +184,7 @@ fc_index_fetch_reset(IndexFetchTableData *scan)
 	FcIndexFetchData *f = (FcIndexFetchData *) scan;
 
 	ExecClearTuple(f->raw);
+	f->lastblk = InvalidBlockNumber;
 	fc_heap_routine->index_fetch_reset(f->h);
 }
 
@@ -192,11 +204,15 @@ fc_index_fetch_tuple(struct IndexFetchTableData *scan, ItemPointer tid,
 					 bool *call_again, bool *all_dead)
 {
 	FcIndexFetchData *f = (FcIndexFetchData *) scan;
+	BlockNumber blk = ItemPointerGetBlockNumber(tid);
+	bool		again;
 
 	if (!fc_heap_routine->index_fetch_tuple(f->h, tid, snapshot, f->raw,
 											call_again, all_dead))
 		return false;
-	store_raw(scan->rel, f->raw, slot);
+	again = (blk == f->lastblk);
+	f->lastblk = blk;
+	store_raw(scan->rel, f->raw, slot, again);
 	return true;
 }
 
@@ -209,7 +225,7 @@ fc_tuple_fetch_row_version(Relation rel, ItemPointer tid, Snapshot snapshot,
 
 	found = fc_heap_routine->tuple_fetch_row_version(rel, tid, snapshot, raw);
 	if (found)
-		store_raw(rel, raw, slot);
+		store_raw(rel, raw, slot, false);	/* one row: no cache */
 	ExecDropSingleTupleTableSlot(raw);
 	return found;
 }
@@ -307,7 +323,7 @@ fc_scan_analyze_next_tuple(TableScanDesc sscan, TransactionId OldestXmin,
 		ExecClearTuple(slot);
 		return false;
 	}
-	store_raw(sscan->rs_rd, s->raw, slot);
+	store_raw(sscan->rs_rd, s->raw, slot, true);
 	ExecClearTuple(s->raw);
 	return true;
 }
@@ -329,7 +345,7 @@ fc_scan_bitmap_next_tuple(TableScanDesc sscan, struct TBMIterateResult *tbmres,
 		ExecClearTuple(slot);
 		return false;
 	}
-	store_raw(sscan->rs_rd, s->raw, slot);
+	store_raw(sscan->rs_rd, s->raw, slot, true);
 	return true;
 }
 
@@ -350,7 +366,7 @@ fc_scan_sample_next_tuple(TableScanDesc sscan, struct SampleScanState *scanstate
 		ExecClearTuple(slot);
 		return false;
 	}
-	store_raw(sscan->rs_rd, s->raw, slot);
+	store_raw(sscan->rs_rd, s->raw, slot, true);
 	return true;
 }
 

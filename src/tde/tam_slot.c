@@ -17,6 +17,8 @@
  *	    tuple (get/copy/materialize) gets a private copy carrying the stored
  *	    header: cache memory is never handed out for writing.
  *	  - owned: a palloc'd plain tuple (fc_tam_decrypt_desc's), as before.
+ *	  A row stored by a single-row fetch (fc_slot_store_raw's usecache
+ *	  false) goes from pending to owned without looking in the cache.
  *	  Virtual contents (ExecStoreVirtualTuple) work as in heap's slots.
  *
  *	  Pins: the buffer pin is dropped on clear or when another buffer's row
@@ -56,6 +58,7 @@ typedef struct FcLazySlot
 	uint32		epoch;			/* its pin epoch */
 	RelFileNode enode;			/* its page */
 	BlockNumber eblk;
+	bool		nocache;		/* stored came from a single-row fetch */
 } FcLazySlot;
 
 static void lazy_init(TupleTableSlot *slot);
@@ -105,6 +108,7 @@ lazy_init(TupleTableSlot *slot)
 	s->buffer = InvalidBuffer;
 	s->rel = NULL;
 	s->incache = false;
+	s->nocache = false;
 	s->entry = -1;
 }
 
@@ -195,7 +199,8 @@ decode(FcLazySlot *s)
 	TupleTableSlot *slot = &s->base.base;
 	TupleDesc	desc = slot->tts_tupleDescriptor;
 	OffsetNumber off = ItemPointerGetOffsetNumber(&s->stored.t_self);
-	bool		usecache = fc_tam_cache_usable(s->rel) && desc == RelationGetDescr(s->rel);
+	bool		usecache = !s->nocache && fc_tam_cache_usable(s->rel) &&
+		desc == RelationGetDescr(s->rel);
 	HeapTuple	plain;
 	MemoryContext old;
 
@@ -358,10 +363,12 @@ store_owned(TupleTableSlot *slot, HeapTuple plain)
 
 /*
  * Put the stored row held by a raw buffer slot into slot: lazily (pinning
- * its buffer) into our slot type, decrypted now into any other.
+ * its buffer) into our slot type, decrypted now into any other.  usecache
+ * says whether its decryption goes through the decrypted-row cache (scans)
+ * or not (single-row fetches: see tam_scan.c).
  */
 void
-fc_slot_store_raw(TupleTableSlot *slot, Relation rel, TupleTableSlot *raw)
+fc_slot_store_raw(TupleTableSlot *slot, Relation rel, TupleTableSlot *raw, bool usecache)
 {
 	BufferHeapTupleTableSlot *b = (BufferHeapTupleTableSlot *) raw;
 	FcLazySlot *s = (FcLazySlot *) slot;
@@ -404,6 +411,7 @@ fc_slot_store_raw(TupleTableSlot *slot, Relation rel, TupleTableSlot *raw)
 	s->stored = *b->base.tuple;
 	s->stored.t_tableOid = RelationGetRelid(rel);
 	s->rel = rel;
+	s->nocache = !usecache;
 	slot->tts_flags &= ~TTS_FLAG_EMPTY;
 	slot->tts_nvalid = 0;
 	slot->tts_tid = s->stored.t_self;

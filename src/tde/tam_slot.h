@@ -17,7 +17,8 @@ extern PGDLLIMPORT const TupleTableSlotOps FcTTSOpsLazy;
 
 #define FC_IS_LAZY_SLOT(slot)	((slot)->tts_ops == &FcTTSOpsLazy)
 
-extern void fc_slot_store_raw(TupleTableSlot *slot, Relation rel, TupleTableSlot *raw);
+extern void fc_slot_store_raw(TupleTableSlot *slot, Relation rel, TupleTableSlot *raw,
+							  bool usecache);
 extern HeapTupleHeader fc_slot_header(TupleTableSlot *slot);
 extern HeapTuple fc_slot_owned_tuple(TupleTableSlot *slot);
 

@@ -3,9 +3,11 @@
 #     page of two cached rows is evicted from shared buffers (index scans of another table
 #     through 1 MB of shared buffers, until pg_buffercache no longer lists it) and the data
 #     file changed under it:
-#     - a content byte of row 7: a read returns the values authenticated before (the stored
-#       trailer is unchanged: its nonce names exactly the ciphertext that was authenticated),
-#       while pageinspect shows the changed byte is what the buffer now holds;
+#     - a content byte of row 7: a read through the cache (a scan, or an index scan reading a
+#       second row of the page) returns the values authenticated before (the stored trailer is
+#       unchanged: its nonce names exactly the ciphertext that was authenticated), while
+#       pageinspect shows the changed byte is what the buffer now holds; a single-row index
+#       lookup, which does not use the cache, fails with XX001;
 #     - a tag byte of row 8: the trailer differs from the cached one, the cache is not used,
 #       and the read fails with XX001.
 #     After a restart (the cache is empty), row 7 fails with XX001 too.
@@ -103,8 +105,12 @@ substr($file, $content, 1) = $new_content;
 substr($file, $tag, 1) = chr(ord(substr($file, $tag, 1)) ^ 0x80);
 write_bytes($relpath, $file);
 
-is(sql("SET enable_seqscan = off; SELECT id || ' ' || v FROM t WHERE id = 7"), '7 cachedmarker-7',
-	'row 7, changed on disk after it was cached, reads as authenticated before (index scan)');
+is(sql("SET enable_seqscan = off; SET enable_bitmapscan = off; SELECT id || ' ' || v FROM t WHERE id BETWEEN 6 AND 7 ORDER BY id"),
+	"6 cachedmarker-6\n7 cachedmarker-7",
+	'row 7, changed on disk after it was cached, reads as authenticated before (index scan reading a second row of the page)');
+sql_fails($node, 'app', 'SET enable_seqscan = off; SET enable_bitmapscan = off; SELECT v FROM t WHERE id = 7', 'XX001',
+	'encrypted tuple (0,7) in table "t" failed authentication',
+	'an index lookup of row 7 alone decrypts the stored row, not the cache: XX001 (088 covers the policy)');
 is(sql("SELECT id || ' ' || v FROM t WHERE ctid >= '(0,7)' AND ctid < '(0,8)'"), '7 cachedmarker-7',
 	'and through a TID range scan');
 is(sql("SELECT get_byte(get_raw_page('t', 0), $content)"), ord($new_content),

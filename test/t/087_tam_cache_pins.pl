@@ -1,6 +1,7 @@
 # The decrypted-row cache's pins (src/tde/tam_pins.c, tam_cache.c) when one backend holds
 # more of them than its small private array (8): every entry of a 2 MB cache is pinned at once
-# by cursors of one transaction, each parked on a row of its own page of t.
+# by cursors of one transaction, each parked on a row of its own page of t (TID range scans:
+# single-row fetches such as TID scans do not use the cache).
 #  1. While they are all pinned, no other page can be cached: reading table u (about half as
 #     many pages as the cache has entries) twice in the same transaction hits nothing (a pin
 #     lost from the overflow table would free an entry).
@@ -57,7 +58,7 @@ sub pin_script
 	my $s = "BEGIN;\n";
 	for my $i (0 .. $n - 1)
 	{
-		$s .= "DECLARE c$i CURSOR FOR SELECT v FROM t WHERE ctid = '($pages[$i],1)';\n"
+		$s .= "DECLARE c$i CURSOR FOR SELECT v FROM t WHERE ctid >= '($pages[$i],1)' AND ctid < '($pages[$i],2)';\n"
 		  . "FETCH c$i;\n";
 	}
 	$s .= <<"EOS";
