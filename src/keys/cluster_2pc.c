@@ -118,7 +118,7 @@ fc_cluster_is_coordinator(void)
 	bool		result = false;
 	bool		isnull;
 
-	if (!fc_citus_installed() || fc_citus_peer_session())
+	if (!fc_citus_installed())
 		return false;
 	SPI_connect();
 	if (SPI_execute("SELECT pg_catalog.citus_is_coordinator()", true, 1) == SPI_OK_SELECT &&
@@ -126,6 +126,19 @@ fc_cluster_is_coordinator(void)
 		result = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)) &&
 			!isnull;
 	SPI_finish();
+
+	/*
+	 * A session named like one Citus opens between nodes (any client can
+	 * take that application_name) must not change the coordinator's keys
+	 * alone, leaving the workers on others.
+	 */
+	if (result && fc_citus_peer_session())
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("key changes cannot be made in a Citus internal session on the coordinator"),
+				 errdetail("This session's application_name (\"%s\") is the one Citus gives the sessions it opens between nodes; "
+						   "a key change here would not reach the workers.", application_name),
+				 errhint("Connect with another application_name.")));
 	return result;
 }
 
@@ -212,7 +225,8 @@ fc_cluster_remote_error(PGconn *conn, PGresult *res, char **sqlstate)
 	const char *msg = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
 	const char *st = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
 
-	*sqlstate = st ? pstrdup(st) : NULL;
+	/* five characters or none: the callers build an errcode from it */
+	*sqlstate = st && strlen(st) == 5 ? pstrdup(st) : NULL;
 	return msg ? pstrdup(msg) : pchomp(PQerrorMessage(conn));
 }
 

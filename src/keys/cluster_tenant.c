@@ -106,6 +106,12 @@ fc_cluster_check_then_apply(const FcClusterCall *call)
 
 	if (!fc_cluster_is_coordinator())
 		return false;
+	/*
+	 * A two-phase key change left prepared on a worker holds that worker's
+	 * change lock, and its check would refuse this change on every retry:
+	 * finish it first, as a key change does.
+	 */
+	(void) fc_cluster_recover(false);
 	nodes = fc_cluster_worker_nodes();
 	conns = palloc0(sizeof(PGconn *) * (list_length(nodes) + 1));
 
@@ -179,7 +185,8 @@ fc_cluster_check_then_apply(const FcClusterCall *call)
 						   "The coordinator did not. The node reported: %s",
 						   took.len ? took.data : "none", missed.data, why),
 				 errhint("Fix that node and run the same function on the coordinator again: "
-						 "the nodes that took the change take it again.")));
+						 "the nodes that took the change take it again.%s%s",
+						 call->retry_hint ? " " : "", call->retry_hint ? call->retry_hint : "")));
 	}
 	finish_conns(conns, list_length(nodes));
 

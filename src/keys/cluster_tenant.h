@@ -22,6 +22,7 @@ typedef struct FcClusterCall
 	const char *const *values;
 	const int  *lengths;
 	const int  *formats;
+	const char *retry_hint;		/* more of the hint of a partial apply, or NULL */
 } FcClusterCall;
 
 extern bool fc_cluster_check_then_apply(const FcClusterCall *call);

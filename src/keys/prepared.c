@@ -191,10 +191,17 @@ fc_prepared_save(Oid dboid, const FcDbKeys *entry)
 	put_u64(buf + 32, set_at);
 	if (ilen > 0)
 		memcpy(buf + PREP_HDR_LEN, image, ilen);
+	/*
+	 * WAL first, flushed, then the file: the record carries xid, so after a
+	 * crash in between, replay moves the next transaction id past it (and
+	 * writes the file itself); a file on disk whose xid no WAL record
+	 * holds could otherwise be taken for a later transaction's that
+	 * committed.  Before the PREPARE record: a standby promoted later
+	 * holds the file too.
+	 */
+	fc_wal_log_prepared(xid, buf, PREP_HDR_LEN + ilen);
 	snprintf(saved_path, sizeof(saved_path), "%s/%u", FC_PREPARED_DIR, xid);
 	fc_keyring_write_image(saved_path, buf, PREP_HDR_LEN + ilen);
-	/* before the PREPARE record: a standby promoted later holds the file too */
-	fc_wal_log_prepared(xid, buf, PREP_HDR_LEN + ilen);
 	pfree(buf);
 	if (image)
 		pfree(image);

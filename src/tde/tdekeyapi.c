@@ -107,6 +107,12 @@ rotate_checks(void)
 Datum
 fieldcrypt_rotate_tde_key_check(PG_FUNCTION_ARGS)
 {
+	/*
+	 * Not in a transaction block: the change lock it takes would outlive
+	 * the check (a PREPARE TRANSACTION keeps it) and hold back every key
+	 * change of the cluster.
+	 */
+	PreventInTransactionBlock(true, "fieldcrypt._rotate_tde_key_check()");
 	rotate_checks();
 	PG_RETURN_VOID();
 }
@@ -121,6 +127,10 @@ fieldcrypt_rotate_tde_key(PG_FUNCTION_ARGS)
 		.what = "the data encryption key",
 		.check_sql = "SELECT fieldcrypt._rotate_tde_key_check()",
 		.apply_sql = "SELECT fieldcrypt.rotate_tde_key()",
+		/* a worker that rotated alone waits for the cluster once its tables are done */
+		.retry_hint = "A worker that took it waits for the cluster once it has re-encrypted its "
+		"tables and refuses the retry (55P03) until fieldcrypt.finish_cluster_reencryption() "
+		"has run on the coordinator.",
 	};
 
 	rotate_checks();

@@ -90,8 +90,12 @@ is(tenant_of_nodes(), $managed, 'no node changed its tenant key');
 is(tde_of_nodes(), $tde0, 'no node rotated its TDE key');
 FcCitus::set_conf($co, "citus.node_conninfo = 'sslmode=require'");
 
-# worker2 holds its key change lock: a prepared transaction that took it
-safe_tls($w2, $DB, "BEGIN;\nSELECT fieldcrypt._rotate_tde_key_check();\nPREPARE TRANSACTION 'fc_hold';");
+# worker2 holds its key change lock: a prepared transaction that took it (a key change made
+# on worker2 alone, prepared); the check functions themselves refuse a transaction block
+sql_fails($w2, $DB, "BEGIN;\nSELECT fieldcrypt._rotate_tde_key_check();", '25001',
+	'fieldcrypt._rotate_tde_key_check() cannot run inside a transaction block',
+	'_rotate_tde_key_check in a transaction block: 25001 (its lock would outlive the check)');
+safe_tls($w2, $DB, "BEGIN;\nSELECT fieldcrypt.set_data_encryption_key('Hold-Marker-K9-7x!');\nPREPARE TRANSACTION 'fc_hold';");
 ($rc, $out, $err) = FcNode::psql_tls($co, $DB, "\\set VERBOSITY verbose\n$UPLOAD");
 like($err, qr/ERROR:  55P03: could not change the tenant key on node \Q$N[1]\E\n.*DETAIL:  Nothing was changed on any node\. The node reported: a data encryption key change is already in progress/s,
 	'worker2 holds its change lock: upload_tenant_key fails, naming worker2, 55P03');

@@ -7,6 +7,10 @@
 #   - cluster_sync_keys() gives every worker the coordinator's generation 1 (same key check
 #     value), values written through the coordinator decrypt on every shard, and the next
 #     set_data_encryption_key on the coordinator reaches every node;
+#   - a key change left prepared on the workers (its COMMIT PREPARED lost) is finished before
+#     rotate_tde_key's check, which it would otherwise make refuse;
+#   - a session named like a Citus peer session cannot change the coordinator's keys alone;
+#   - a node added later: citus_add_node fails without its key, naming cluster_sync_keys;
 #   - a CREATE EXTENSION run by hand on a node (not a peer session) still auto-activates.
 use strict;
 use warnings;
@@ -65,6 +69,35 @@ is(join('|', map { $_->safe_psql($DB, $GENS) } @w), "$g2|$g2", 'the key change r
 safe_tls($co, $DB, "INSERT INTO mailbox SELECT i, 'pw-' || i, 'pw-' || i FROM generate_series(41, 60) i");
 is($co->safe_psql($DB, $CHECK), '60|0', 'values of both generations decrypt across the shards');
 
+# a key change whose COMMIT PREPARED never reached the workers leaves them prepared, holding
+# their change lock: rotate_tde_key (checked on every worker first) finishes it before its
+# check instead of being refused (55P03) on every retry
+my $PREPARED = 'SELECT count(*) FROM pg_prepared_xacts';
+safe_tls($co, $DB, "SET fieldcrypt.test_cluster_skip_commit_prepared = on;\nSELECT fieldcrypt.set_data_encryption_key('Citus-Prop-Marker-K2-7x!')");
+is(join(',', map { $_->safe_psql($DB, $PREPARED) } @w), '1,1', 'the workers are left prepared');
+my $TDEGENS = 'SELECT coalesce(max(generation), 0) FROM fieldcrypt.tde_key_status';
+my @tde0 = map { $_->safe_psql($DB, $TDEGENS) } ($co, @w);
+my ($rrc, $rout, $rerr) = FcNode::psql_tls($co, $DB, 'SELECT fieldcrypt.rotate_tde_key()');
+is($rrc, 0, 'rotate_tde_key on the coordinator succeeds: the prepared key change is finished first')
+  or diag($rerr);
+is(join(',', map { $_->safe_psql($DB, $PREPARED) } @w), '0,0', 'nothing stays prepared on the workers');
+is(join(',', map { $_->safe_psql($DB, $TDEGENS) } ($co, @w)), join(',', map { $_ + 1 } @tde0),
+	'every node rotated its TDE key once');
+my $g3 = $co->safe_psql($DB, $GENS);
+like($g3, qr/,3:[0-9a-f]+$/, 'the coordinator holds generation 3');
+is(join('|', map { $_->safe_psql($DB, $GENS) } @w), "$g3|$g3", 'the committed key change reached every worker');
+
+# a session named like a Citus peer session cannot change the coordinator's keys alone
+sql_fails($co, $DB, "SET application_name = 'citus_internal gpid=77';\nSELECT fieldcrypt.rotate_tde_key();",
+	'55000', 'key changes cannot be made in a Citus internal session on the coordinator',
+	'a key change in a session named like a Citus peer session on the coordinator: 55000');
+sql_fails($co, $DB, "SET application_name = 'citus_internal gpid=77';\nSELECT fieldcrypt.set_data_encryption_key('Citus-Prop-Marker-K3-7x!');",
+	'55000', 'key changes cannot be made in a Citus internal session on the coordinator',
+	'set_data_encryption_key in such a session: 55000');
+is(join(',', map { $_->safe_psql($DB, $TDEGENS) } ($co, @w)), join(',', map { $_ + 1 } @tde0),
+	'no node rotated in that session');
+is($co->safe_psql($DB, $GENS), $g3, 'no key change in that session');
+
 # a node added later: citus_add_node copies the extension there (a peer session again, no
 # generation of its own), and the shell of an encrypted_heap table needs a key: refused,
 # naming the way that works; that way gives the node the coordinator's key
@@ -89,7 +122,7 @@ $w3->safe_psql($DB, 'SET fieldcrypt.auto_activate = off; CREATE EXTENSION fieldc
 safe_tls($co, $DB, "SELECT fieldcrypt.cluster_sync_keys('127.0.0.1', " . $w3->port . ')');
 $co->safe_psql($DB, "SELECT citus_add_node('127.0.0.1', " . $w3->port . ')');
 push @w, $w3;
-is($w3->safe_psql($DB, $GENS), $co->safe_psql($DB, "SELECT string_agg(generation || ':' || encode(kcv, 'hex'), ',' ORDER BY generation) FROM fieldcrypt.key_generations WHERE generation = 2"),
+is($w3->safe_psql($DB, $GENS), $co->safe_psql($DB, "SELECT string_agg(generation || ':' || encode(kcv, 'hex'), ',' ORDER BY generation) FROM fieldcrypt.key_generations WHERE generation = 3"),
 	'the node added later holds the coordinator\'s current generation');
 is($co->safe_psql($DB, 'SELECT count(*) FROM ledger'), '20', 'encrypted_heap shards still read after the node joined');
 
