@@ -433,6 +433,23 @@ COMMENT ON FUNCTION fieldcrypt.gcm_self_test() IS
 -- END ISSUE13-GCM
 
 -- ISSUE15-CITUS: fieldcrypt on a Citus cluster
+-- The one check of the cluster_ functions: Citus installed here (55000 otherwise, the hint
+-- naming the caller and its single-node counterpart).
+CREATE FUNCTION fieldcrypt._require_citus(caller text, single_node text) RETURNS void
+    LANGUAGE plpgsql STABLE PARALLEL SAFE
+    SET search_path = pg_catalog, pg_temp
+    AS $fn$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'citus') THEN
+        RAISE EXCEPTION USING ERRCODE = '55000',
+            MESSAGE = 'the citus extension is not installed in this database',
+            HINT = caller || ' runs on a Citus coordinator; use ' || single_node || ' on a single node.';
+    END IF;
+END
+$fn$;
+COMMENT ON FUNCTION fieldcrypt._require_citus(text, text) IS
+    'internal: 55000 unless the citus extension is installed in this database (the cluster_ functions)';
+
 -- cluster_key_status() on a Citus coordinator: every node of the cluster (from Citus's
 -- metadata) with the key generations its database holds, and whether they are the
 -- coordinator's (same numbers, salts, iteration counts and key check values: values
@@ -450,12 +467,7 @@ CREATE FUNCTION fieldcrypt.cluster_key_status(
 DECLARE
     mine text;
 BEGIN
-    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'citus') THEN
-        RAISE EXCEPTION USING ERRCODE = '55000',
-            MESSAGE = 'the citus extension is not installed in this database',
-            HINT = 'fieldcrypt.cluster_key_status() runs on a Citus coordinator; '
-                || 'use fieldcrypt.key_status on a single node.';
-    END IF;
+    PERFORM fieldcrypt._require_citus('fieldcrypt.cluster_key_status()', 'fieldcrypt.key_status');
     mine := fieldcrypt.export_key_generations();
     RETURN QUERY EXECUTE $q$
         SELECT n.nodename::text, n.nodeport, n.groupid = 0,
@@ -721,12 +733,7 @@ CREATE FUNCTION fieldcrypt.cluster_rotation_progress(
     SET search_path = pg_catalog, pg_temp
     AS $fn$
 BEGIN
-    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'citus') THEN
-        RAISE EXCEPTION USING ERRCODE = '55000',
-            MESSAGE = 'the citus extension is not installed in this database',
-            HINT = 'fieldcrypt.cluster_rotation_progress() runs on a Citus coordinator; '
-                || 'use fieldcrypt.rotation_progress on a single node.';
-    END IF;
+    PERFORM fieldcrypt._require_citus('fieldcrypt.cluster_rotation_progress()', 'fieldcrypt.rotation_progress');
     RETURN QUERY
         SELECT COALESCE(n.nodename::text, pg_catalog.current_setting('citus.local_hostname')),
                COALESCE(n.nodeport, pg_catalog.current_setting('port')::integer),
@@ -758,12 +765,7 @@ CREATE FUNCTION fieldcrypt.cluster_tde_key_status(
     SET search_path = pg_catalog, pg_temp
     AS $fn$
 BEGIN
-    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'citus') THEN
-        RAISE EXCEPTION USING ERRCODE = '55000',
-            MESSAGE = 'the citus extension is not installed in this database',
-            HINT = 'fieldcrypt.cluster_tde_key_status() runs on a Citus coordinator; '
-                || 'use fieldcrypt.tde_key_status on a single node.';
-    END IF;
+    PERFORM fieldcrypt._require_citus('fieldcrypt.cluster_tde_key_status()', 'fieldcrypt.tde_key_status');
     RETURN QUERY
         SELECT COALESCE(n.nodename::text, pg_catalog.current_setting('citus.local_hostname')),
                COALESCE(n.nodeport, pg_catalog.current_setting('port')::integer),
@@ -843,107 +845,6 @@ COMMENT ON FUNCTION fieldcrypt._rotate_tde_key_check() IS
     'every worker first; fieldcrypt_admin, TLS';
 REVOKE ALL ON FUNCTION fieldcrypt._rotate_tde_key_check() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION fieldcrypt._rotate_tde_key_check() TO fieldcrypt_admin;
-
--- The one check of the cluster_ functions: Citus installed here (55000 otherwise, the hint
--- naming the caller and its single-node counterpart).
-CREATE FUNCTION fieldcrypt._require_citus(caller text, single_node text) RETURNS void
-    LANGUAGE plpgsql STABLE PARALLEL SAFE
-    SET search_path = pg_catalog, pg_temp
-    AS $fn$
-BEGIN
-    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'citus') THEN
-        RAISE EXCEPTION USING ERRCODE = '55000',
-            MESSAGE = 'the citus extension is not installed in this database',
-            HINT = caller || ' runs on a Citus coordinator; use ' || single_node || ' on a single node.';
-    END IF;
-END
-$fn$;
-COMMENT ON FUNCTION fieldcrypt._require_citus(text, text) IS
-    'internal: 55000 unless the citus extension is installed in this database (the cluster_ functions)';
-
-CREATE OR REPLACE FUNCTION fieldcrypt.cluster_key_status(
-    OUT nodename text, OUT nodeport integer, OUT is_coordinator boolean,
-    OUT generations integer[], OUT current_generation integer,
-    OUT matches_coordinator boolean, OUT error text)
-    RETURNS SETOF record
-    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
-    SET search_path = pg_catalog, pg_temp
-    AS $fn$
-DECLARE
-    mine text;
-BEGIN
-    PERFORM fieldcrypt._require_citus('fieldcrypt.cluster_key_status()', 'fieldcrypt.key_status');
-    mine := fieldcrypt.export_key_generations();
-    RETURN QUERY EXECUTE $q$
-        SELECT n.nodename::text, n.nodeport, n.groupid = 0,
-               CASE WHEN r.success THEN ARRAY(
-                   SELECT (pg_catalog.regexp_match(l, '^generation (\d+) '))[1]::integer
-                   FROM pg_catalog.regexp_split_to_table(r.result, E'\n') l
-                   WHERE l LIKE 'generation %') END,
-               CASE WHEN r.success THEN (pg_catalog.regexp_match(r.result, 'generation (\d+) [^\n]*$'))[1]::integer END,
-               r.success AND r.result = $1,
-               CASE WHEN r.success THEN NULL ELSE r.result END
-        FROM pg_catalog.run_command_on_all_nodes('SELECT fieldcrypt.export_key_generations()') r
-        JOIN pg_catalog.pg_dist_node n USING (nodeid)
-        ORDER BY n.groupid, n.nodeport$q$ USING mine;
-END
-$fn$;
-CREATE OR REPLACE FUNCTION fieldcrypt.cluster_rotation_progress(
-    OUT nodename text, OUT nodeport integer, OUT is_coordinator boolean,
-    OUT database name, OUT from_generation integer, OUT to_generation integer,
-    OUT phase text, OUT tables_done integer, OUT tables_total integer,
-    OUT rows_done bigint, OUT rows_total bigint, OUT rows_per_second double precision,
-    OUT started_at timestamptz, OUT estimated_end timestamptz, OUT pid integer,
-    OUT problem text, OUT error text)
-    RETURNS SETOF record
-    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
-    SET search_path = pg_catalog, pg_temp
-    AS $fn$
-BEGIN
-    PERFORM fieldcrypt._require_citus('fieldcrypt.cluster_rotation_progress()', 'fieldcrypt.rotation_progress');
-    RETURN QUERY
-        SELECT COALESCE(n.nodename::text, pg_catalog.current_setting('citus.local_hostname')),
-               COALESCE(n.nodeport, pg_catalog.current_setting('port')::integer),
-               COALESCE(n.groupid = 0, true),
-               p.database, p.from_generation, p.to_generation, p.phase, p.tables_done,
-               p.tables_total, p.rows_done, p.rows_total, p.rows_per_second, p.started_at,
-               p.estimated_end, p.pid, p.problem,
-               CASE WHEN r.success THEN NULL ELSE r.result END
-          FROM pg_catalog.run_command_on_all_nodes(
-                 'SELECT COALESCE(pg_catalog.json_agg(p), ''[]'') FROM fieldcrypt.rotation_progress p') r
-          LEFT JOIN pg_catalog.pg_dist_node n ON n.nodeid = r.nodeid
-          LEFT JOIN LATERAL pg_catalog.json_to_recordset(CASE WHEN r.success THEN r.result::json END)
-               AS p(database name, from_generation integer, to_generation integer, phase text,
-                    tables_done integer, tables_total integer, rows_done bigint, rows_total bigint,
-                    rows_per_second double precision, started_at timestamptz,
-                    estimated_end timestamptz, pid integer, problem text) ON true
-         ORDER BY 3 DESC, 2, 4;
-END
-$fn$;
-CREATE OR REPLACE FUNCTION fieldcrypt.cluster_tde_key_status(
-    OUT nodename text, OUT nodeport integer, OUT is_coordinator boolean,
-    OUT generation integer, OUT is_current boolean, OUT created_at timestamptz,
-    OUT tables text[], OUT error text)
-    RETURNS SETOF record
-    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
-    SET search_path = pg_catalog, pg_temp
-    AS $fn$
-BEGIN
-    PERFORM fieldcrypt._require_citus('fieldcrypt.cluster_tde_key_status()', 'fieldcrypt.tde_key_status');
-    RETURN QUERY
-        SELECT COALESCE(n.nodename::text, pg_catalog.current_setting('citus.local_hostname')),
-               COALESCE(n.nodeport, pg_catalog.current_setting('port')::integer),
-               COALESCE(n.groupid = 0, true),
-               t.generation, t.is_current, t.created_at, t.tables,
-               CASE WHEN r.success THEN NULL ELSE r.result END
-          FROM pg_catalog.run_command_on_all_nodes(
-                 'SELECT COALESCE(pg_catalog.json_agg(t), ''[]'') FROM fieldcrypt.tde_key_status t') r
-          LEFT JOIN pg_catalog.pg_dist_node n ON n.nodeid = r.nodeid
-          LEFT JOIN LATERAL pg_catalog.json_to_recordset(CASE WHEN r.success THEN r.result::json END)
-               AS t(generation integer, is_current boolean, created_at timestamptz, tables text[]) ON true
-         ORDER BY 3 DESC, 2, 4;
-END
-$fn$;
 
 -- cluster_tenant_key_status(): fieldcrypt.tenant_key_status of every node, one row each
 -- (error for a node that did not answer).

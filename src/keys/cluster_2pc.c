@@ -230,12 +230,18 @@ fc_cluster_remote_error(PGconn *conn, PGresult *res, char **sqlstate)
 	return msg ? pstrdup(msg) : pchomp(PQerrorMessage(conn));
 }
 
-/* Run one command without parameters; false with *why (and *sqlstate) on failure. */
+/*
+ * Run one command (with nparams bind parameters, lengths and formats as
+ * PQexecParams takes them; NULL for text), interruptibly; false with *why
+ * (and *sqlstate) on failure.
+ */
 bool
-fc_cluster_run_simple(PGconn *conn, const char *sql, char **why, char **sqlstate)
+fc_cluster_run(PGconn *conn, const char *sql, int nparams, const char *const *values,
+			   const int *lengths, const int *formats, char **why, char **sqlstate)
 {
 	char	   *lost = NULL;
-	PGresult   *res = fc_node_exec(conn, sql, 0, NULL, false, &lost);
+	PGresult   *res = fc_node_exec_params(conn, sql, nparams, values, lengths, formats,
+										  false, &lost);
 	bool		ok = res && (PQresultStatus(res) == PGRES_COMMAND_OK ||
 							 PQresultStatus(res) == PGRES_TUPLES_OK);
 
@@ -243,6 +249,37 @@ fc_cluster_run_simple(PGconn *conn, const char *sql, char **why, char **sqlstate
 		*why = res ? fc_cluster_remote_error(conn, res, sqlstate) : lost;
 	PQclear(res);
 	return ok;
+}
+
+/* Run one command without parameters (fc_cluster_run). */
+bool
+fc_cluster_run_simple(PGconn *conn, const char *sql, char **why, char **sqlstate)
+{
+	return fc_cluster_run(conn, sql, 0, NULL, NULL, NULL, why, sqlstate);
+}
+
+/* The errcode of a node's SQLSTATE (fc_cluster_remote_error's), 08006 without one. */
+int
+fc_cluster_errcode(const char *sqlstate)
+{
+	if (sqlstate == NULL)
+		return ERRCODE_CONNECTION_FAILURE;
+	return MAKE_SQLSTATE(sqlstate[0], sqlstate[1], sqlstate[2], sqlstate[3], sqlstate[4]);
+}
+
+/*
+ * ERROR: what could not be changed on node host:port, and nothing was
+ * changed on any node; why is what the node reported, code its errcode.
+ */
+void
+fc_cluster_refuse(const char *what, const char *host, int port, int code, const char *why)
+{
+	ereport(ERROR,
+			(errcode(code),
+			 errmsg("could not change %s on node %s:%d", what, host, port),
+			 errdetail("Nothing was changed on any node. The node reported: %s", why),
+			 errhint("Every active worker of the Citus cluster must take the change; "
+					 "fix that node or remove it from the cluster, then retry.")));
 }
 
 /* Record gid (prepared on n) in the caller's transaction. */
@@ -420,13 +457,9 @@ key_change_on(List *nodes, const FcDbKeys *e, const char *pass)
 		if (ok)
 		{
 			const char *values[2] = {doc, pass};
-			PGresult   *res = fc_node_exec(conn, "SELECT fieldcrypt.import_key_generations($1, $2)",
-										   2, values, false, &why);
 
-			ok = res && PQresultStatus(res) == PGRES_TUPLES_OK;
-			if (!ok && res)
-				why = fc_cluster_remote_error(conn, res, &sqlstate);
-			PQclear(res);
+			ok = fc_cluster_run(conn, "SELECT fieldcrypt.import_key_generations($1, $2)",
+								2, values, NULL, NULL, &why, &sqlstate);
 		}
 		if (ok)
 			ok = fc_cluster_run_simple(conn, psprintf("PREPARE TRANSACTION '%s'", gid), &why, &sqlstate);
@@ -435,14 +468,8 @@ key_change_on(List *nodes, const FcDbKeys *e, const char *pass)
 			if (conn)
 				fc_node_close(conn);
 			finish_some(false, InvalidSubTransactionId, first);
-			ereport(ERROR,
-					(sqlstate ? errcode(MAKE_SQLSTATE(sqlstate[0], sqlstate[1], sqlstate[2],
-													  sqlstate[3], sqlstate[4]))
-					 : errcode(ERRCODE_CONNECTION_FAILURE),
-					 errmsg("could not change the data encryption key on node %s:%d", n->host, n->port),
-					 errdetail("Nothing was changed on any node. The node reported: %s", why),
-					 errhint("Every active worker of the Citus cluster must take the change; "
-							 "fix that node or remove it from the cluster, then retry.")));
+			fc_cluster_refuse("the data encryption key", n->host, n->port,
+							  fc_cluster_errcode(sqlstate), why);
 		}
 		{
 			MemoryContext old = MemoryContextSwitchTo(TopTransactionContext);

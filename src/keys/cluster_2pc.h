@@ -35,6 +35,11 @@ extern bool fc_cluster_is_coordinator(void);
 extern List *fc_cluster_worker_nodes(void);
 extern PGconn *fc_cluster_connect_node(const FcClusterNode *n, char **why);
 extern char *fc_cluster_remote_error(PGconn *conn, PGresult *res, char **sqlstate);
+extern bool fc_cluster_run(PGconn *conn, const char *sql, int nparams, const char *const *values,
+						   const int *lengths, const int *formats, char **why, char **sqlstate);
 extern bool fc_cluster_run_simple(PGconn *conn, const char *sql, char **why, char **sqlstate);
+extern int	fc_cluster_errcode(const char *sqlstate);
+extern void fc_cluster_refuse(const char *what, const char *host, int port, int code,
+							  const char *why) pg_attribute_noreturn();
 
 #endif

@@ -49,36 +49,18 @@
 
 static bool run_call(PGconn *conn, const char *sql, const FcClusterCall *call,
 					 char **why, char **sqlstate);
-static int	sqlstate_code(const char *sqlstate);
 static void finish_conns(PGconn **conns, int n);
 static void applied_context(void *arg);
 
 /* pushed once every worker took a change, until the coordinator has it too */
 static ErrorContextCallback applied_cb;
 
-/* Run sql with the call's bind parameters; false with *why (and *sqlstate) on failure. */
+/* Run sql with the call's bind parameters (fc_cluster_run). */
 static bool
 run_call(PGconn *conn, const char *sql, const FcClusterCall *call, char **why, char **sqlstate)
 {
-	char	   *lost = NULL;
-	PGresult   *res = fc_node_exec_params(conn, sql, call->nparams, call->values,
-										  call->lengths, call->formats, false, &lost);
-	bool		ok = res && (PQresultStatus(res) == PGRES_TUPLES_OK ||
-							 PQresultStatus(res) == PGRES_COMMAND_OK);
-
-	if (!ok)
-		*why = res ? fc_cluster_remote_error(conn, res, sqlstate) : lost;
-	PQclear(res);
-	return ok;
-}
-
-/* The errcode of a node's SQLSTATE, 08006 when it gave none (a lost connection). */
-static int
-sqlstate_code(const char *sqlstate)
-{
-	if (sqlstate == NULL || strlen(sqlstate) != 5)
-		return ERRCODE_CONNECTION_FAILURE;
-	return MAKE_SQLSTATE(sqlstate[0], sqlstate[1], sqlstate[2], sqlstate[3], sqlstate[4]);
+	return fc_cluster_run(conn, sql, call->nparams, call->values, call->lengths, call->formats,
+						  why, sqlstate);
 }
 
 /* Close the first n connections. */
@@ -126,12 +108,7 @@ fc_cluster_check_then_apply(const FcClusterCall *call)
 		if (conns[n] == NULL)
 		{
 			finish_conns(conns, n);
-			ereport(ERROR,
-					(errcode(ERRCODE_CONNECTION_FAILURE),
-					 errmsg("could not change %s on node %s:%d", call->what, w->host, w->port),
-					 errdetail("Nothing was changed on any node. The node reported: %s", why),
-					 errhint("Every active worker of the Citus cluster must take the change; "
-							 "fix that node or remove it from the cluster, then retry.")));
+			fc_cluster_refuse(call->what, w->host, w->port, ERRCODE_CONNECTION_FAILURE, why);
 		}
 	}
 
@@ -145,12 +122,7 @@ fc_cluster_check_then_apply(const FcClusterCall *call)
 		if (!run_call(conns[foreach_current_index(lc)], call->check_sql, call, &why, &sqlstate))
 		{
 			finish_conns(conns, list_length(nodes));
-			ereport(ERROR,
-					(errcode(sqlstate_code(sqlstate)),
-					 errmsg("could not change %s on node %s:%d", call->what, w->host, w->port),
-					 errdetail("Nothing was changed on any node. The node reported: %s", why),
-					 errhint("Every active worker of the Citus cluster must take the change; "
-							 "fix that node or remove it from the cluster, then retry.")));
+			fc_cluster_refuse(call->what, w->host, w->port, fc_cluster_errcode(sqlstate), why);
 		}
 	}
 
@@ -178,7 +150,7 @@ fc_cluster_check_then_apply(const FcClusterCall *call)
 			appendStringInfo(into, "%s%s:%d", into->len ? ", " : "", o->host, o->port);
 		}
 		ereport(ERROR,
-				(errcode(sqlstate_code(sqlstate)),
+				(errcode(fc_cluster_errcode(sqlstate)),
 				 errmsg("could not change %s on node %s:%d", call->what, w->host, w->port),
 				 errdetail("Every node accepted the change in its check, then this node did not take it. "
 						   "Workers that took the change: %s. Workers that did not: %s. "
