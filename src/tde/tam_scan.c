@@ -41,7 +41,6 @@
 #include "tde/tam_slot.h"
 #include "tde/tde_stats.h"
 
-static void store_raw(Relation rel, TupleTableSlot *raw, TupleTableSlot *slot, bool usecache);
 static inline TableScanDesc hscan_of(TableScanDesc sscan);
 
 /*
@@ -61,17 +60,6 @@ hscan_of(TableScanDesc sscan)
 		h->rs_flags |= (sscan->rs_flags & SO_TEMP_SNAPSHOT);
 	}
 	return h;
-}
-
-/*
- * Give slot the stored tuple held by a raw buffer slot: a lazy slot keeps
- * it (pinned) and decrypts it on first access, through the decrypted-row
- * cache if usecache, any other slot type gets it decrypted now.
- */
-static void
-store_raw(Relation rel, TupleTableSlot *raw, TupleTableSlot *slot, bool usecache)
-{
-	fc_slot_store_raw(slot, rel, raw, usecache);
 }
 
 /* A private buffer slot for stored tuples of rel. */
@@ -137,7 +125,7 @@ fc_scan_getnextslot(TableScanDesc sscan, ScanDirection direction, TupleTableSlot
 		ExecClearTuple(slot);
 		return false;
 	}
-	store_raw(sscan->rs_rd, s->raw, slot, true);
+	fc_slot_store_raw(slot, sscan->rs_rd, s->raw, true);
 	return true;
 }
 
@@ -162,7 +150,7 @@ fc_scan_getnextslot_tidrange(TableScanDesc sscan, ScanDirection direction,
 		ExecClearTuple(slot);
 		return false;
 	}
-	store_raw(sscan->rs_rd, s->raw, slot, true);
+	fc_slot_store_raw(slot, sscan->rs_rd, s->raw, true);
 	return true;
 }
 
@@ -212,7 +200,7 @@ fc_index_fetch_tuple(struct IndexFetchTableData *scan, ItemPointer tid,
 		return false;
 	again = (blk == f->lastblk);
 	f->lastblk = blk;
-	store_raw(scan->rel, f->raw, slot, again);
+	fc_slot_store_raw(slot, scan->rel, f->raw, again);
 	return true;
 }
 
@@ -225,7 +213,7 @@ fc_tuple_fetch_row_version(Relation rel, ItemPointer tid, Snapshot snapshot,
 
 	found = fc_heap_routine->tuple_fetch_row_version(rel, tid, snapshot, raw);
 	if (found)
-		store_raw(rel, raw, slot, false);	/* one row: no cache */
+		fc_slot_store_raw(slot, rel, raw, false);	/* one row: no cache */
 	ExecDropSingleTupleTableSlot(raw);
 	return found;
 }
@@ -323,7 +311,7 @@ fc_scan_analyze_next_tuple(TableScanDesc sscan, TransactionId OldestXmin,
 		ExecClearTuple(slot);
 		return false;
 	}
-	store_raw(sscan->rs_rd, s->raw, slot, true);
+	fc_slot_store_raw(slot, sscan->rs_rd, s->raw, true);
 	ExecClearTuple(s->raw);
 	return true;
 }
@@ -345,7 +333,7 @@ fc_scan_bitmap_next_tuple(TableScanDesc sscan, struct TBMIterateResult *tbmres,
 		ExecClearTuple(slot);
 		return false;
 	}
-	store_raw(sscan->rs_rd, s->raw, slot, true);
+	fc_slot_store_raw(slot, sscan->rs_rd, s->raw, true);
 	return true;
 }
 
@@ -366,7 +354,7 @@ fc_scan_sample_next_tuple(TableScanDesc sscan, struct SampleScanState *scanstate
 		ExecClearTuple(slot);
 		return false;
 	}
-	store_raw(sscan->rs_rd, s->raw, slot, true);
+	fc_slot_store_raw(slot, sscan->rs_rd, s->raw, true);
 	return true;
 }
 
