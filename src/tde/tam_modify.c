@@ -125,12 +125,25 @@ fc_tuple_complete_speculative(Relation rel, TupleTableSlot *slot, uint32 specTok
 }
 
 /*
- * COPY's and multi-row INSERT's batches: encrypt every row into a heap slot
- * of our own, so that heap_multi_insert finds materialized heap tuples and
- * copies nothing.  The stored tuples of a batch are allocated in one
- * context, reset after the batch (no allocation or free per row from a
- * long-lived context); the slots are marked as owning them, which keeps
- * heap from copying them, and unmarked before they are cleared.
+ * The stored tuples of one COPY batch.  COPY flushes a batch at 1,000 rows
+ * or 64 kB of input; its stored tuples, in power-of-two chunks, take about
+ * 100 to 300 kB, which the first block holds and keeps across resets.  With
+ * a 64 kB first block every batch malloc'd and freed its further blocks and
+ * glibc returned them to the kernel each time (munmap, brk): the page faults
+ * of touching that memory afresh cost an encrypted_heap COPY FROM about 15%
+ * of its time on the 2-CPU virtual machines (docs/performance.md).  The
+ * context is deleted when the COPY ends.
+ */
+#define BATCH_BLOCK		(512 * 1024)
+static MemoryContext batch = NULL;
+
+/*
+ * COPY's batches: encrypt every row into a heap slot of our own, so that
+ * heap_multi_insert finds materialized heap tuples and copies nothing.  The
+ * stored tuples of a batch are allocated in one context, reset after the
+ * batch (no allocation or free per row from a long-lived context); the
+ * slots are marked as owning them, which keeps heap from copying them, and
+ * unmarked before they are cleared.
  */
 static void
 fc_multi_insert(Relation rel, TupleTableSlot **slots, int nslots, CommandId cid,
@@ -138,12 +151,11 @@ fc_multi_insert(Relation rel, TupleTableSlot **slots, int nslots, CommandId cid,
 {
 	static TupleTableSlot **priv = NULL;
 	static int	npriv = 0;
-	static MemoryContext batch = NULL;
 	MemoryContext old;
 
 	if (batch == NULL)
 		batch = AllocSetContextCreate(TopMemoryContext, "fieldcrypt multi-insert batch",
-									  0, 64 * 1024, ALLOCSET_DEFAULT_MAXSIZE);
+									  BATCH_BLOCK, BATCH_BLOCK, ALLOCSET_DEFAULT_MAXSIZE);
 	if (npriv < nslots)
 	{
 		for (int i = 0; i < npriv; i++)
@@ -187,6 +199,17 @@ fc_multi_insert(Relation rel, TupleTableSlot **slots, int nslots, CommandId cid,
 		MemoryContextReset(batch);
 	}
 	PG_END_TRY();
+}
+
+/* The end of a COPY into the table (or into one partition of it). */
+static void
+fc_finish_bulk_insert(Relation rel, int options)
+{
+	if (batch != NULL)
+	{
+		MemoryContextDelete(batch);
+		batch = NULL;
+	}
 }
 
 static TM_Result
@@ -408,6 +431,7 @@ fc_tam_modify_routine(TableAmRoutine *r)
 	r->tuple_insert_speculative = fc_tuple_insert_speculative;
 	r->tuple_complete_speculative = fc_tuple_complete_speculative;
 	r->multi_insert = fc_multi_insert;
+	r->finish_bulk_insert = fc_finish_bulk_insert;
 	r->tuple_delete = fc_tuple_delete;
 	r->tuple_update = fc_tuple_update;
 	r->tuple_lock = fc_tuple_lock;
