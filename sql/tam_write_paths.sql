@@ -165,11 +165,32 @@ COPY tg_e FROM STDIN;
 SELECT same('tg_h', 'tg_e');
 SELECT * FROM tg_e ORDER BY a;
 
+-- COPY into a table of 40 partitions, the rows taking them in turn: COPY
+-- keeps batches for 32 partitions at most, so it ends the bulk insert of
+-- some partitions (finish_bulk_insert frees the batch memory) while others
+-- still take rows, and starts it again for them later
+CREATE TABLE pt_h (k int, v text) PARTITION BY LIST ((k % 40));
+CREATE TABLE pt_e (k int, v text) PARTITION BY LIST ((k % 40));
+DO $$
+BEGIN
+    FOR i IN 0..39 LOOP
+        EXECUTE format('CREATE TABLE pt_h_%s PARTITION OF pt_h FOR VALUES IN (%s) USING heap', i, i);
+        EXECUTE format('CREATE TABLE pt_e_%s PARTITION OF pt_e FOR VALUES IN (%s) USING encrypted_heap', i, i);
+    END LOOP;
+END $$;
+INSERT INTO pt_h SELECT i, 'row ' || i || repeat('.', i % 50) FROM generate_series(1, 20000) i;
+COPY (SELECT * FROM pt_h ORDER BY k) TO '/tmp/fc_tam_write_pt.copy';
+COPY pt_e FROM '/tmp/fc_tam_write_pt.copy';
+SELECT same('pt_h', 'pt_e');
+SELECT count(DISTINCT tableoid) AS partitions, min(n), max(n)
+  FROM (SELECT tableoid, count(*) AS n FROM pt_e GROUP BY tableoid) p;
+
 -- the rows written are readable after the backend's caches are gone
 \c fc_tam_write
 SELECT same('fx_h', 'fx_e') AND same('vl_h', 'vl_e') AND same('mx_h', 'mx_e')
-   AND same('dr_h', 'dr_e') AND same('big_h', 'big_e') AND same('tg_h', 'tg_e') AS all_same;
+   AND same('dr_h', 'dr_e') AND same('big_h', 'big_e') AND same('tg_h', 'tg_e')
+   AND same('pt_h', 'pt_e') AS all_same;
 
-\! rm -f /tmp/fc_tam_write_mx.copy /tmp/fc_tam_write_big.copy
+\! rm -f /tmp/fc_tam_write_mx.copy /tmp/fc_tam_write_big.copy /tmp/fc_tam_write_pt.copy
 \c :regress_db
 DROP DATABASE fc_tam_write;
