@@ -441,7 +441,27 @@ static bool taint_consts_walker(Node *node, TraceContext *ctx);
 
 /* Statement text being analyzed, and the top-level text it lies in. */
 static const char *analyzed_text = NULL;
-static int	analyzed_offset = -1;	/* where analyzed_text lies in the top text */
+static int	analyzed_offset = -1;	/* where analyzed_text lies in the top text;
+										 * OFFSET_UNKNOWN: not looked for yet */
+#define OFFSET_UNKNOWN	(-2)
+
+/*
+ * Where a nested statement's text (of a DO body, of EXECUTE '...') lies in
+ * the top-level text, or -1: looked for only when a literal of it is to be
+ * masked, so that statements with nothing to mask (most of them) do not
+ * search the top-level text.
+ */
+static int
+top_offset(void)
+{
+	if (analyzed_offset == OFFSET_UNKNOWN && analyzed_text != NULL && debug_query_string != NULL)
+	{
+		const char *at = strstr(debug_query_string, analyzed_text);
+
+		analyzed_offset = at ? (int) (at - debug_query_string) : -1;
+	}
+	return analyzed_offset;
+}
 
 /* Remember the text form of a value as a secret. */
 static void
@@ -480,8 +500,8 @@ taint_const(Const *c, bool any_type)
 			return;
 	}
 	fc_taint_literal(analyzed_text, c->location);
-	if (analyzed_offset >= 0)
-		fc_taint_literal_within(debug_query_string, analyzed_offset + c->location);
+	if (top_offset() >= 0)
+		fc_taint_literal_within(debug_query_string, top_offset() + c->location);
 	if (!fc_type_holds_encrypted(c->consttype) && c->consttype != UNKNOWNOID)
 		register_value(c->consttype, c->constvalue);
 	else if (c->consttype == UNKNOWNOID)
@@ -785,15 +805,8 @@ fc_post_parse_analyze(ParseState *pstate, Query *query, JumbleState *jstate)
 		return;
 	}
 	analyzed_text = pstate->p_sourcetext;
-	analyzed_offset = -1;
-	if (!top && debug_query_string != NULL)
-	{
-		/* a statement of a DO body or of EXECUTE '...' inside the top text */
-		const char *at = strstr(debug_query_string, analyzed_text);
-
-		if (at)
-			analyzed_offset = at - debug_query_string;
-	}
+	/* a statement of a DO body or of EXECUTE '...' may lie inside the top text */
+	analyzed_offset = !top && debug_query_string != NULL ? OFFSET_UNKNOWN : -1;
 	if (analyze_sensitive(query))
 	{
 		fc_mark_sensitive_statement(pstate->p_sourcetext);
@@ -801,6 +814,7 @@ fc_post_parse_analyze(ParseState *pstate, Query *query, JumbleState *jstate)
 			fc_redact_activity();
 	}
 	analyzed_text = NULL;
+	analyzed_offset = -1;
 	fc_note_analyzed(pstate->p_sourcetext, upto, 1);
 }
 

@@ -168,6 +168,15 @@ static MemoryContext sensitive_cxt = NULL;
 #define SENSITIVE_MAX 20000
 
 /*
+ * Lengths of the texts in sensitive, modulo SENSITIVE_LEN_BITS: a text of
+ * any other length is not in it, which most statements learn without being
+ * hashed.  Bits are never cleared while the table lives (a false hit only
+ * costs the hash lookup).
+ */
+#define SENSITIVE_LEN_BITS	1024
+static uint64 sensitive_lens[SENSITIVE_LEN_BITS / 64];
+
+/*
  * The current top-level statement: its hash, how far parse analysis got
  * through it, and the nested statement texts found sensitive while it runs
  * (PL/pgSQL, SQL functions), whose copies log-only lines may quote.
@@ -299,10 +308,14 @@ static SensitiveEntry *
 lookup_entry(const char *src, bool create)
 {
 	uint64		h;
+	Size		len;
 	SensitiveEntry *e;
 	bool		found;
 
 	if (src == NULL || (sensitive == NULL && !create))
+		return NULL;
+	len = strlen(src) % SENSITIVE_LEN_BITS;
+	if (!create && (sensitive_lens[len / 64] & (UINT64CONST(1) << (len % 64))) == 0)
 		return NULL;
 	if (sensitive != NULL && create && hash_get_num_entries(sensitive) >= SENSITIVE_MAX)
 	{
@@ -310,6 +323,7 @@ lookup_entry(const char *src, bool create)
 		hash_destroy(sensitive);
 		MemoryContextDelete(sensitive_cxt);
 		sensitive = NULL;
+		memset(sensitive_lens, 0, sizeof(sensitive_lens));
 	}
 	if (sensitive == NULL)
 	{
@@ -323,6 +337,8 @@ lookup_entry(const char *src, bool create)
 		sensitive = hash_create("fieldcrypt sensitive statements", 64, &ctl,
 								HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 	}
+	if (create)
+		sensitive_lens[len / 64] |= UINT64CONST(1) << (len % 64);
 	h = text_hash(src);
 	e = hash_search(sensitive, &h, create ? HASH_ENTER : HASH_FIND, &found);
 	if (e && create && !found)
