@@ -111,6 +111,14 @@ push @markers, 'Mk120-Ctx-D';
 like($err, qr/CONTEXT:  SQL statement "INSERT INTO app\.mailbox\(id, password\) VALUES \(1, 'Mk120-Ctx-D'\)"/,
 	'the client gets the CONTEXT line of its own statement as it is');
 
+# A literal of a statement nested in a DO block, spelt with an escape (its value
+# Mk120-Esc-E is what the secret ring knows): neither spelling reaches the log,
+# and the STATEMENT line of the failing DO block masks the whole body.
+push @markers, 'Mk120-Esc-\\x45', 'Mk120-Esc-E';
+($rc, $out, $err) = FcNode::psql_tls($node, 's',
+	q{DO $$ BEGIN INSERT INTO app.mailbox(id, password) VALUES (30, E'Mk120-Esc-\\x45'); PERFORM 1/0; END $$});
+like($err, qr/division by zero/, 'the DO block with a nested escaped literal fails after its INSERT');
+
 # control: a marker nobody protects reaches the log
 run_ok(q{SELECT 'Mk120-Control-Z'}, 'control statement');
 
@@ -136,6 +144,10 @@ like($log, qr/ERROR:  0A000: encrypted column "password" of table "mailbox" cann
 unlike($log, qr/encrypted column "\[redacted\]"/, 'no identifier is rewritten in the log');
 like($log, qr/CONTEXT:  SQL statement "INSERT INTO app\.mailbox\(id, password\) VALUES \(1, '\[redacted\]'\)"/,
 	'the log copy of the CONTEXT line is masked');
+my @do_lines = grep { /STATEMENT:  DO / } split /\n/, $log;
+is_deeply([grep { !/STATEMENT:  DO '\[redacted\]'$/ } @do_lines], [],
+	'every failing DO block, the one with a nested escaped literal too, is logged with its body masked');
+cmp_ok(scalar(@do_lines), '>=', 2, 'both failing DO blocks were logged');
 for my $m (@markers)
 {
 	my @lines = grep { index($_, $m) >= 0 } split /\n/, $log;
