@@ -111,7 +111,11 @@ static void finish_some(bool commit, SubTransactionId subid, int from);
 static void record_gid(const char *gid, const WorkerNode *n);
 static void key_change_on(List *nodes, const FcDbKeys *e, const char *pass);
 
-/* Is Citus here and this node its coordinator (SPI, as the caller)? */
+/*
+ * Is Citus here and this node its coordinator (SPI, as the caller)?  Every
+ * caller is about to change keys, so a coordinator session named like a
+ * Citus peer session is refused here (55000) rather than answered.
+ */
 bool
 fc_cluster_is_coordinator(void)
 {
