@@ -446,21 +446,26 @@ static int	analyzed_offset = -1;	/* where analyzed_text lies in the top text;
 #define OFFSET_UNKNOWN	(-2)
 
 /*
- * Where a nested statement's text (of a DO body, of EXECUTE '...') lies in
- * the top-level text, or -1: looked for only when a literal of it is to be
- * masked, so that statements with nothing to mask (most of them) do not
- * search the top-level text.
+ * Mask, in the top-level text, the literal that holds a nested statement's
+ * literal at loc (a statement of a DO body, of CREATE FUNCTION's body, of
+ * EXECUTE '...').  The nested text is looked for only when a literal of it
+ * is to be masked, so that statements with nothing to mask (most of them)
+ * do not search the top-level text: first as it is (a dollar-quoted body),
+ * then as the decoded contents of a quoted literal ('...''...', E'...\x41').
  */
-static int
-top_offset(void)
+static void
+taint_in_top(int loc)
 {
 	if (analyzed_offset == OFFSET_UNKNOWN && analyzed_text != NULL && debug_query_string != NULL)
 	{
 		const char *at = strstr(debug_query_string, analyzed_text);
 
 		analyzed_offset = at ? (int) (at - debug_query_string) : -1;
+		if (at == NULL)
+			fc_taint_literal_holding(debug_query_string, analyzed_text);
 	}
-	return analyzed_offset;
+	if (analyzed_offset >= 0)
+		fc_taint_literal_within(debug_query_string, analyzed_offset + loc);
 }
 
 /* Remember the text form of a value as a secret. */
@@ -500,8 +505,7 @@ taint_const(Const *c, bool any_type)
 			return;
 	}
 	fc_taint_literal(analyzed_text, c->location);
-	if (top_offset() >= 0)
-		fc_taint_literal_within(debug_query_string, top_offset() + c->location);
+	taint_in_top(c->location);
 	if (!fc_type_holds_encrypted(c->consttype) && c->consttype != UNKNOWNOID)
 		register_value(c->consttype, c->constvalue);
 	else if (c->consttype == UNKNOWNOID)
@@ -731,9 +735,14 @@ analyze_sensitive(Query *query)
 	{
 		Node	   *u = query->utilityStmt;
 
-		if (IsA(u, DoStmt))
+		if (IsA(u, DoStmt) ||
+			(IsA(u, CreateFunctionStmt) && ((CreateFunctionStmt *) u)->sql_body != NULL))
 		{
-			/* its body is parsed later, after pgaudit logged it: all of it */
+			/*
+			 * A DO body is parsed later, after pgaudit logged it; the
+			 * statements of a BEGIN ATOMIC body are analyzed by CREATE
+			 * FUNCTION itself, without this hook: all of it.
+			 */
 			fc_mask_all_literals(analyzed_text);
 			return true;
 		}

@@ -66,6 +66,7 @@
 #include "utils/memutils.h"
 
 #include "keys/keystore.h"
+#include "keys/literal.h"
 #include "keys/redact.h"
 
 #define RING_SLOTS		1024
@@ -1160,4 +1161,48 @@ fc_taint_literal_within(const char *src, int pos)
 		}
 		p = end;
 	}
+}
+
+/*
+ * A nested statement text (the body of CREATE FUNCTION ... AS '...') is
+ * not in src as it is, but as the contents of a quoted literal: mask every
+ * literal of src whose decoded contents hold it, and every literal whose
+ * decoding is uncertain (keys/literal.c).
+ */
+void
+fc_taint_literal_holding(const char *src, const char *text)
+{
+	const char *p = src;
+	StringInfoData buf;
+
+	if (src == NULL || text == NULL || *text == '\0')
+		return;
+	initStringInfo(&buf);
+	for (;;)
+	{
+		const char *start;
+		TokKind		kind;
+		const char *end = next_token(p, &start, &kind);
+
+		if (kind == TOK_END)
+			break;
+		p = end;
+		if (kind != TOK_STRING || (Size) (end - start) < strlen(text))
+			continue;
+		resetStringInfo(&buf);
+		if (!fc_decode_literal(start, end, &buf) || strstr(buf.data, text) != NULL)
+			fc_taint_literal(src, start - src);
+		else if ((start[0] == 'U' || start[0] == 'u') && start[1] == '&')
+		{
+			const char *w;
+			TokKind		wkind;
+			const char *wend = next_token(end, &w, &wkind);
+
+			/* U&'...' UESCAPE '!': another escape character */
+			if (wkind == TOK_WORD && wend - w == 7 && pg_strncasecmp(w, "uescape", 7) == 0)
+				fc_taint_literal(src, start - src);
+		}
+	}
+	explicit_bzero(buf.data, buf.maxlen);
+	pfree(buf.data);
 }

@@ -23,6 +23,7 @@ extern char *fc_mask_text(const char *src);
 extern void fc_redact_new_statement(const char *src);
 extern void fc_note_analyzed(const char *src, int upto, int installed);
 extern void fc_taint_literal_within(const char *src, int pos);
+extern void fc_taint_literal_holding(const char *src, const char *text);
 extern void fc_redact_init(void);
 extern void fc_redact_copy_from(bool on);
 extern bool fc_redact_copy_from_active(void);

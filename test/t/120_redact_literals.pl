@@ -119,6 +119,41 @@ push @markers, 'Mk120-Esc-\\x45', 'Mk120-Esc-E';
 	q{DO $$ BEGIN INSERT INTO app.mailbox(id, password) VALUES (30, E'Mk120-Esc-\\x45'); PERFORM 1/0; END $$});
 like($err, qr/division by zero/, 'the DO block with a nested escaped literal fails after its INSERT');
 
+# Function bodies: a SQL-language body is analyzed when CREATE FUNCTION validates
+# it, and its nested INSERT's literal lies in the CREATE statement's text only as
+# part of the body's literal: dollar-quoted (the body is there as it is), quoted
+# (quotes doubled), or an E'' string whose own escape spells the secret.  Each
+# escape-spelt secret's value is what the ring knows; the log must hold neither
+# spelling.  A later statement of each body fails validation, so the CREATE
+# statement is logged as STATEMENT (and as a duration line when it succeeds).
+# BEGIN ATOMIC bodies are analyzed by CREATE FUNCTION without the analysis hook:
+# all their literals are masked.
+push @markers, 'Mk120-FnDollar-\\x46', 'Mk120-FnDollar-F', 'Mk120-FnQuote-\\x47', 'Mk120-FnQuote-G',
+  'Mk120-FnOuterE-\\x48', 'Mk120-FnOuterE-H', 'Mk120-Atomic-\\x49', 'Mk120-Atomic-I',
+  'Mk120-FnOk-\\x4A', 'Mk120-FnOk-J', 'Mk120-AtomicOk-K', 'Mk120-FnUni-';
+my @fn_fail = (
+	[ 'dollar-quoted body',
+	  q{CREATE FUNCTION app.f_dollar() RETURNS void LANGUAGE sql AS $$ INSERT INTO app.mailbox(id, password) VALUES (40, E'Mk120-FnDollar-\\x46'); SELECT * FROM app.no_such_table $$} ],
+	[ 'quoted body',
+	  q{CREATE FUNCTION app.f_quote() RETURNS void LANGUAGE sql AS 'INSERT INTO app.mailbox(id, password) VALUES (41, E''Mk120-FnQuote-\\x47''); SELECT * FROM app.no_such_table'} ],
+	[ 'E-string body',
+	  q{CREATE PROCEDURE app.p_outer() LANGUAGE sql AS E'INSERT INTO app.mailbox(id, password) VALUES (42, ''Mk120-FnOuterE-\\x48''); SELECT * FROM app.no_such_table'} ],
+	[ 'U&-string body',
+	  q{CREATE FUNCTION app.f_uni() RETURNS void LANGUAGE sql AS U&'INSERT INTO app.mailbox(id, password) VALUES (46, E''Mk120-FnUni-\\\\x4D\0021''); SELECT * FROM app.no_such_table'} ],
+	[ 'BEGIN ATOMIC body',
+	  q{CREATE FUNCTION app.f_atomic() RETURNS void LANGUAGE sql BEGIN ATOMIC INSERT INTO app.mailbox(id, password) VALUES (43, E'Mk120-Atomic-\\x49'); SELECT * FROM app.no_such_table; END} ]);
+for my $c (@fn_fail)
+{
+	sql_fails($node, 's', $c->[1], '42P01', 'relation "app.no_such_table" does not exist',
+		"CREATE with a $c->[0] writing an escape-spelt secret fails validation");
+}
+run_ok(q{CREATE FUNCTION app.f_ok() RETURNS void LANGUAGE sql AS 'INSERT INTO app.mailbox(id, password) VALUES (44, E''Mk120-FnOk-\\x4A'')'},
+	'CREATE FUNCTION with a quoted body writing an escape-spelt secret');
+run_ok(q{CREATE FUNCTION app.f_atomic_ok() RETURNS void LANGUAGE sql BEGIN ATOMIC INSERT INTO app.mailbox(id, password) VALUES (45, 'Mk120-AtomicOk-K'); END},
+	'CREATE FUNCTION with a BEGIN ATOMIC body writing a secret');
+run_ok(q{CREATE FUNCTION app.f_plain() RETURNS int LANGUAGE sql AS 'SELECT length(''Mk120-FnPlain-P'')'},
+	'control: CREATE FUNCTION whose body writes no encrypted column');
+
 # control: a marker nobody protects reaches the log
 run_ok(q{SELECT 'Mk120-Control-Z'}, 'control statement');
 
@@ -144,6 +179,19 @@ like($log, qr/ERROR:  0A000: encrypted column "password" of table "mailbox" cann
 unlike($log, qr/encrypted column "\[redacted\]"/, 'no identifier is rewritten in the log');
 like($log, qr/CONTEXT:  SQL statement "INSERT INTO app\.mailbox\(id, password\) VALUES \(1, '\[redacted\]'\)"/,
 	'the log copy of the CONTEXT line is masked');
+like($log, qr/STATEMENT:  CREATE FUNCTION app\.f_quote\(\) RETURNS void LANGUAGE sql AS '\[redacted\]'$/m,
+	'the failing CREATE FUNCTION with a quoted body is logged with the body masked');
+like($log, qr/STATEMENT:  CREATE PROCEDURE app\.p_outer\(\) LANGUAGE sql AS '\[redacted\]'$/m,
+	'the failing CREATE PROCEDURE with an E-string body is logged with the body masked');
+like($log, qr/STATEMENT:  CREATE FUNCTION app\.f_uni\(\) RETURNS void LANGUAGE sql AS '\[redacted\]'$/m,
+	'the failing CREATE FUNCTION with a U&-string body is logged with the body masked');
+like($log, qr/STATEMENT:  CREATE FUNCTION app\.f_dollar\(\) RETURNS void LANGUAGE sql AS '\[redacted\]'$/m,
+	'the failing CREATE FUNCTION with a dollar-quoted body is logged with the body masked');
+like($log, qr/STATEMENT:  CREATE FUNCTION app\.f_atomic\(\) RETURNS void LANGUAGE sql BEGIN ATOMIC INSERT INTO app\.mailbox\(id, password\) VALUES \(\[redacted\], '\[redacted\]'\); SELECT \* FROM app\.no_such_table; END$/m,
+	'the failing BEGIN ATOMIC function is logged with every literal masked');
+like($log, qr/duration: [\d.]+ ms  statement: CREATE FUNCTION app\.f_ok\(\) RETURNS void LANGUAGE sql AS '\[redacted\]'$/m,
+	'the duration line of a CREATE FUNCTION whose body writes a secret masks the body');
+like($log, qr/Mk120-FnPlain-P/, 'control: a function body that writes no encrypted column stays visible');
 my @do_lines = grep { /STATEMENT:  DO / } split /\n/, $log;
 is_deeply([grep { !/STATEMENT:  DO '\[redacted\]'$/ } @do_lines], [],
 	'every failing DO block, the one with a nested escaped literal too, is logged with its body masked');
