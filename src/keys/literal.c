@@ -237,7 +237,7 @@ fc_decode_literal(const char *start, const char *end, StringInfo out)
 	else if (*p == 'U' || *p == 'u')
 		mode = QUOTE_UNICODE, p += 2;
 	else if (*p != '\'')
-		return false;			/* B'...', X'...': bits, never text */
+		return true;			/* B'...', X'...': bits, never text */
 	while (p < end)
 	{
 		while (p < end && *p != '\'')

@@ -21,7 +21,8 @@
 #   it is skipped, and said so, when the machine cannot reserve them (not root, too little
 #   free memory).
 #   c. index lookups: pgbench -S (select-only, prepared), FC_BENCH_TAM_SECONDS each
-#   d. TPC-B: pgbench -c 2 -j 2 -T FC_BENCH_TPCB_SECONDS (default 60), pgbench_* tables on
+#   d. TPC-B: pgbench -c 2 -j 2 -T FC_BENCH_TPCB_SECONDS (default 20), best of FC_BENCH_TPCB_ROUNDS
+#      (default 3) rounds alternating the databases, each after a CHECKPOINT, pgbench_* tables on
 #      encrypted_heap vs heap
 #   e. on-disk size of pgbench_accounts right after pgbench -i
 # The cache's hit rate under pgbench (c, d) is reported with its size and entries in use.
@@ -50,7 +51,8 @@ session_sample() {
   for i in $ms; do S[$1/$2]="${S[$1/$2]:+${S[$1/$2]} }$(calc "$i / 1000")"; done
   log "$1 $2: ${S[$1/$2]}"
 }
-TPCB_SECONDS=${FC_BENCH_TPCB_SECONDS:-60}
+TPCB_SECONDS=${FC_BENCH_TPCB_SECONDS:-20}
+TPCB_ROUNDS=${FC_BENCH_TPCB_ROUNDS:-3}
 
 tam_pgbench() {   # DB ARGS...: TPS of one pgbench run
   local db=$1 out; shift
@@ -213,16 +215,18 @@ section3_pass() {
   c1=$(cache_stats)
   local sel_rate tpcb_rate
   sel_rate=$(cache_rate "$c0" "$c1")
-  for v in heap enc; do
-    PGDATABASE=tam_$v fc_psql -c 'VACUUM ANALYZE' -c 'CHECKPOINT'
-    [[ $v == enc ]] && c0=$(cache_stats)
-    tps[tpcb_$v]=$(tam_pgbench tam_$v -c 2 -j 2 -T "$TPCB_SECONDS")
-    log "TPC-B $v: ${tps[tpcb_$v]}"
+  for v in heap enc; do PGDATABASE=tam_$v fc_psql -c 'VACUUM ANALYZE'; done
+  c0=$(cache_stats)
+  for ((r = 1; r <= TPCB_ROUNDS; r++)); do
+    for v in heap enc; do
+      PGDATABASE=tam_$v fc_psql -c 'CHECKPOINT'
+      tps[tpcb_$v]="${tps[tpcb_$v]:+${tps[tpcb_$v]} }$(tam_pgbench tam_$v -c 2 -j 2 -T "$TPCB_SECONDS")"
+      log "TPC-B $v: ${tps[tpcb_$v]##* }"
+    done
   done
   c1=$(cache_stats)
   tpcb_rate=$(cache_rate "$c0" "$c1")
-  say "  pgbench (TPS): select-only best of 3 x ${TAM_SECONDS}s: heap $(best_tps "${tps[sel_heap]}") encrypted $(best_tps "${tps[sel_enc]}") (samples ${tps[sel_heap]} / ${tps[sel_enc]}); TPC-B ${TPCB_SECONDS}s: heap ${tps[tpcb_heap]} encrypted ${tps[tpcb_enc]}"
-
+  say "  pgbench (TPS): select-only best of 3 x ${TAM_SECONDS}s: heap $(best_tps "${tps[sel_heap]}") encrypted $(best_tps "${tps[sel_enc]}") (samples ${tps[sel_heap]} / ${tps[sel_enc]}); TPC-B best of $TPCB_ROUNDS x ${TPCB_SECONDS}s: heap $(best_tps "${tps[tpcb_heap]}") encrypted $(best_tps "${tps[tpcb_enc]}") (samples ${tps[tpcb_heap]} / ${tps[tpcb_enc]})"
   say "  decrypted-row cache hit rate: pgbench -S $sel_rate; TPC-B $tpcb_rate; $(PGDATABASE=tam_enc fc_psql -Atc "SELECT pg_size_pretty(size_bytes) || ', ' || entries_used || ' of ' || entries || ' entries (pages) in use, ' || evictions || ' evictions' FROM fieldcrypt.tde_cache_stats()")"
 
   target "encrypted_heap COPY FROM, $rows rows (time vs heap$tag)" "$(tam_ratio tam_copy)" "x <= 1.3" "<=1.3x"
@@ -242,7 +246,7 @@ section3_pass() {
   target "encrypted_heap index lookups, pgbench -S (TPS vs heap$tag)" \
     "$(calc "$(best_tps "${tps[sel_enc]}") / $(best_tps "${tps[sel_heap]}")" 2)" "x >= 0.95" ">=0.95x"
   target "encrypted_heap pgbench TPC-B (TPS vs heap$tag)" \
-    "$(calc "${tps[tpcb_enc]} / ${tps[tpcb_heap]}" 2)" "x >= 0.95" ">=0.95x"
+    "$(calc "$(best_tps "${tps[tpcb_enc]}") / $(best_tps "${tps[tpcb_heap]}")" 2)" "x >= 0.95" ">=0.95x"
   target "encrypted_heap size of pgbench_accounts (vs heap$tag)" \
     "$(calc "${size[enc]} / ${size[heap]}" 3)" "x <= 1.25" "<=1.25x"
   fc_cluster_stop tam
