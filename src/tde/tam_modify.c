@@ -13,9 +13,10 @@
  *	  row versions (an UPDATE re-saves unchanged large values), which keeps
  *	  that bookkeeping exact.
  *
- *	  Updates are never HOT on tables with indexes: every version has a new
- *	  nonce, so heap sees all indexed columns as modified (and takes the
- *	  key-exclusive row lock).
+ *	  Updates are HOT as heap's are: every version has fresh ciphertext, so
+ *	  heap's byte comparison would see every indexed column as modified;
+ *	  update_with_plain_bitmaps compares the plaintexts and tells heap which
+ *	  indexed columns really changed.
  *
  * src/tde/tam_modify.c
  *
