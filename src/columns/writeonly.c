@@ -64,6 +64,7 @@
 #include "catalog/namespace.h"
 #include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
+#include "commands/prepare.h"
 #include "nodes/nodeFuncs.h"
 #include "nodes/params.h"
 #include "parser/analyze.h"
@@ -718,6 +719,42 @@ user_call_walker(Node *node, bool *found)
 	return expression_tree_walker(node, user_call_walker, (void *) found);
 }
 
+/* Taint every constant of a raw (not yet analyzed) expression. */
+static bool
+raw_consts_walker(Node *node, void *context)
+{
+	if (node == NULL)
+		return false;
+	if (IsA(node, A_Const))
+	{
+		fc_taint_literal(analyzed_text, ((A_Const *) node)->location);
+		taint_in_top(((A_Const *) node)->location);
+		return false;
+	}
+	return raw_expression_tree_walker(node, raw_consts_walker, context);
+}
+
+/*
+ * EXECUTE name(params) of a statement prepared by PREPARE: its parameters
+ * are analyzed by EXECUTE itself, without this hook, and go wherever the
+ * prepared statement puts them.  If that statement was found sensitive
+ * when it was prepared, every constant of the parameters is masked.
+ */
+static bool
+execute_params_sensitive(ExecuteStmt *stmt)
+{
+	PreparedStatement *ps;
+
+	if (stmt->params == NIL)
+		return false;
+	ps = FetchPreparedStatement(stmt->name, false);
+	if (ps == NULL || ps->plansource == NULL || ps->plansource->query_string == NULL ||
+		!fc_statement_is_sensitive(ps->plansource->query_string))
+		return false;
+	raw_consts_walker((Node *) stmt->params, NULL);
+	return true;
+}
+
 /*
  * Does this analyzed statement write to a column that can hold an encrypted
  * value (INSERT, UPDATE, MERGE, data-modifying WITH, CREATE TABLE AS,
@@ -748,6 +785,8 @@ analyze_sensitive(Query *query)
 		}
 		if (IsA(u, CallStmt))
 			user_call_walker((Node *) ((CallStmt *) u)->funcexpr, &sensitive);
+		else if (IsA(u, ExecuteStmt))
+			sensitive = execute_params_sensitive((ExecuteStmt *) u);
 		else if (IsA(u, ExplainStmt) && IsA(((ExplainStmt *) u)->query, Query))
 			sensitive = analyze_sensitive((Query *) ((ExplainStmt *) u)->query);
 		else if (IsA(u, CreateTableAsStmt) && IsA(((CreateTableAsStmt *) u)->query, Query))

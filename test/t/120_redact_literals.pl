@@ -154,6 +154,21 @@ run_ok(q{CREATE FUNCTION app.f_atomic_ok() RETURNS void LANGUAGE sql BEGIN ATOMI
 run_ok(q{CREATE FUNCTION app.f_plain() RETURNS int LANGUAGE sql AS 'SELECT length(''Mk120-FnPlain-P'')'},
 	'control: CREATE FUNCTION whose body writes no encrypted column');
 
+# EXECUTE of a statement prepared by PREPARE analyzes its parameters itself, without
+# the analysis hook.  When the prepared statement writes to an encrypted column, every
+# constant of the parameters is masked (EXPLAIN ANALYZE EXECUTE too); a prepared
+# statement that writes none keeps its EXECUTE visible.
+push @markers, 'Mk120-Exec-\\x4E', 'Mk120-Exec-N', 'Mk120-ExecOk-O', 'Mk120-ExecExpl-';
+($rc, $out, $err) = FcNode::psql_tls($node, 's', <<'EOS');
+PREPARE wr(int, text) AS INSERT INTO app.mailbox(id, password) VALUES ($1, $2);
+EXECUTE wr(50, 'Mk120-ExecOk-O');
+EXPLAIN (ANALYZE, COSTS OFF) EXECUTE wr(51, E'Mk120-ExecExpl-\x50');
+PREPARE rd(int, text) AS SELECT $1, $2;
+EXECUTE rd(1, 'Mk120-ExecPlain-Q');
+EXECUTE wr(1/0, E'Mk120-Exec-\x4E');
+EOS
+like($err, qr/division by zero/, 'the EXECUTE of a prepared write fails evaluating its parameters');
+
 # control: a marker nobody protects reaches the log
 run_ok(q{SELECT 'Mk120-Control-Z'}, 'control statement');
 
@@ -192,6 +207,14 @@ like($log, qr/STATEMENT:  CREATE FUNCTION app\.f_atomic\(\) RETURNS void LANGUAG
 like($log, qr/duration: [\d.]+ ms  statement: CREATE FUNCTION app\.f_ok\(\) RETURNS void LANGUAGE sql AS '\[redacted\]'$/m,
 	'the duration line of a CREATE FUNCTION whose body writes a secret masks the body');
 like($log, qr/Mk120-FnPlain-P/, 'control: a function body that writes no encrypted column stays visible');
+like($log, qr/STATEMENT:  EXECUTE wr\(\[redacted\]\/\[redacted\], '\[redacted\]'\);?$/m,
+	'the failing EXECUTE of a prepared write is logged with its parameters masked');
+like($log, qr/duration: [\d.]+ ms  statement: EXECUTE wr\(\[redacted\], '\[redacted\]'\)/,
+	'the duration line of an EXECUTE of a prepared write masks its parameters');
+like($log, qr/duration: [\d.]+ ms  statement: EXPLAIN \(ANALYZE, COSTS OFF\) EXECUTE wr\(\[redacted\], '\[redacted\]'\)/,
+	'the duration line of EXPLAIN ANALYZE EXECUTE of a prepared write masks its parameters');
+like($log, qr/EXECUTE rd\(1, 'Mk120-ExecPlain-Q'\)/,
+	'control: the EXECUTE of a prepared statement that writes no encrypted column stays visible');
 my @do_lines = grep { /STATEMENT:  DO / } split /\n/, $log;
 is_deeply([grep { !/STATEMENT:  DO '\[redacted\]'$/ } @do_lines], [],
 	'every failing DO block, the one with a nested escaped literal too, is logged with its body masked');
