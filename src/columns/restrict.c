@@ -63,6 +63,7 @@
 #include "nodes/nodeFuncs.h"
 #include "optimizer/optimizer.h"
 #include "parser/parse_type.h"
+#include "tcop/tcopprot.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
@@ -72,6 +73,7 @@
 
 #include "columns/enctypes.h"
 #include "columns/restrict.h"
+#include "keys/redact.h"
 
 #define DETAIL_RULE "Encrypted columns cannot be indexed, audited or customized."
 
@@ -81,10 +83,23 @@
 static void refuse(const char *what, const char *col, const char *table) pg_attribute_noreturn();
 static void refuse_domain(const char *what) pg_attribute_noreturn();
 
+/*
+ * A refused statement about an encrypted column may hold a plaintext among
+ * its literals (a default, a constraint's constant): every literal of its
+ * text is masked in the log.
+ */
+static void
+mask_refused_statement(void)
+{
+	if (debug_query_string != NULL)
+		fc_mask_all_literals(debug_query_string);
+}
+
 /* ERROR: the statement would index or customize an encrypted column. */
 static void
 refuse(const char *what, const char *col, const char *table)
 {
+	mask_refused_statement();
 	ereport(ERROR,
 			(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 			 errmsg("encrypted column \"%s\" of table \"%s\" cannot be %s", col, table, what),
@@ -95,6 +110,7 @@ refuse(const char *what, const char *col, const char *table)
 static void
 refuse_domain(const char *what)
 {
+	mask_refused_statement();
 	ereport(ERROR,
 			(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 			 errmsg("a domain over an encrypted type cannot have a %s", what),
@@ -408,12 +424,15 @@ check_alter(AlterTableStmt *stmt)
 				if (name_in(cmd->name, names))
 					refuse("changed to another type", cmd->name, table);
 				if (typename_encrypted(castNode(ColumnDef, cmd->def)->typeName))
+				{
+					mask_refused_statement();
 					ereport(ERROR,
 							(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 							 errmsg("cannot change the type of column \"%s\" of table \"%s\" to an encrypted type",
 									cmd->name, table),
 							 errdetail(DETAIL_RULE),
 							 errhint("Add a new encrypted column and copy the values into it with UPDATE.")));
+				}
 				break;
 			case AT_ColumnDefault:
 				if (cmd->def && name_in(cmd->name, names))

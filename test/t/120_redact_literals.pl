@@ -169,6 +169,26 @@ EXECUTE wr(1/0, E'Mk120-Exec-\x4E');
 EOS
 like($err, qr/division by zero/, 'the EXECUTE of a prepared write fails evaluating its parameters');
 
+# DDL refused because it would customize an encrypted column: its literals may be
+# plaintexts (a default, a constraint's constant, a USING expression), so every
+# literal of the refused statement is masked in the log.
+push @markers, 'Mk120-Def-\\x52', 'Mk120-Def2-S', 'Mk120-Chk-T', 'Mk120-Dom-U', 'Mk120-Using-V';
+sql_fails($node, 's', q{ALTER TABLE app.mailbox ADD COLUMN p2 fieldcrypt.encrypted_text DEFAULT E'Mk120-Def-\x52'},
+	'0A000', 'encrypted column "p2" of table "mailbox" cannot be given a default',
+	'ADD COLUMN with a default on an encrypted column is refused');
+sql_fails($node, 's', q{CREATE TABLE app.t_def (id int, p fieldcrypt.encrypted_text DEFAULT 'Mk120-Def2-S')},
+	'0A000', 'encrypted column "p" of table "t_def" cannot be given a default',
+	'CREATE TABLE with a default on an encrypted column is refused');
+sql_fails($node, 's', q{ALTER TABLE app.mailbox ADD CONSTRAINT c_chk CHECK (password IS DISTINCT FROM 'Mk120-Chk-T')},
+	'0A000', 'encrypted column "password" of table "mailbox" cannot be used in a CHECK constraint',
+	'a CHECK constraint on an encrypted column is refused');
+sql_fails($node, 's', q{CREATE DOMAIN app.d_enc AS fieldcrypt.encrypted_text DEFAULT 'Mk120-Dom-U'},
+	'0A000', 'a domain over an encrypted type cannot have a default',
+	'a domain default over an encrypted type is refused');
+sql_fails($node, 's', q{ALTER TABLE app.mailbox ALTER COLUMN address TYPE fieldcrypt.encrypted_text USING 'Mk120-Using-V'},
+	'0A000', 'cannot change the type of column "address" of table "mailbox" to an encrypted type',
+	'changing a column to an encrypted type is refused');
+
 # control: a marker nobody protects reaches the log
 run_ok(q{SELECT 'Mk120-Control-Z'}, 'control statement');
 
@@ -215,6 +235,8 @@ like($log, qr/duration: [\d.]+ ms  statement: EXPLAIN \(ANALYZE, COSTS OFF\) EXE
 	'the duration line of EXPLAIN ANALYZE EXECUTE of a prepared write masks its parameters');
 like($log, qr/EXECUTE rd\(1, 'Mk120-ExecPlain-Q'\)/,
 	'control: the EXECUTE of a prepared statement that writes no encrypted column stays visible');
+like($log, qr/STATEMENT:  ALTER TABLE app\.mailbox ADD COLUMN p2 fieldcrypt\.encrypted_text DEFAULT '\[redacted\]'$/m,
+	'the refused default is logged masked');
 my @do_lines = grep { /STATEMENT:  DO / } split /\n/, $log;
 is_deeply([grep { !/STATEMENT:  DO '\[redacted\]'$/ } @do_lines], [],
 	'every failing DO block, the one with a nested escaped literal too, is logged with its body masked');
