@@ -154,6 +154,17 @@ run_ok(q{CREATE FUNCTION app.f_atomic_ok() RETURNS void LANGUAGE sql BEGIN ATOMI
 run_ok(q{CREATE FUNCTION app.f_plain() RETURNS int LANGUAGE sql AS 'SELECT length(''Mk120-FnPlain-P'')'},
 	'control: CREATE FUNCTION whose body writes no encrypted column');
 
+# The same with standard_conforming_strings off: a plain quoted body then decodes
+# backslash escapes too.
+push @markers, 'Mk120-Scs-';
+($rc, $out, $err) = FcNode::psql_tls($node, 's', <<'EOS');
+SET standard_conforming_strings = off;
+SET escape_string_warning = off;
+CREATE FUNCTION app.f_scs() RETURNS void LANGUAGE sql AS 'INSERT INTO app.mailbox(id, password) VALUES (47, E''Mk120-Scs-\\x57''); SELECT * FROM app.no_such_table';
+EOS
+like($err, qr/relation "app\.no_such_table" does not exist/,
+	'with standard_conforming_strings off, the quoted body writing an escape-spelt secret fails validation');
+
 # EXECUTE of a statement prepared by PREPARE analyzes its parameters itself, without
 # the analysis hook.  When the prepared statement writes to an encrypted column, every
 # constant of the parameters is masked (EXPLAIN ANALYZE EXECUTE too); a prepared
@@ -227,6 +238,8 @@ like($log, qr/STATEMENT:  CREATE FUNCTION app\.f_atomic\(\) RETURNS void LANGUAG
 like($log, qr/duration: [\d.]+ ms  statement: CREATE FUNCTION app\.f_ok\(\) RETURNS void LANGUAGE sql AS '\[redacted\]'$/m,
 	'the duration line of a CREATE FUNCTION whose body writes a secret masks the body');
 like($log, qr/Mk120-FnPlain-P/, 'control: a function body that writes no encrypted column stays visible');
+like($log, qr/STATEMENT:  CREATE FUNCTION app\.f_scs\(\) RETURNS void LANGUAGE sql AS '\[redacted\]';?$/m,
+	'with standard_conforming_strings off, the failing CREATE FUNCTION is logged with the body masked');
 like($log, qr/STATEMENT:  EXECUTE wr\(\[redacted\]\/\[redacted\], '\[redacted\]'\);?$/m,
 	'the failing EXECUTE of a prepared write is logged with its parameters masked');
 like($log, qr/duration: [\d.]+ ms  statement: EXECUTE wr\(\[redacted\], '\[redacted\]'\)/,
