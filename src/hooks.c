@@ -341,7 +341,7 @@ fc_ProcessUtility(PlannedStmt *pstmt, const char *queryString,
 	check_drop_extension(parsetree);
 	fc_tam_repack_rewrite(&pstmt, &readOnlyTree);
 	parsetree = pstmt->utilityStmt;
-	fc_restrict_before(parsetree);
+	fc_restrict_before(parsetree, queryString);
 	fc_tde_stats_check_utility(parsetree);
 
 	/*
@@ -366,7 +366,7 @@ fc_ProcessUtility(PlannedStmt *pstmt, const char *queryString,
 	if (--utility_depth == 0)
 		fc_redact_copy_from(false);
 
-	fc_restrict_after(parsetree);
+	fc_restrict_after(parsetree, queryString);
 	if (IsA(parsetree, CreatePublicationStmt) || IsA(parsetree, AlterPublicationStmt) ||
 		IsA(parsetree, CreateStmt) || IsA(parsetree, AlterTableStmt) ||
 		IsA(parsetree, AlterObjectSchemaStmt) || IsA(parsetree, CreateTableAsStmt))

@@ -88,11 +88,16 @@ static void refuse_domain(const char *what) pg_attribute_noreturn();
  * its literals (a default, a constraint's constant): every literal of its
  * text is masked in the log.
  */
+static const char *checked_text = NULL; /* text of the utility statement checked */
+
 static void
 mask_refused_statement(void)
 {
 	if (debug_query_string != NULL)
 		fc_mask_all_literals(debug_query_string);
+	/* a statement run by EXECUTE in PL/pgSQL: its CONTEXT line quotes it */
+	if (checked_text != NULL && checked_text != debug_query_string)
+		fc_mask_all_literals(checked_text);
 }
 
 /* ERROR: the statement would index or customize an encrypted column. */
@@ -719,10 +724,11 @@ check_reindex(ReindexStmt *stmt)
 		check_relation(lfirst_oid(lc));
 }
 
-/* Checks on the raw statement, before it runs. */
+/* Checks on the raw statement (text: its source text), before it runs. */
 void
-fc_restrict_before(Node *parsetree)
+fc_restrict_before(Node *parsetree, const char *text)
 {
+	checked_text = text;
 	switch (nodeTag(parsetree))
 	{
 		case T_IndexStmt:
@@ -988,8 +994,9 @@ check_audit_changed(Oid relid, bool row_type_changed)
  * encrypted columns, then the audit role's privileges on them.
  */
 void
-fc_restrict_after(Node *parsetree)
+fc_restrict_after(Node *parsetree, const char *text)
 {
+	checked_text = text;
 	switch (nodeTag(parsetree))
 	{
 		case T_IndexStmt:

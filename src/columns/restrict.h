@@ -13,8 +13,8 @@
 
 #include "nodes/parsenodes.h"
 
-extern void fc_restrict_before(Node *parsetree);
-extern void fc_restrict_after(Node *parsetree);
+extern void fc_restrict_before(Node *parsetree, const char *text);
+extern void fc_restrict_after(Node *parsetree, const char *text);
 extern Oid	fc_lookup_relid(const Node *node);
 
 #endif

@@ -200,6 +200,14 @@ sql_fails($node, 's', q{ALTER TABLE app.mailbox ALTER COLUMN address TYPE fieldc
 	'0A000', 'cannot change the type of column "address" of table "mailbox" to an encrypted type',
 	'changing a column to an encrypted type is refused');
 
+# The same refusal of a statement run by EXECUTE in PL/pgSQL: the log copy of its
+# CONTEXT line, which quotes the nested statement, is masked too.
+push @markers, 'Mk120-NestDef-W';
+($rc, $out, $err) = FcNode::psql_tls($node, 's',
+	q{DO $$ BEGIN EXECUTE 'ALTER TABLE app.mailbox ADD COLUMN p3 fieldcrypt.encrypted_text DEFAULT ''Mk120-NestDef-W'''; END $$});
+like($err, qr/encrypted column "p3" of table "mailbox" cannot be given a default/,
+	'a nested ADD COLUMN with a default on an encrypted column is refused');
+
 # control: a marker nobody protects reaches the log
 run_ok(q{SELECT 'Mk120-Control-Z'}, 'control statement');
 
@@ -250,6 +258,8 @@ like($log, qr/EXECUTE rd\(1, 'Mk120-ExecPlain-Q'\)/,
 	'control: the EXECUTE of a prepared statement that writes no encrypted column stays visible');
 like($log, qr/STATEMENT:  ALTER TABLE app\.mailbox ADD COLUMN p2 fieldcrypt\.encrypted_text DEFAULT '\[redacted\]'$/m,
 	'the refused default is logged masked');
+like($log, qr/CONTEXT:  SQL statement "ALTER TABLE app\.mailbox ADD COLUMN p3 fieldcrypt\.encrypted_text DEFAULT '\[redacted\]'"/,
+	'the log copy of the nested refused statement\'s CONTEXT line is masked');
 my @do_lines = grep { /STATEMENT:  DO / } split /\n/, $log;
 is_deeply([grep { !/STATEMENT:  DO '\[redacted\]'$/ } @do_lines], [],
 	'every failing DO block, the one with a nested escaped literal too, is logged with its body masked');
