@@ -83,13 +83,14 @@
 static void refuse(const char *what, const char *col, const char *table) pg_attribute_noreturn();
 static void refuse_domain(const char *what) pg_attribute_noreturn();
 
+/* source text of the utility statement being checked (set on entry) */
+static const char *checked_text = NULL;
+
 /*
  * A refused statement about an encrypted column may hold a plaintext among
  * its literals (a default, a constraint's constant): every literal of its
  * text is masked in the log.
  */
-static const char *checked_text = NULL; /* text of the utility statement checked */
-
 static void
 mask_refused_statement(void)
 {
