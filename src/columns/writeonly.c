@@ -469,6 +469,14 @@ taint_in_top(int loc)
 		fc_taint_literal_within(debug_query_string, analyzed_offset + loc);
 }
 
+/* The literal at loc of the analyzed text is masked there and in the top text. */
+static void
+taint_location(int loc)
+{
+	fc_taint_literal(analyzed_text, loc);
+	taint_in_top(loc);
+}
+
 /* Remember the text form of a value as a secret. */
 static void
 register_value(Oid type, Datum value)
@@ -505,8 +513,7 @@ taint_const(Const *c, bool any_type)
 			category == TYPCATEGORY_DATETIME || category == TYPCATEGORY_TIMESPAN)
 			return;
 	}
-	fc_taint_literal(analyzed_text, c->location);
-	taint_in_top(c->location);
+	taint_location(c->location);
 	if (!fc_type_holds_encrypted(c->consttype) && c->consttype != UNKNOWNOID)
 		register_value(c->consttype, c->constvalue);
 	else if (c->consttype == UNKNOWNOID)
@@ -727,8 +734,7 @@ raw_consts_walker(Node *node, void *context)
 		return false;
 	if (IsA(node, A_Const))
 	{
-		fc_taint_literal(analyzed_text, ((A_Const *) node)->location);
-		taint_in_top(((A_Const *) node)->location);
+		taint_location(((A_Const *) node)->location);
 		return false;
 	}
 	return raw_expression_tree_walker(node, raw_consts_walker, context);

@@ -63,13 +63,16 @@ hex_digits(const char *p, const char *end, int n)
 	return v;
 }
 
-/* Append code point c in the server encoding; false if that is not exact. */
+/*
+ * Append code point c in the server encoding; false if that is not exact
+ * (out of range, a surrogate half, not UTF-8).
+ */
 static bool
 append_code_point(StringInfo out, long c)
 {
 	unsigned char buf[8];
 
-	if (c <= 0 || c > 0x10FFFF)
+	if (c <= 0 || c > 0x10FFFF || (c >= 0xD800 && c <= 0xDFFF))
 		return false;
 	if (c < 0x80)
 	{
@@ -90,48 +93,37 @@ append_code_point(StringInfo out, long c)
 static int
 escape(const char *p, const char *end, StringInfo out, bool *exact)
 {
+	static const char simple_from[] = "bfnrt";
+	static const char simple_to[] = "\b\f\n\r\t";
 	char		c = p[1];
+	const char *simple = c != '\0' ? strchr(simple_from, c) : NULL;
 	int			n;
 	long		v;
 
+	if (simple != NULL)
+	{
+		appendStringInfoChar(out, simple_to[simple - simple_from]);
+		return 2;
+	}
 	switch (c)
 	{
-		case 'b':
-			appendStringInfoChar(out, '\b');
-			return 2;
-		case 'f':
-			appendStringInfoChar(out, '\f');
-			return 2;
-		case 'n':
-			appendStringInfoChar(out, '\n');
-			return 2;
-		case 'r':
-			appendStringInfoChar(out, '\r');
-			return 2;
-		case 't':
-			appendStringInfoChar(out, '\t');
-			return 2;
 		case 'x':
-			if (p + 2 < end && hexval(p[2]) >= 0)
-			{
-				v = hexval(p[2]);
-				n = 3;
-				if (p + 3 < end && hexval(p[3]) >= 0)
-					v = v * 16 + hexval(p[n++]);
-				if (v == 0)
-					*exact = false;
-				appendStringInfoChar(out, (char) v);
-				return n;
-			}
-			break;
+			v = 0;
+			for (n = 2; n < 4 && p + n < end && hexval(p[n]) >= 0; n++)
+				v = v * 16 + hexval(p[n]);
+			if (n == 2)
+				break;			/* \x without a digit: an x */
+			if (v == 0)
+				*exact = false;
+			appendStringInfoChar(out, (char) v);
+			return n;
 		case 'u':
 		case 'U':
 			n = c == 'u' ? 4 : 8;
 			v = hex_digits(p + 2, end, n);
 			if (v >= 0)
 			{
-				/* surrogate pairs and out-of-range points: not reproduced */
-				if ((v >= 0xD800 && v <= 0xDFFF) || !append_code_point(out, v))
+				if (!append_code_point(out, v))
 					*exact = false;
 				return 2 + n;
 			}
@@ -183,7 +175,7 @@ quoted_part(const char *p, const char *end, QuoteMode mode, StringInfo out, bool
 				v = hex_digits(p + 1, end, 4);
 			if (v >= 0)
 			{
-				if ((v >= 0xD800 && v <= 0xDFFF) || !append_code_point(out, v))
+				if (!append_code_point(out, v))
 					*exact = false;
 				p += p[1] == '+' ? 7 : 4;
 				continue;

@@ -1174,9 +1174,11 @@ fc_taint_literal_holding(const char *src, const char *text)
 {
 	const char *p = src;
 	StringInfoData buf;
+	Size		textlen;
 
 	if (src == NULL || text == NULL || *text == '\0')
 		return;
+	textlen = strlen(text);
 	initStringInfo(&buf);
 	for (;;)
 	{
@@ -1187,7 +1189,8 @@ fc_taint_literal_holding(const char *src, const char *text)
 		if (kind == TOK_END)
 			break;
 		p = end;
-		if (kind != TOK_STRING || (Size) (end - start) < strlen(text))
+		/* decoding never lengthens a literal */
+		if (kind != TOK_STRING || (Size) (end - start) < textlen)
 			continue;
 		resetStringInfo(&buf);
 		if (!fc_decode_literal(start, end, &buf) || strstr(buf.data, text) != NULL)
