@@ -63,6 +63,30 @@ tam_pgbench() {   # DB ARGS...: TPS of one pgbench run
 # tam_ratio STEP: best encrypted_heap time of STEP over best heap time
 tam_ratio() { calc "$(best "${S[$1/enc]}") / $(best "${S[$1/heap]}")" 2; }
 
+# The timed scans of b.: statement, its name in target lines, and its target ratio.
+TAM_SCANS=(sum count copy)
+declare -A TAM_SCAN_SQL=([sum]='SELECT sum(abalance) FROM pgbench_accounts'
+  [count]='SELECT count(*) FROM pgbench_accounts' [copy]="COPY pgbench_accounts TO '/dev/null'")
+declare -A TAM_SCAN_WHAT=([sum]='sum(abalance)' [count]='count(*)' [copy]='COPY TO /dev/null')
+declare -A TAM_SCAN_MAX=([sum]=1.5 [count]=1.2 [copy]=1.5)
+declare -A TAM_STATE_WHAT=([buf]='in shared buffers' [ring]='through the ring')
+
+# tam_scan_rows STATE: the table lines of the scans of b. in STATE (buf, ring)
+tam_scan_rows() {
+  row "tam_$1_sum" heap "seq scan sum(abalance), heap" heap
+  row "tam_$1_sum" enc "seq scan sum(abalance), encrypted" heap
+  row "tam_$1_count" heap "seq scan count(*), heap" heap
+  row "tam_$1_count" enc "seq scan count(*), encrypted" heap
+  row "tam_$1_copy" heap "COPY TO /dev/null, heap" heap
+  row "tam_$1_copy" enc "COPY TO /dev/null, encrypted" heap
+  row "tam_$1_sum_s" heap "sum(abalance), one session, heap" heap
+  row "tam_$1_sum_s" enc "sum(abalance), one session, encr." heap
+  row "tam_$1_count_s" heap "count(*), one session, heap" heap
+  row "tam_$1_count_s" enc "count(*), one session, encrypted" heap
+  row "tam_$1_copy_s" heap "COPY TO, one session, heap" heap
+  row "tam_$1_copy_s" enc "COPY TO, one session, encrypted" heap
+}
+
 # Section 3: without huge pages, then with them when the machine can reserve them.
 section3() {
   section3_pass ""
@@ -139,7 +163,7 @@ section3_pass() {
       PGDATABASE=tam_$v sample tam_cold "$v" "$noidx" 'SELECT sum(abalance) FROM pgbench_accounts'
     done
   done
-  local c0 c1 st
+  local c0 c1 st s
   c0=$(cache_stats)
   # the table through the ring (not prewarmed; larger than a quarter of shared_buffers), then
   # in shared buffers: the same statements, in a new session per run and in one session
@@ -153,15 +177,15 @@ section3_pass() {
     done
     for ((r = 1; r <= REPEAT; r++)); do
       for v in heap enc; do
-        PGDATABASE=tam_$v sample tam_${st}_sum "$v" "$noidx" 'SELECT sum(abalance) FROM pgbench_accounts'
-        PGDATABASE=tam_$v sample tam_${st}_count "$v" "$noidx" 'SELECT count(*) FROM pgbench_accounts'
-        PGDATABASE=tam_$v sample tam_${st}_copy "$v" "$noidx" "COPY pgbench_accounts TO '/dev/null'"
+        for s in "${TAM_SCANS[@]}"; do
+          PGDATABASE=tam_$v sample "tam_${st}_$s" "$v" "$noidx" "${TAM_SCAN_SQL[$s]}"
+        done
       done
     done
     for v in heap enc; do
-      PGDATABASE=tam_$v session_sample tam_${st}_sum_s "$v" "$noidx" 'SELECT sum(abalance) FROM pgbench_accounts'
-      PGDATABASE=tam_$v session_sample tam_${st}_count_s "$v" "$noidx" 'SELECT count(*) FROM pgbench_accounts'
-      PGDATABASE=tam_$v session_sample tam_${st}_copy_s "$v" "$noidx" "COPY pgbench_accounts TO '/dev/null'"
+      for s in "${TAM_SCANS[@]}"; do
+        PGDATABASE=tam_$v session_sample "tam_${st}_${s}_s" "$v" "$noidx" "${TAM_SCAN_SQL[$s]}"
+      done
     done
   done
   local inbuf
@@ -173,31 +197,9 @@ section3_pass() {
   row tam_copy heap "COPY FROM, heap" heap
   row tam_copy enc "COPY FROM, encrypted_heap" heap
   say "  -- table in shared buffers (pg_prewarm; ${inbuf}% of encrypted_heap's pages there at the end):"
-  row tam_buf_sum heap "seq scan sum(abalance), heap" heap
-  row tam_buf_sum enc "seq scan sum(abalance), encrypted" heap
-  row tam_buf_count heap "seq scan count(*), heap" heap
-  row tam_buf_count enc "seq scan count(*), encrypted" heap
-  row tam_buf_copy heap "COPY TO /dev/null, heap" heap
-  row tam_buf_copy enc "COPY TO /dev/null, encrypted" heap
-  row tam_buf_sum_s heap "sum(abalance), one session, heap" heap
-  row tam_buf_sum_s enc "sum(abalance), one session, encr." heap
-  row tam_buf_count_s heap "count(*), one session, heap" heap
-  row tam_buf_count_s enc "count(*), one session, encrypted" heap
-  row tam_buf_copy_s heap "COPY TO, one session, heap" heap
-  row tam_buf_copy_s enc "COPY TO, one session, encrypted" heap
+  tam_scan_rows buf
   say "  -- table not prewarmed: read through a 256 kB ring (heap's pages from the OS cache):"
-  row tam_ring_sum heap "seq scan sum(abalance), heap" heap
-  row tam_ring_sum enc "seq scan sum(abalance), encrypted" heap
-  row tam_ring_count heap "seq scan count(*), heap" heap
-  row tam_ring_count enc "seq scan count(*), encrypted" heap
-  row tam_ring_copy heap "COPY TO /dev/null, heap" heap
-  row tam_ring_copy enc "COPY TO /dev/null, encrypted" heap
-  row tam_ring_sum_s heap "sum(abalance), one session, heap" heap
-  row tam_ring_sum_s enc "sum(abalance), one session, encr." heap
-  row tam_ring_count_s heap "count(*), one session, heap" heap
-  row tam_ring_count_s enc "count(*), one session, encrypted" heap
-  row tam_ring_copy_s heap "COPY TO, one session, heap" heap
-  row tam_ring_copy_s enc "COPY TO, one session, encrypted" heap
+  tam_scan_rows ring
   say "$gcm3"
   row tam_cold heap "first scan after restart, heap" heap
   row tam_cold enc "first scan after restart, encrypted" heap
@@ -230,18 +232,14 @@ section3_pass() {
   say "  decrypted-row cache hit rate: pgbench -S $sel_rate; TPC-B $tpcb_rate; $(PGDATABASE=tam_enc fc_psql -Atc "SELECT pg_size_pretty(size_bytes) || ', ' || entries_used || ' of ' || entries || ' entries (pages) in use, ' || evictions || ' evictions' FROM fieldcrypt.tde_cache_stats()")"
 
   target "encrypted_heap COPY FROM, $rows rows (time vs heap$tag)" "$(tam_ratio tam_copy)" "x <= 1.3" "<=1.3x"
-  target "in shared buffers: sum(abalance), new session$tag" "$(tam_ratio tam_buf_sum)" "x <= 1.5" "<=1.5x"
-  target "in shared buffers: count(*), new session$tag" "$(tam_ratio tam_buf_count)" "x <= 1.2" "<=1.2x"
-  target "in shared buffers: COPY TO /dev/null, new session$tag" "$(tam_ratio tam_buf_copy)" "x <= 1.5" "<=1.5x"
-  target "in shared buffers: sum(abalance), one session$tag" "$(tam_ratio tam_buf_sum_s)" "x <= 1.5" "<=1.5x"
-  target "in shared buffers: count(*), one session$tag" "$(tam_ratio tam_buf_count_s)" "x <= 1.2" "<=1.2x"
-  target "in shared buffers: COPY TO /dev/null, one session$tag" "$(tam_ratio tam_buf_copy_s)" "x <= 1.5" "<=1.5x"
-  target "through the ring: sum(abalance), new session$tag" "$(tam_ratio tam_ring_sum)" "x <= 1.5" "<=1.5x"
-  target "through the ring: count(*), new session$tag" "$(tam_ratio tam_ring_count)" "x <= 1.2" "<=1.2x"
-  target "through the ring: COPY TO /dev/null, new session$tag" "$(tam_ratio tam_ring_copy)" "x <= 1.5" "<=1.5x"
-  target "through the ring: sum(abalance), one session$tag" "$(tam_ratio tam_ring_sum_s)" "x <= 1.5" "<=1.5x"
-  target "through the ring: count(*), one session$tag" "$(tam_ratio tam_ring_count_s)" "x <= 1.2" "<=1.2x"
-  target "through the ring: COPY TO /dev/null, one session$tag" "$(tam_ratio tam_ring_copy_s)" "x <= 1.5" "<=1.5x"
+  for st in buf ring; do
+    for k in "" _s; do      # new session each, one session
+      for s in "${TAM_SCANS[@]}"; do
+        target "${TAM_STATE_WHAT[$st]}: ${TAM_SCAN_WHAT[$s]}, $([[ -z $k ]] && echo new || echo one) session$tag" \
+          "$(tam_ratio "tam_${st}_$s$k")" "x <= ${TAM_SCAN_MAX[$s]}" "<=${TAM_SCAN_MAX[$s]}x"
+      done
+    done
+  done
   target "encrypted_heap first scan after restart, cold cache$tag" "$(tam_ratio tam_cold)" - -
   target "encrypted_heap index lookups, pgbench -S (TPS vs heap$tag)" \
     "$(calc "$(best_tps "${tps[sel_enc]}") / $(best_tps "${tps[sel_heap]}")" 2)" "x >= 0.95" ">=0.95x"
