@@ -292,7 +292,6 @@ coordinate(Run *r, int stage)
 			continue;
 		}
 		snprintf(problem, sizeof(problem), "old generations kept: %s", rd.problem);
-		fc_rot_set_problem(problem);
 		if (strcmp(problem, last) != 0)
 		{
 			ereport(LOG,
@@ -301,6 +300,8 @@ coordinate(Run *r, int stage)
 					 errdetail("%d node(s) not done yet; %s.", rd.behind, rd.problem)));
 			strlcpy(last, problem, sizeof(last));
 		}
+		/* published after the LOG line: whoever sees the problem finds it in the log */
+		fc_rot_set_problem(problem);
 		fc_rot_sleep(delay);
 		delay = Min(delay * 2, ROUND_MAX_MS);
 	}

@@ -196,11 +196,12 @@ rekey_failed(Oid indexoid, Oid tableoid, MemoryContext cxt)
 	MemoryContextSwitchTo(cxt);
 	snprintf(problem, sizeof(problem), "keyed hash index %s could not be rebuilt (SQLSTATE %s)",
 			 name, unpack_sql_state(edata->sqlerrcode));
-	fc_rot_set_problem(problem);
 	ereport(WARNING,
 			(errmsg("fieldcrypt: could not rebuild keyed hash index %s under the current TDE key, "
 					"its key generation is kept", name),
 			 errdetail("%s (SQLSTATE %s)", edata->message, unpack_sql_state(edata->sqlerrcode))));
+	/* published after the WARNING: whoever sees the problem finds it in the log */
+	fc_rot_set_problem(problem);
 	FreeErrorData(edata);
 }
 

@@ -414,12 +414,13 @@ fc_rot_table_failed(Run *r, Oid relid, MemoryContext cxt)
 	r->failed++;
 	snprintf(problem, sizeof(problem), "table %s could not be re-encrypted (SQLSTATE %s)",
 			 name, unpack_sql_state(edata->sqlerrcode));
-	fc_rot_set_problem(problem);
 	ereport(WARNING,
 			(errmsg("fieldcrypt: could not re-encrypt table %s, older key generations are kept", name),
 			 errdetail("%s (SQLSTATE %s)", edata->message, unpack_sql_state(edata->sqlerrcode)),
 			 errhint("The other tables go on; the worker tries this one again after a back-off. "
 					 "fieldcrypt.rotation_progress shows the problem until it is solved.")));
+	/* published after the WARNING: whoever sees the problem finds it in the log */
+	fc_rot_set_problem(problem);
 	FreeErrorData(edata);
 }
 
