@@ -188,14 +188,17 @@ still_current(const Run *r, int stage)
 	return ring_ok && n > 1 && cur == r->to_gen;
 }
 
-/* Show this worker in phase "waiting for the cluster" of stage. */
+/*
+ * Show this worker in phase "waiting for the cluster" of stage (the stage
+ * first: whoever sees the phase finds the stage set, and may release it).
+ */
 static void
 publish_waiting(Run *r, int stage)
 {
-	fc_rot_publish(r, PHASE_CLUSTER);
 	LWLockAcquire(fc_rotstate->lock, LW_EXCLUSIVE);
 	fc_rot_my_slot->cluster_stage = stage;
 	LWLockRelease(fc_rotstate->lock);
+	fc_rot_publish(r, PHASE_CLUSTER);
 }
 
 /* A worker node: wait for the coordinator's release; false if the wait ended otherwise. */

@@ -96,6 +96,8 @@ is($? >> 8, 0, 'the concurrent writers ran without errors') or diag($pgb_err);
 $node->poll_query_until('app', $GENS, '2')
   or die 'the old TDE generation was not destroyed';
 is($node->safe_psql('app', $PROGRESS), '0', 'rotation_progress has no row once finished');
+# the old generation is dropped from shared memory before the worker commits and logs
+$node->wait_for_log(qr/to TDE key generation 2 finished/, $log_offset);
 my $log = log_since($node, $log_offset);
 # 4 tables, and fieldcrypt.tde_statistic (the encrypted planner statistics: re-encrypted too)
 like($log, qr/LOG:  fieldcrypt: re-encryption of the encrypted_heap tables of database "app" from TDE key generation 1 to 2 started: 5 tables/,

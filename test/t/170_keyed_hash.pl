@@ -259,6 +259,9 @@ $node->poll_query_until('app', q{SELECT count(*) > 0 FROM pg_class WHERE relname
   or die 'the rebuild did not start';
 $node->poll_query_until('app', q{SELECT count(*) > 0 FROM pg_locks WHERE NOT granted}, 't')
   or die 'the rebuild did not wait for the writer';
+# the worker commits asynchronously (synchronous_commit = off): a synchronous commit
+# flushes the WAL up to here, so the crash below keeps the copy's catalog entry
+$node->safe_psql('postgres', 'SELECT txid_current()');
 $node->stop('immediate');
 $writer->kill_kill;
 $node->start;

@@ -111,7 +111,8 @@ $node->stop('immediate');
 $node->start;
 ok($node->poll_query_until('copy', 'SELECT key_loaded FROM fieldcrypt.key_status'),
 	'after the start the key of the copy is loaded');
-like(log_since($node, $offset), qr/fieldcrypt: applied the key change of committed prepared transaction \d+/,
+# the worker writes this line after it removed the file (and WAL-logged the removal)
+ok($node->wait_for_log(qr/fieldcrypt: applied the key change of committed prepared transaction \d+/, $offset),
 	'the start-up worker applied it');
 sql_is($node, 'copy', $KEY, $K[5], 'after the crash the imported generation is current');
 sql_is($node, 'copy', 'SELECT generation, kcv = (SELECT kcv FROM fieldcrypt.key_generations) FROM fieldcrypt.key_generations',

@@ -120,8 +120,10 @@ no_connections_left('after the cancel');
 nothing_changed('after the cancel');
 
 # --- statement_timeout ---------------------------------------------------------------------------
+# (3 s: the backend must first connect to both workers and prepare on worker1, and the
+# poll must see it wait, on a loaded 2-CPU machine)
 $lock = lock_worker2();
-($took, $err) = stall_and_interrupt("SET statement_timeout = '1s';\nSELECT fieldcrypt.set_data_encryption_key('$K[2]');\nRESET statement_timeout;");
+($took, $err) = stall_and_interrupt("SET statement_timeout = '3s';\nSELECT fieldcrypt.set_data_encryption_key('$K[2]');\nRESET statement_timeout;");
 like($err, qr/^(?:psql:[^\n]*: )?ERROR:  57014: canceling statement due to statement timeout$/m, 'statement_timeout: 57014')
   or diag($err);
 $lock->query_safe('ROLLBACK');
@@ -131,11 +133,11 @@ nothing_changed('after statement_timeout');
 
 # --- fieldcrypt.cluster_command_timeout -------------------------------------------------------------
 $lock = lock_worker2();
-($took, $err) = stall_and_interrupt("SET fieldcrypt.cluster_command_timeout = '1s';\nSELECT fieldcrypt.set_data_encryption_key('$K[3]');\nRESET fieldcrypt.cluster_command_timeout;");
+($took, $err) = stall_and_interrupt("SET fieldcrypt.cluster_command_timeout = '3s';\nSELECT fieldcrypt.set_data_encryption_key('$K[3]');\nRESET fieldcrypt.cluster_command_timeout;");
 my $w2addr = '127.0.0.1:' . $w2->port;
 like($err, qr/^(?:psql:[^\n]*: )?ERROR:  08006: could not change the data encryption key on node \Q$w2addr\E$/m,
 	'cluster_command_timeout: 08006 naming worker2') or diag($err);
-like($err, qr/DETAIL:  Nothing was changed on any node\. The node reported: no answer within fieldcrypt\.cluster_command_timeout \(1000 ms\)/,
+like($err, qr/DETAIL:  Nothing was changed on any node\. The node reported: no answer within fieldcrypt\.cluster_command_timeout \(3000 ms\)/,
 	'the detail says the wait timed out');
 $lock->query_safe('ROLLBACK');
 $lock->quit;

@@ -105,7 +105,8 @@ my $offset = -s $s1->logfile;
 $s1->restart;
 ok($s1->poll_query_until('k', "SELECT count(*) = 0 FROM pg_ls_dir('pg_fieldcrypt/prepared')"),
 	'a file of a change applied before: removed at start');
-like(log_since($s1, $offset), qr/LOG:  fieldcrypt: removed the key change of transaction $x2: it was applied before/,
+# the unlink comes before the directory's fsync, the WAL record and the log line
+ok($s1->wait_for_log(qr/LOG:  fieldcrypt: removed the key change of transaction $x2: it was applied before/, $offset),
 	'the log says it was applied before');
 sql_is($s1, 'k', $KEY, $K[2], 'the key is unchanged');
 sql_is($s1, 'k', $GENS, $gens2, 'and the generations');
@@ -118,9 +119,10 @@ $offset = -s $s1->logfile;
 $s1->restart;
 ok($s1->poll_query_until('k', "SELECT count(*) = 1 FROM pg_ls_dir('pg_fieldcrypt/prepared') f WHERE f = '$x2.stale'"),
 	'a file older than the keyring is set aside as <xid>.stale');
-my $log = log_since($s1, $offset);
-like($log, qr/WARNING:  fieldcrypt: the key change of prepared transaction $x2 is older than the keyring and was not applied/,
+# the rename comes before the directory's fsync, the WAL record and the WARNING
+ok($s1->wait_for_log(qr/WARNING:  fieldcrypt: the key change of prepared transaction $x2 is older than the keyring and was not applied/, $offset),
 	'with a WARNING');
+my $log = log_since($s1, $offset);
 like($log, qr/DETAIL:  It was made when generation \d+ was current; the keyring holds generation \d+\. The file was kept as "pg_fieldcrypt\/prepared\/$x2\.stale"\./,
 	'whose detail names the generations and the file');
 ok(!-e $path, 'the file is not there under its own name any more');
