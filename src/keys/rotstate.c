@@ -124,7 +124,9 @@ fc_rotstate_wake(void)
  * change (called by set_data_encryption_key, change lock held), with a
  * detail that says where it is.  A blocked re-encryption, or one that
  * failed on a table (slot->problem), does not refuse: it cannot finish by
- * itself, and nobody may stop key management by making a table fail.
+ * itself, and nobody may stop key management by making a table fail.  Nor
+ * does one that another session holds up (slot->held: a table it keeps
+ * locked, a snapshot it keeps open).
  */
 void
 fc_rotstate_check_idle(const FcDbKeys *cur)
@@ -142,6 +144,8 @@ fc_rotstate_check_idle(const FcDbKeys *cur)
 		return;
 	if (copy.state == SLOT_HELD && copy.problem[0] != '\0' && copy.to_gen == cur->current_gen)
 		return;
+	if (copy.state == SLOT_RUNNING && copy.held)
+		return;					/* held up by another session: not by it either */
 	if (copy.state != SLOT_RUNNING && !fc_reencrypt_enabled)
 		return;					/* postponed: old generations are kept */
 	if (copy.state == SLOT_RUNNING && copy.to_gen == cur->current_gen)
@@ -185,6 +189,8 @@ fc_rotstate_check_tde_idle(const FcTdeKeys *tde)
 	fc_rotstate_slot_copy(MyDatabaseId, &copy);
 	if (copy.state == SLOT_HELD && copy.problem[0] != '\0')
 		return;					/* a table fails: never block key management */
+	if (copy.state == SLOT_RUNNING && copy.held)
+		return;					/* nor a session that holds the worker up */
 	if (copy.state != SLOT_RUNNING && !fc_reencrypt_enabled)
 		return;
 	if (copy.state == SLOT_RUNNING && copy.to_gen == tde->current)

@@ -65,6 +65,9 @@ typedef struct FcRotSlot
 	TimestampTz started_at;		/* of the whole re-encryption */
 	TimestampTz attached_at;	/* of this process */
 	char		problem[192];	/* why the last run did not finish ("" if none) */
+	bool		held;			/* RUNNING, but held up by another session (a table it
+								 * keeps locked, a snapshot it keeps open): key changes
+								 * are accepted meanwhile, problem says why */
 	/* PHASE_CLUSTER (rotation/clusterwide.c) */
 	int32		cluster_stage;	/* FC_CLUSTER_STAGE_*, 0 if not waiting */
 	bool		cluster_go;		/* the coordinator released this wait */

@@ -21,6 +21,7 @@
 
 #define BACKOFF_MIN_MS			5000
 #define BACKOFF_MAX_MS			300000
+#define HELD_AFTER_MS			5000	/* a wait for another session that holds the worker up */
 #define STATE_TABLE				"reencryption"
 
 /* Where a worker is; mirrors the row of fieldcrypt.reencryption. */
@@ -43,6 +44,7 @@ typedef struct Run
 	int32		failed;			/* tables that failed in this pass */
 	TimestampTz throttle_base;
 	int64		throttle_rows;
+	Oid			held_relid;		/* last table found locked or with a pinned page */
 } Run;
 
 /* This worker process (run.c). */
@@ -70,8 +72,10 @@ extern bool fc_rot_load_state(Run *r, char *state, Size statelen);
 extern void fc_rot_wait_older_transactions(Run *r);
 #define FC_ROT_NAME_LEN (NAMEDATALEN * 2 + 8)	/* a qualified relation name, quoted */
 extern ErrorData *fc_rot_catch_error(Oid relid, MemoryContext cxt, char *name);
+extern void fc_rot_table_name(Oid relid, char *name);
 extern void fc_rot_table_failed(Run *r, Oid relid, MemoryContext cxt);
 extern void fc_rot_set_problem(const char *problem);
+extern void fc_rot_set_held(const char *problem);
 extern Relation fc_rot_open_table(Run *r, Oid relid);
 
 /*

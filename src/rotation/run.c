@@ -31,6 +31,7 @@
 #include "storage/bufmgr.h"
 #include "storage/proc.h"
 #include "storage/procarray.h"
+#include "storage/sinvaladt.h"
 #include "utils/guc.h"
 #include "utils/wait_event.h"
 
@@ -344,20 +345,45 @@ fc_rot_load_state(Run *r, char *state, Size statelen)
 /*
  * Wait until every transaction of this database that holds a snapshot now
  * has ended: old row versions it can see may still be copied elsewhere.
+ * A wait longer than HELD_AFTER_MS holds the worker up (fc_rot_set_held):
+ * key changes are accepted until it ends.
  */
 void
 fc_rot_wait_older_transactions(Run *r)
 {
 	VirtualTransactionId *vxids;
 	int			n;
+	bool		held = false;
+	TimestampTz start = GetCurrentTimestamp();
 
 	fc_rot_publish(r, PHASE_WAITING);
 	StartTransactionCommand();
 	vxids = GetCurrentVirtualXIDs(InvalidTransactionId, true, false,
 								  PROC_IS_AUTOVACUUM | PROC_IN_VACUUM, &n);
 	for (int i = 0; i < n; i++)
-		VirtualXactLock(vxids[i], true);
+	{
+		long		step = 10;
+
+		while (!VirtualXactLock(vxids[i], false))
+		{
+			if (!held && TimestampDifferenceExceeds(start, GetCurrentTimestamp(), HELD_AFTER_MS))
+			{
+				char		problem[192];
+				PGPROC	   *proc = BackendIdGetProc(vxids[i].backendId);
+
+				snprintf(problem, sizeof(problem),
+						 "waiting for the transaction of process %d, which keeps an older snapshot",
+						 proc ? proc->pid : 0);
+				fc_rot_set_held(problem);
+				held = true;
+			}
+			fc_rot_sleep(step);
+			step = Min(step * 2, 1000);
+		}
+	}
 	CommitTransactionCommand();
+	if (held)
+		fc_rot_set_problem("");
 }
 
 /* Show problem (or "" for none) in this worker's slot: rotation_progress, 55P03. */
@@ -366,6 +392,22 @@ fc_rot_set_problem(const char *problem)
 {
 	LWLockAcquire(fc_rotstate->lock, LW_EXCLUSIVE);
 	strlcpy(fc_rot_my_slot->problem, problem, sizeof(fc_rot_my_slot->problem));
+	fc_rot_my_slot->held = false;
+	LWLockRelease(fc_rotstate->lock);
+}
+
+/*
+ * The running worker is held up by another session (problem says how):
+ * until the next fc_rot_set_problem, a key change is not refused with 55P03
+ * (rotstate.c), so that no session can block key management by keeping a
+ * table locked or a snapshot open.
+ */
+void
+fc_rot_set_held(const char *problem)
+{
+	LWLockAcquire(fc_rotstate->lock, LW_EXCLUSIVE);
+	strlcpy(fc_rot_my_slot->problem, problem, sizeof(fc_rot_my_slot->problem));
+	fc_rot_my_slot->held = true;
 	LWLockRelease(fc_rotstate->lock);
 }
 
@@ -385,18 +427,26 @@ fc_rot_catch_error(Oid relid, MemoryContext cxt, char *name)
 	AbortCurrentTransaction();
 
 	StartTransactionCommand();
-	{
-		char	   *rel = get_rel_name(relid);
-		char	   *nsp = rel ? get_namespace_name(get_rel_namespace(relid)) : NULL;
-
-		if (rel && nsp)
-			strlcpy(name, quote_qualified_identifier(nsp, rel), FC_ROT_NAME_LEN);
-		else
-			snprintf(name, FC_ROT_NAME_LEN, "with OID %u", relid);
-	}
+	fc_rot_table_name(relid, name);
 	CommitTransactionCommand();
 	MemoryContextSwitchTo(cxt);
 	return edata;
+}
+
+/*
+ * relid's qualified name (or "with OID n", if it is gone) into name
+ * (FC_ROT_NAME_LEN bytes); in a transaction.
+ */
+void
+fc_rot_table_name(Oid relid, char *name)
+{
+	char	   *rel = get_rel_name(relid);
+	char	   *nsp = rel ? get_namespace_name(get_rel_namespace(relid)) : NULL;
+
+	if (rel && nsp)
+		strlcpy(name, quote_qualified_identifier(nsp, rel), FC_ROT_NAME_LEN);
+	else
+		snprintf(name, FC_ROT_NAME_LEN, "with OID %u", relid);
 }
 
 /*
@@ -436,6 +486,7 @@ fc_rot_open_table(Run *r, Oid relid)
 	if (!ConditionalLockRelationOid(relid, RowExclusiveLock))
 	{
 		r->pass_reencrypted++;
+		r->held_relid = relid;
 		return NULL;
 	}
 	return try_relation_open(relid, NoLock);
@@ -480,7 +531,10 @@ fc_rot_batch(Run *r, Oid relid, BlockNumber stop, const FcBatchOps *ops)
 										 NULL, r->pass > 1, strategy);
 
 		if (k < 0)
+		{
 			r->pass_reencrypted++;	/* a pinned page: the pass is not clean */
+			r->held_relid = relid;
+		}
 		else
 			rows += k;
 	}

@@ -228,6 +228,37 @@ count_stale(List *tables)
 
 static const FcBatchOps value_ops = {may_hold_values, rewrite_values, build_values, true};
 
+/* the pace of passes held back by a table somebody keeps locked (values loop) */
+#define HELD_MIN_MS		1000L
+#define HELD_MAX_MS		30000L
+
+/*
+ * After a pass that rewrote nothing and was held back only by a table in
+ * use (locked, or a page kept pinned): wait before the next, longer each
+ * time, and say why in rotation_progress.problem; key changes are accepted
+ * meanwhile (fc_rot_set_held).  A session that keeps a table locked in an
+ * idle transaction holds no snapshot, so the wait for older transactions
+ * does not wait for it: without this the worker would run pass after
+ * pass, writing its position each time.
+ */
+static long
+wait_held_back(Run *r, long held_ms)
+{
+	char		name[FC_ROT_NAME_LEN];
+	char		problem[192];
+
+	held_ms = held_ms == 0 ? HELD_MIN_MS : Min(held_ms * 2, HELD_MAX_MS);
+	fc_rot_begin_xact();
+	fc_rot_table_name(r->held_relid, name);
+	fc_rot_end_xact();
+	snprintf(problem, sizeof(problem),
+			 "table %s is in use by another session (locked, or a page pinned); next try in %ld s",
+			 name, held_ms / 1000);
+	fc_rot_set_held(problem);
+	fc_rot_sleep(held_ms);
+	return held_ms;
+}
+
 /* One batch of the column pass over relid; false when the table is finished. */
 static bool
 run_batch(Run *r, Oid relid)
@@ -361,13 +392,13 @@ destroy_old_generations(Run *r)
 	fc_rot_save_state(r, "done");
 	fc_db_stage(MyDatabaseId, entry);	/* keyring written and WAL-logged */
 	fc_rot_end_xact();
-	fc_db_publish(MyDatabaseId, entry);
-	fc_secure_region_free(entry, sizeof(FcDbKeys));
-
+	/* logged before it is published: whoever sees the old generations gone finds the line */
 	ereport(LOG,
 			(errmsg("fieldcrypt: re-encryption of database \"%s\" to generation %u finished: "
 					"%lld rows rewritten in %d pass(es); generation(s) %s destroyed",
 					dbname, r->to_gen, (long long) r->rows_done, r->pass, gone.data)));
+	fc_db_publish(MyDatabaseId, entry);
+	fc_secure_region_free(entry, sizeof(FcDbKeys));
 }
 
 void
@@ -380,6 +411,7 @@ fc_reencrypt_values(void)
 	char	   *dbname;
 	bool		resumed;
 	bool		cluster_done = false;	/* every node of the Citus cluster is done */
+	long		held_ms = 0;	/* the last wait_held_back, 0 after progress */
 
 	memset(&r, 0, sizeof(r));
 	fc_rot_check_postponed();
@@ -447,6 +479,8 @@ fc_reencrypt_values(void)
 
 	for (;;)
 	{
+		int64		rows_before = r.rows_done;
+
 		run_pass(&r);
 		if (r.failed > 0)
 		{
@@ -472,6 +506,13 @@ fc_reencrypt_values(void)
 			cluster_done = true;
 		}
 		fc_rot_wait_older_transactions(&r);
+		if (r.rows_done == rows_before && r.pass_reencrypted > 0)
+			held_ms = wait_held_back(&r, held_ms);
+		else if (held_ms > 0)
+		{
+			held_ms = 0;
+			fc_rot_set_problem("");
+		}
 		r.pass++;
 		r.pass_clean = true;
 		r.pass_reencrypted = 0;

@@ -113,6 +113,7 @@ fieldcrypt_reencrypt_worker_main(Datum arg)
 	slot->tables_done = slot->tables_total = 0;
 	slot->rows_done = slot->rows_total = 0;
 	slot->problem[0] = '\0';
+	slot->held = false;
 	slot->cluster_stage = 0;
 	slot->cluster_go = false;
 	fc_rot_my_slot = slot;

@@ -212,6 +212,21 @@ sql_is($node, 'app', "SELECT fieldcrypt.set_data_encryption_key('$KL')", '',
 $node->poll_query_until('app', q{SELECT phase FROM fieldcrypt.rotation_progress},
 	'waiting for older transactions')
   or die 'the worker did not get past the locked table';
+my $HELD = q{SELECT phase || ': ' || problem FROM fieldcrypt.rotation_progress};
+my $HELD_RE = qr/^waiting for older transactions: table mal\.locked is in use by another session \(locked, or a page pinned\); next try in (\d+) s$/;
+ok($node->poll_query_until('app', "SELECT ($HELD) LIKE '%table mal.locked is in use by another session (locked, or a page pinned); next try in %'"),
+	'rotation_progress.problem names the table in use');
+my ($wait1) = $node->safe_psql('app', $HELD) =~ $HELD_RE;
+# mallory's idle transaction holds no snapshot: the worker must not loop pass after pass
+my $PASS = q{SELECT pass FROM fieldcrypt.reencryption};
+my ($pass1, $lsn1) = split /\|/, $node->safe_psql('app', "SELECT ($PASS), pg_current_wal_insert_lsn()");
+sleep 4;
+my ($pass2, $lsn2) = split /\|/, $node->safe_psql('app', "SELECT ($PASS), pg_current_wal_insert_lsn()");
+cmp_ok($pass2 - $pass1, '<=', 3, "while the table stays locked the worker tries again at a slowing pace (passes $pass1 to $pass2 in 4 s)");
+cmp_ok($node->safe_psql('app', "SELECT pg_wal_lsn_diff('$lsn2', '$lsn1')"), '<', 65536,
+	'and writes next to no WAL meanwhile');
+my ($wait2) = $node->safe_psql('app', $HELD) =~ $HELD_RE;
+ok(defined $wait1 && defined $wait2 && $wait2 > $wait1, 'the wait grows (next try in ' . ($wait1 // '?') . ' s, then ' . ($wait2 // '?') . ' s)');
 is(gens('app.mailbox', 'password'), '3', 'the other tables were re-encrypted meanwhile');
 is(gens('mal.trap', 's'), '3', 'so were mallory\'s other tables');
 $locker->query_safe('COMMIT');
@@ -306,6 +321,51 @@ my ($nseen, $how) = split /\|/, $node->safe_psql('app',
 	q{SELECT count(*), string_agg(DISTINCT who || ':' || restricted, ',') FROM mal.seen});
 cmp_ok($nseen, '>', 0, "the worker computed index entries ($nseen rows)");
 is($how, 'mallory:true', 'the worker computed them as the owner, in a security-restricted operation');
+
+# --- a session that holds the worker up does not block key management -----------------------------
+# (a) a table kept locked in an idle transaction
+$locker = $node->background_psql('app', on_error_stop => 0);
+$locker->query_safe('SET ROLE mallory');
+$locker->query_safe('BEGIN');
+$locker->query_safe('LOCK TABLE mal.locked IN ACCESS EXCLUSIVE MODE');
+sql_is($node, 'app', q{SELECT fieldcrypt.set_data_encryption_key('Rotate-Key-2031!')}, '',
+	'key change to generation 7 while mallory keeps a table locked');
+$node->poll_query_until('app', q{SELECT to_generation || ': ' || problem LIKE '7: table mal.locked is in use by another session%' FROM fieldcrypt.rotation_progress})
+  or die 'the worker was not held up by the locked table';
+sql_is($node, 'app', q{SELECT fieldcrypt.set_data_encryption_key('Rotate-Key-2032!')}, '',
+	'a key change is accepted while the locked table holds the re-encryption up (generation 8)');
+$locker->query_safe('COMMIT');
+$locker->quit;
+$node->poll_query_until('app', $PROGRESS, '0') or die 'the re-encryption to generation 8 did not finish';
+sql_is($node, 'app', 'SELECT generation, generations_kept FROM fieldcrypt.key_status', '8|1',
+	'once the lock is gone the worker finishes under generation 8 and destroys 6 and 7');
+is(gens('mal.locked', 's'), '8', 'the locked table is under generation 8');
+
+# (b) a snapshot kept open: the worker waits for it before its check pass
+my $holder = $node->background_psql('app', on_error_stop => 0);
+my $holder_pid = $holder->query_safe('SELECT pg_backend_pid()');
+$holder->query_safe('SET ROLE mallory');
+$holder->query_safe('BEGIN ISOLATION LEVEL REPEATABLE READ');
+$holder->query_safe('SELECT count(*) FROM mal.locked');
+sql_is($node, 'app', q{SELECT fieldcrypt.set_data_encryption_key('Rotate-Key-2033!')}, '',
+	'key change to generation 9 while mallory keeps a snapshot open');
+$node->poll_query_until('app', q{SELECT phase FROM fieldcrypt.rotation_progress}, 'waiting for older transactions')
+  or die 'the worker did not wait for the snapshot';
+my (undef, undef, $err) = FcNode::psql_tls($node, 'app',
+	"\\set VERBOSITY verbose\nSELECT fieldcrypt.set_data_encryption_key('Rotate-Key-2034!')");
+like($err, qr/ERROR:  55P03: a data encryption key change is already in progress/,
+	'while the wait is short, a second key change is refused (55P03)');
+ok($node->poll_query_until('app', q{SELECT problem FROM fieldcrypt.rotation_progress},
+		"waiting for the transaction of process $holder_pid, which keeps an older snapshot"),
+	'after 5 s rotation_progress.problem names the process that holds the worker up');
+sql_is($node, 'app', q{SELECT fieldcrypt.set_data_encryption_key('Rotate-Key-2034!')}, '',
+	'then a key change is accepted (generation 10)');
+$holder->query_safe('COMMIT');
+$holder->quit;
+$node->poll_query_until('app', $PROGRESS, '0') or die 'the re-encryption to generation 10 did not finish';
+sql_is($node, 'app', 'SELECT generation, generations_kept FROM fieldcrypt.key_status', '10|1',
+	'once the snapshot is gone the worker finishes under generation 10');
+is($node->safe_psql('app', $VALUES), $values_before, 'every value decrypts as before');
 
 # no plaintext of any value the worker re-encrypted reached the server log
 # (the statements that wrote them hold only their prefix, through log_statement)
