@@ -246,14 +246,14 @@ coordinate(Run *r, int stage)
 	MemoryContext cxt = AllocSetContextCreate(TopMemoryContext, "fieldcrypt cluster round",
 											  ALLOCSET_DEFAULT_SIZES);
 	long		delay = ROUND_MIN_MS;
-	char		last[192] = "";
+	char		last[FC_ROT_PROBLEM_LEN] = "";
 	bool		result = false;
 
 	publish_waiting(r, stage);
 	for (;;)
 	{
 		Round		rd;
-		char		problem[192];
+		char		problem[FC_ROT_PROBLEM_LEN];
 
 		fc_rot_check_postponed();
 		if (!still_current(r, stage))

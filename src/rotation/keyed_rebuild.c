@@ -176,7 +176,7 @@ static void
 rekey_failed(Oid indexoid, Oid tableoid, MemoryContext cxt)
 {
 	char		name[FC_ROT_NAME_LEN];
-	char		problem[192];
+	char		problem[FC_ROT_PROBLEM_LEN];
 	ErrorData  *edata = fc_rot_catch_error(indexoid, cxt, name);
 
 	/* the copy the failed REINDEX CONCURRENTLY made: every retry would add one */
@@ -205,12 +205,22 @@ rekey_failed(Oid indexoid, Oid tableoid, MemoryContext cxt)
 	FreeErrorData(edata);
 }
 
-/* rekey_one, false (and a WARNING) if it failed. */
+/* rekey_one, false (and a WARNING, and the problem in failure) if it failed. */
 static bool
-try_rekey(const FcKeyedIndex *k, uint32 current, MemoryContext cxt)
+try_rekey(const FcKeyedIndex *k, uint32 current, MemoryContext cxt, char *failure)
 {
 	volatile bool ok = true;
+	char		name[FC_ROT_NAME_LEN];
+	char		status[FC_ROT_PROBLEM_LEN];
 
+	StartTransactionCommand();
+	fc_rot_table_name(k->indexoid, name);
+	CommitTransactionCommand();
+	MemoryContextSwitchTo(cxt);
+	snprintf(status, sizeof(status),
+			 "rebuilding keyed hash index %s (it waits for any transaction using its table)",
+			 name);
+	fc_rot_set_held(status);
 	PG_TRY();
 	{
 		rekey_one(k, current);
@@ -218,6 +228,7 @@ try_rekey(const FcKeyedIndex *k, uint32 current, MemoryContext cxt)
 	PG_CATCH();
 	{
 		rekey_failed(k->indexoid, k->tableoid, cxt);
+		fc_rot_get_problem(failure);
 		ok = false;
 	}
 	PG_END_TRY();
@@ -228,6 +239,13 @@ try_rekey(const FcKeyedIndex *k, uint32 current, MemoryContext cxt)
  * Rebuild under generation current every keyed hash index of this database
  * keyed with another generation (other sessions' temporary indexes cannot
  * be reached: theirs is kept until they end).  Returns how many failed.
+ *
+ * A rebuild, and the drop of a copy an interrupted one left, wait for the
+ * transactions that use the table (REINDEX CONCURRENTLY, the ShareLock of
+ * a plain REINDEX, DROP INDEX) as long as they last: meanwhile the worker
+ * counts as held up by them (fc_rot_set_held), so that they cannot block
+ * rotate_tde_key.  Afterwards the problem is the last failure, or what it
+ * was before.
  */
 int
 fc_rekey_keyed_indexes(Run *r, uint32 current)
@@ -238,7 +256,11 @@ fc_rekey_keyed_indexes(Run *r, uint32 current)
 	ListCell   *lc;
 	int			failed = 0;
 	char	   *dbname;
+	char		before[FC_ROT_PROBLEM_LEN];
+	char		failure[FC_ROT_PROBLEM_LEN] = "";
 
+	fc_rot_get_problem(before);
+	fc_rot_set_held("rebuilding keyed hash indexes (they wait for any transaction using their tables)");
 	fc_rot_begin_xact();
 	dbname = MemoryContextStrdup(TopMemoryContext, get_database_name(MyDatabaseId));
 	all = fc_keyed_indexes();
@@ -277,7 +299,7 @@ fc_rekey_keyed_indexes(Run *r, uint32 current)
 
 	foreach(lc, todo)
 	{
-		if (!try_rekey(lfirst(lc), current, cxt))
+		if (!try_rekey(lfirst(lc), current, cxt, failure))
 			failed++;
 		MemoryContextSwitchTo(cxt);
 	}
@@ -285,6 +307,7 @@ fc_rekey_keyed_indexes(Run *r, uint32 current)
 		ereport(LOG,
 				(errmsg("fieldcrypt: %d keyed hash index(es) of database \"%s\" rebuilt under TDE key generation %u, %d failed",
 						list_length(todo) - failed, dbname, current, failed)));
+	fc_rot_set_problem(failure[0] ? failure : before);
 	list_free_deep(todo);
 	pfree(dbname);
 	return failed;

@@ -71,11 +71,13 @@ extern void fc_rot_save_state(const Run *r, const char *state);
 extern bool fc_rot_load_state(Run *r, char *state, Size statelen);
 extern void fc_rot_wait_older_transactions(Run *r);
 #define FC_ROT_NAME_LEN (NAMEDATALEN * 2 + 8)	/* a qualified relation name, quoted */
+#define FC_ROT_PROBLEM_LEN sizeof(((FcRotSlot *) NULL)->problem)
 extern ErrorData *fc_rot_catch_error(Oid relid, MemoryContext cxt, char *name);
 extern void fc_rot_table_name(Oid relid, char *name);
 extern void fc_rot_table_failed(Run *r, Oid relid, MemoryContext cxt);
 extern void fc_rot_set_problem(const char *problem);
 extern void fc_rot_set_held(const char *problem);
+extern void fc_rot_get_problem(char *out);	/* FC_ROT_PROBLEM_LEN bytes */
 extern Relation fc_rot_open_table(Run *r, Oid relid);
 
 /*

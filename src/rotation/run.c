@@ -368,7 +368,7 @@ fc_rot_wait_older_transactions(Run *r)
 		{
 			if (!held && TimestampDifferenceExceeds(start, GetCurrentTimestamp(), HELD_AFTER_MS))
 			{
-				char		problem[192];
+				char		problem[FC_ROT_PROBLEM_LEN];
 				PGPROC	   *proc = BackendIdGetProc(vxids[i].backendId);
 
 				snprintf(problem, sizeof(problem),
@@ -393,6 +393,15 @@ fc_rot_set_problem(const char *problem)
 	LWLockAcquire(fc_rotstate->lock, LW_EXCLUSIVE);
 	strlcpy(fc_rot_my_slot->problem, problem, sizeof(fc_rot_my_slot->problem));
 	fc_rot_my_slot->held = false;
+	LWLockRelease(fc_rotstate->lock);
+}
+
+/* This worker's problem ("" for none) into out (sizeof FcRotSlot.problem). */
+void
+fc_rot_get_problem(char *out)
+{
+	LWLockAcquire(fc_rotstate->lock, LW_SHARED);
+	memcpy(out, fc_rot_my_slot->problem, sizeof(fc_rot_my_slot->problem));
 	LWLockRelease(fc_rotstate->lock);
 }
 
@@ -458,7 +467,7 @@ void
 fc_rot_table_failed(Run *r, Oid relid, MemoryContext cxt)
 {
 	char		name[FC_ROT_NAME_LEN];
-	char		problem[192];
+	char		problem[FC_ROT_PROBLEM_LEN];
 	ErrorData  *edata = fc_rot_catch_error(relid, cxt, name);
 
 	r->failed++;

@@ -245,7 +245,7 @@ static long
 wait_held_back(Run *r, long held_ms)
 {
 	char		name[FC_ROT_NAME_LEN];
-	char		problem[192];
+	char		problem[FC_ROT_PROBLEM_LEN];
 
 	held_ms = held_ms == 0 ? HELD_MIN_MS : Min(held_ms * 2, HELD_MAX_MS);
 	fc_rot_begin_xact();

@@ -17,7 +17,9 @@
 #   - a streaming standby answers through the keyed indexes;
 #   - pg_dump and a restore into another cluster: the dump names the operator class and the
 #     generation; the indexes are rebuilt under that database's own key (generation 1 there,
-#     the NOTICE saying so is asserted in sql/keyed_hash.sql) and answer.
+#     the NOTICE saying so is asserted in sql/keyed_hash.sql) and answer;
+#   - a transaction kept open on the table holds the rebuild up (rotation_progress says so)
+#     but not key management: the next rotate_tde_key is accepted.
 use strict;
 use warnings;
 use File::Find;
@@ -299,5 +301,27 @@ is(answers($other, 'enc'), $want, 'the restored database answers through its key
 is(safe_tls($other, 'app', q{SELECT a.attoptions[1] FROM pg_attribute a WHERE a.attrelid = 'enc_email'::regclass}),
 	'generation=1', 'the restored index is keyed with the restored database\'s generation 1');
 $other->stop;
+
+# --- a transaction that holds the rebuild up does not block rotate_tde_key ------------------------
+# alice keeps a write to enc open: REINDEX CONCURRENTLY waits for it as long as it lasts (and
+# before it, the DROP INDEX of the copy the crash above left)
+($w_in, $w_out, $w_err) = ('', '', '');
+$writer = IPC::Run::start([ 'psql', '-X', '-d', FcNode::tls_connstr($node, 'app') ],
+	'<', \$w_in, '>', \$w_out, '2>', \$w_err);
+$w_in .= "SET ROLE alice;\nBEGIN;\nINSERT INTO enc VALUES (-3, 'held', 'held', -3);\n";
+$writer->pump until $w_out =~ /INSERT/ || $w_err ne '';
+sql_is($node, 'app', 'SELECT fieldcrypt.rotate_tde_key()', '5', 'rotate_tde_key: generation 5 while alice keeps a write open');
+ok($node->poll_query_until('app', q{SELECT problem ~ '^rebuilding keyed hash index(es \(they wait for any transaction using their tables\)| public\.enc_\w+ \(it waits for any transaction using its table\))$' FROM fieldcrypt.rotation_progress}),
+	'rotation_progress.problem says the worker waits in a rebuild');
+$node->poll_query_until('app', q{SELECT count(*) > 0 FROM pg_locks WHERE NOT granted}, 't')
+  or die 'the rebuild did not wait for the writer';
+sql_is($node, 'app', 'SELECT fieldcrypt.rotate_tde_key()', '6',
+	'a rebuild held up by another transaction does not block rotate_tde_key (generation 6)');
+$w_in .= "ROLLBACK;\n";
+$writer->finish;
+$node->poll_query_until('app', $GENS, '6') or die 'generations 4 and 5 were not destroyed';
+is(sql($KEYED), 'enc_code=generation=6,enc_email=generation=6,enc_norm=generation=6',
+	'once the transaction ended the worker rebuilt every keyed index under generation 6');
+is(answers($node, 'enc'), $want, 'the answers are the same under generation 6');
 $node->stop;
 done_testing();
