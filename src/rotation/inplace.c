@@ -67,7 +67,7 @@ static void walk_page(Relation rel, Page page, BlockNumber blk, FcRewriteTuple f
 static void forget_page(PageWork *w, Page page);
 static void apply_page(Relation rel, Buffer buf, PageWork *w);
 static int	update_rows(Relation rel, BlockNumber blk, OffsetNumber *offs, int n,
-						FcBuildRow build, void *arg);
+						FcBuildRow build, void *arg, bool *blocked);
 
 /*
  * Run fn over every stored tuple of page: with write, on private copies
@@ -153,7 +153,8 @@ apply_page(Relation rel, Buffer buf, PageWork *w)
  * (see the file header).  In a transaction holding RowExclusiveLock on rel.
  * pinned_ok: a page another backend pins is updated row by row instead of
  * being left for later.  Returns the rows rewritten or updated, or -1 if the
- * page was pinned and left for a later pass.
+ * page was pinned, or a row to update was locked by another transaction,
+ * and left (in part) for a later pass.
  */
 int
 fc_rewrite_block(Relation rel, BlockNumber blk, FcRewriteTuple fn, FcBuildRow build,
@@ -166,6 +167,7 @@ fc_rewrite_block(Relation rel, BlockNumber blk, FcRewriteTuple fn, FcBuildRow bu
 	MemoryContext old = MemoryContextSwitchTo(cxt);
 	int			done = 0;
 	bool		pinned = false;
+	bool		blocked = false;
 
 	/* look first: most pages of a check pass have nothing to do */
 	LockBuffer(buf, BUFFER_LOCK_SHARE);
@@ -195,11 +197,11 @@ fc_rewrite_block(Relation rel, BlockNumber blk, FcRewriteTuple fn, FcBuildRow bu
 	}
 	ReleaseBuffer(buf);
 	if (w->nmvcc > 0)
-		done += update_rows(rel, blk, w->mvcc, w->nmvcc, build, arg);
+		done += update_rows(rel, blk, w->mvcc, w->nmvcc, build, arg, &blocked);
 	MemoryContextSwitchTo(old);
 	MemoryContextDelete(cxt);
 	pfree(w);
-	return pinned ? -1 : done;
+	return pinned || blocked ? -1 : done;
 }
 
 /*
@@ -232,11 +234,14 @@ fc_count_block(Relation rel, BlockNumber blk, FcRewriteTuple fn, void *arg,
  * Update the newest versions of rows (blk, offs[i]) of rel whose stored
  * tuple could not be rewritten in place: build gives the new values (false:
  * nothing to change).  Versions no longer visible, and rows updated or
- * deleted concurrently, are left to the next pass.  Returns rows updated.
+ * deleted concurrently, are left to the next pass.  A row that another
+ * transaction keeps locked (SELECT ... FOR UPDATE, an UPDATE not committed
+ * yet) is not waited for, which could last for ever: it is left for a
+ * later pass and *blocked set.  Returns rows updated.
  */
 static int
 update_rows(Relation rel, BlockNumber blk, OffsetNumber *offs, int n,
-			FcBuildRow build, void *arg)
+			FcBuildRow build, void *arg, bool *blocked)
 {
 	EState	   *estate = CreateExecutorState();
 	ResultRelInfo *rri = makeNode(ResultRelInfo);
@@ -258,6 +263,19 @@ update_rows(Relation rel, BlockNumber blk, OffsetNumber *offs, int n,
 		ItemPointerSet(&tid, blk, offs[i]);
 		if (!table_tuple_fetch_row_version(rel, &tid, snap, oldslot))
 			continue;			/* dead, or not committed yet: a later pass */
+		/*
+		 * Lock it first, without waiting (before build: the lock stores the
+		 * row in oldslot again); our own lock lets the update through.
+		 */
+		res = table_tuple_lock(rel, &tid, snap, oldslot, GetCurrentCommandId(true),
+							   LockTupleNoKeyExclusive, LockWaitSkip, 0, &tmfd);
+		if (res == TM_WouldBlock)
+		{
+			*blocked = true;
+			continue;
+		}
+		if (res != TM_Ok)
+			continue;			/* changed concurrently: the next pass sees it */
 		slot_getallattrs(oldslot);
 		ExecClearTuple(newslot);
 		if (!build(rel, oldslot, newslot, arg))

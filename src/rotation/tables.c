@@ -180,6 +180,23 @@ tde_old_in_use(uint32 current, bool *others_temp)
 	return n;
 }
 
+/*
+ * Old TDE generations stay because of other sessions (their temporary
+ * tables, which no other backend can read; row versions their snapshots
+ * still see): say so in rotation_progress.problem, and exit as a failed
+ * worker, so the launcher retries after a back-off.  The slot, held with a
+ * problem, does not refuse the next rotate_tde_key (rotstate.c): nobody
+ * blocks key management by keeping a session open.
+ */
+static void
+kept_by_other_sessions(bool others_temp)
+{
+	fc_rot_set_problem(others_temp
+					   ? "other sessions' temporary encrypted_heap tables may still use older TDE key generations"
+					   : "row versions that other sessions still see or keep locked use older TDE key generations");
+	fc_rot_tde_retry = true;
+}
+
 /* Re-encrypt the encrypted_heap tables of this database, then drop old TDE keys. */
 void
 fc_reencrypt_tde_tables(void)
@@ -276,7 +293,7 @@ fc_reencrypt_tde_tables(void)
 		if (tde_old_in_use(r.to_gen, &others_temp) > 0 || others_temp)
 		{
 			/* not done here: try again later, without waiting for the others */
-			fc_rot_tde_retry = true;
+			kept_by_other_sessions(others_temp);
 			list_free(tables);
 			return;
 		}
@@ -308,6 +325,6 @@ fc_reencrypt_tde_tables(void)
 					   "or other sessions' temporary tables); the worker tries again later, and "
 					   "fieldcrypt.drop_unused_tde_keys() destroys it once they are gone.") : 0));
 	list_free(tables);
-	/* not done: exit as a failed worker, so the launcher retries after a back-off */
-	fc_rot_tde_retry = (dropped == 0 && tde_old_in_use(r.to_gen, &others_temp) > 0);
+	if (tde_old_in_use(r.to_gen, &others_temp) > 0 || others_temp)
+		kept_by_other_sessions(others_temp);
 }

@@ -252,7 +252,7 @@ wait_held_back(Run *r, long held_ms)
 	fc_rot_table_name(r->held_relid, name);
 	fc_rot_end_xact();
 	snprintf(problem, sizeof(problem),
-			 "table %s is in use by another session (locked, or a page pinned); next try in %ld s",
+			 "table %s is in use by another session (it or a row of it locked, or a page pinned); next try in %ld s",
 			 name, held_ms / 1000);
 	fc_rot_set_held(problem);
 	fc_rot_sleep(held_ms);

@@ -149,5 +149,22 @@ is($node->safe_psql('app',
 	$sum_all, 'after the crash and the resumed re-encryption every row reads back unchanged');
 is($node->safe_psql('app', $ROWGENS), '3', 'every row version is under generation 3');
 
+# --- another session's temporary table keeps an old generation, but cannot block key changes ----
+# (no other backend can read a temporary table: the worker cannot re-encrypt it)
+my $tmp = $node->background_psql('app', on_error_stop => 0);
+$tmp->query_safe(q{CREATE TEMP TABLE mine (id int, s text) USING encrypted_heap});
+$tmp->query_safe(q{INSERT INTO mine VALUES (1, 'temp-row')});
+sql_is($node, 'app', 'SELECT fieldcrypt.rotate_tde_key()', '4',
+	'rotation to generation 4 while another session has a temporary encrypted_heap table');
+ok($node->poll_query_until('app', q{SELECT phase || ': ' || problem FROM fieldcrypt.rotation_progress},
+		"retrying: other sessions' temporary encrypted_heap tables may still use older TDE key generations"),
+	'rotation_progress says why the old generation is kept');
+is($node->safe_psql('app', $GENS), '3,4', 'generation 3 is kept');
+sql_is($node, 'app', 'SELECT fieldcrypt.rotate_tde_key()', '5', 'the next rotate_tde_key is accepted, not refused with 55P03');
+is($tmp->query_safe('SELECT s FROM mine'), 'temp-row', 'the temporary table still reads');
+$tmp->quit;
+$node->poll_query_until('app', $GENS, '5') or die 'generations 3 and 4 were not destroyed once the session ended';
+is($node->safe_psql('app', $ROWGENS), '5', 'every row version is under generation 5');
+
 $node->stop;
 done_testing();

@@ -213,8 +213,8 @@ $node->poll_query_until('app', q{SELECT phase FROM fieldcrypt.rotation_progress}
 	'waiting for older transactions')
   or die 'the worker did not get past the locked table';
 my $HELD = q{SELECT phase || ': ' || problem FROM fieldcrypt.rotation_progress};
-my $HELD_RE = qr/^waiting for older transactions: table mal\.locked is in use by another session \(locked, or a page pinned\); next try in (\d+) s$/;
-ok($node->poll_query_until('app', "SELECT ($HELD) LIKE '%table mal.locked is in use by another session (locked, or a page pinned); next try in %'"),
+my $HELD_RE = qr/^waiting for older transactions: table mal\.locked is in use by another session \(it or a row of it locked, or a page pinned\); next try in (\d+) s$/;
+ok($node->poll_query_until('app', "SELECT ($HELD) LIKE '%table mal.locked is in use by another session (it or a row of it locked, or a page pinned); next try in %'"),
 	'rotation_progress.problem names the table in use');
 my ($wait1) = $node->safe_psql('app', $HELD) =~ $HELD_RE;
 # mallory's idle transaction holds no snapshot: the worker must not loop pass after pass
@@ -366,6 +366,25 @@ $node->poll_query_until('app', $PROGRESS, '0') or die 'the re-encryption to gene
 sql_is($node, 'app', 'SELECT generation, generations_kept FROM fieldcrypt.key_status', '10|1',
 	'once the snapshot is gone the worker finishes under generation 10');
 is($node->safe_psql('app', $VALUES), $values_before, 'every value decrypts as before');
+
+# (c) a row kept locked: rows whose stale values are out of line are updated, and the worker
+# must not wait for a row lock as long as it lasts
+my $rowlocker = $node->background_psql('app', on_error_stop => 0);
+$rowlocker->query_safe('SET ROLE mallory');
+$rowlocker->query_safe('BEGIN');
+$rowlocker->query_safe('SELECT id FROM mal.big WHERE id = 1 FOR UPDATE');
+sql_is($node, 'app', q{SELECT fieldcrypt.set_data_encryption_key('Rotate-Key-2035!')}, '',
+	'key change to generation 11 while mallory keeps a row locked');
+ok($node->poll_query_until('app', q{SELECT to_generation || ': ' || problem LIKE '11: table mal.big is in use by another session (it or a row of it locked, or a page pinned); next try in %' FROM fieldcrypt.rotation_progress}),
+	'the worker does not wait for the locked row: rotation_progress.problem names its table');
+sql_is($node, 'app', q{SELECT fieldcrypt.set_data_encryption_key('Rotate-Key-2036!')}, '',
+	'a key change is accepted while the locked row holds the re-encryption up (generation 12)');
+$rowlocker->query_safe('COMMIT');
+$rowlocker->quit;
+$node->poll_query_until('app', $PROGRESS, '0') or die 'the re-encryption to generation 12 did not finish';
+sql_is($node, 'app', 'SELECT generation, generations_kept FROM fieldcrypt.key_status', '12|1',
+	'once the row lock is gone the worker finishes under generation 12');
+is($node->safe_psql('app', $BIG), $big_before, 'the locked row and the other out-of-line values decrypt as before');
 
 # no plaintext of any value the worker re-encrypted reached the server log
 # (the statements that wrote them hold only their prefix, through log_statement)
