@@ -42,6 +42,7 @@
 #include "miscadmin.h"
 #include "nodes/execnodes.h"
 #include "storage/bufmgr.h"
+#include "storage/procarray.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
@@ -152,13 +153,13 @@ apply_page(Relation rel, Buffer buf, PageWork *w)
  * Re-encrypt block blk of rel: in place what can be, by update the rest
  * (see the file header).  In a transaction holding RowExclusiveLock on rel.
  * pinned_ok: a page another backend pins is updated row by row instead of
- * being left for later.  Returns the rows rewritten or updated, or -1 if the
- * page was pinned, or a row to update was locked by another transaction,
- * and left (in part) for a later pass.
+ * being left for later.  Returns the rows rewritten or updated; *left is
+ * set if the page was pinned, or a row to update was locked by another
+ * transaction or changed meanwhile, and left (in part) for a later pass.
  */
 int
 fc_rewrite_block(Relation rel, BlockNumber blk, FcRewriteTuple fn, FcBuildRow build,
-				 void *arg, bool pinned_ok, BufferAccessStrategy strategy)
+				 void *arg, bool pinned_ok, BufferAccessStrategy strategy, bool *left)
 {
 	Buffer		buf = ReadBufferExtended(rel, MAIN_FORKNUM, blk, RBM_NORMAL, strategy);
 	PageWork   *w = palloc(sizeof(PageWork));
@@ -166,8 +167,6 @@ fc_rewrite_block(Relation rel, BlockNumber blk, FcRewriteTuple fn, FcBuildRow bu
 											  ALLOCSET_DEFAULT_SIZES);
 	MemoryContext old = MemoryContextSwitchTo(cxt);
 	int			done = 0;
-	bool		pinned = false;
-	bool		blocked = false;
 
 	/* look first: most pages of a check pass have nothing to do */
 	LockBuffer(buf, BUFFER_LOCK_SHARE);
@@ -193,15 +192,15 @@ fc_rewrite_block(Relation rel, BlockNumber blk, FcRewriteTuple fn, FcBuildRow bu
 			w->nmvcc += w->nwant;
 		}
 		else
-			pinned = true;
+			*left = true;		/* pinned */
 	}
 	ReleaseBuffer(buf);
 	if (w->nmvcc > 0)
-		done += update_rows(rel, blk, w->mvcc, w->nmvcc, build, arg, &blocked);
+		done += update_rows(rel, blk, w->mvcc, w->nmvcc, build, arg, left);
 	MemoryContextSwitchTo(old);
 	MemoryContextDelete(cxt);
 	pfree(w);
-	return pinned || blocked ? -1 : done;
+	return done;
 }
 
 /*
@@ -231,13 +230,37 @@ fc_count_block(Relation rel, BlockNumber blk, FcRewriteTuple fn, void *arg,
 }
 
 /*
+ * True if the stored tuple at tid was inserted by a transaction still in
+ * progress (false for one whose inserter aborted: it is dead).
+ */
+static bool
+inserted_in_progress(Relation rel, ItemPointer tid)
+{
+	Buffer		buf = ReadBuffer(rel, ItemPointerGetBlockNumber(tid));
+	Page		page;
+	OffsetNumber off = ItemPointerGetOffsetNumber(tid);
+	bool		result = false;
+
+	LockBuffer(buf, BUFFER_LOCK_SHARE);
+	page = BufferGetPage(buf);
+	if (off <= PageGetMaxOffsetNumber(page) && ItemIdIsNormal(PageGetItemId(page, off)))
+	{
+		HeapTupleHeader td = (HeapTupleHeader) PageGetItem(page, PageGetItemId(page, off));
+
+		result = TransactionIdIsInProgress(HeapTupleHeaderGetRawXmin(td));
+	}
+	UnlockReleaseBuffer(buf);
+	return result;
+}
+
+/*
  * Update the newest versions of rows (blk, offs[i]) of rel whose stored
  * tuple could not be rewritten in place: build gives the new values (false:
- * nothing to change).  Versions no longer visible, and rows updated or
- * deleted concurrently, are left to the next pass.  A row that another
- * transaction keeps locked (SELECT ... FOR UPDATE, an UPDATE not committed
- * yet) is not waited for, which could last for ever: it is left for a
- * later pass and *blocked set.  Returns rows updated.
+ * nothing to change).  A row updated since is followed to its newest
+ * version; a deleted one is left.  A row that another transaction keeps
+ * locked (SELECT ... FOR UPDATE, an UPDATE not committed yet) is not waited
+ * for, which could last for ever: it is left for a later pass and *blocked
+ * set, so that the pass is not clean.  Returns rows updated.
  */
 static int
 update_rows(Relation rel, BlockNumber blk, OffsetNumber *offs, int n,
@@ -261,21 +284,24 @@ update_rows(Relation rel, BlockNumber blk, OffsetNumber *offs, int n,
 		TM_Result	res;
 
 		ItemPointerSet(&tid, blk, offs[i]);
-		if (!table_tuple_fetch_row_version(rel, &tid, snap, oldslot))
-			continue;			/* dead, or not committed yet: a later pass */
+
 		/*
-		 * Lock it first, without waiting (before build: the lock stores the
-		 * row in oldslot again); our own lock lets the update through.
+		 * Lock the newest version of the row (an update that committed since
+		 * the page was looked at may have copied the stale value into it,
+		 * maybe on a page this pass has already done), without waiting; our
+		 * own lock then lets the update through.
 		 */
 		res = table_tuple_lock(rel, &tid, snap, oldslot, GetCurrentCommandId(true),
-							   LockTupleNoKeyExclusive, LockWaitSkip, 0, &tmfd);
-		if (res == TM_WouldBlock)
+							   LockTupleNoKeyExclusive, LockWaitSkip,
+							   TUPLE_LOCK_FLAG_FIND_LAST_VERSION, &tmfd);
+		if (res == TM_WouldBlock || (res == TM_Invisible && inserted_in_progress(rel, &tid)))
 		{
+			/* locked, or being updated or inserted: this pass is not clean */
 			*blocked = true;
 			continue;
 		}
 		if (res != TM_Ok)
-			continue;			/* changed concurrently: the next pass sees it */
+			continue;			/* deleted: nothing left to re-encrypt */
 		slot_getallattrs(oldslot);
 		ExecClearTuple(newslot);
 		if (!build(rel, oldslot, newslot, arg))
@@ -284,7 +310,10 @@ update_rows(Relation rel, BlockNumber blk, OffsetNumber *offs, int n,
 		res = table_tuple_update(rel, &tid, newslot, GetCurrentCommandId(true), snap,
 								 InvalidSnapshot, true, &tmfd, &lockmode, &update_indexes);
 		if (res != TM_Ok)
-			continue;			/* changed concurrently: the next pass sees it */
+		{
+			*blocked = true;	/* (we hold its lock: not expected) a later pass */
+			continue;
+		}
 		updated++;
 		if (update_indexes && rri->ri_NumIndices > 0)
 		{

@@ -44,7 +44,9 @@ typedef struct Run
 	int32		failed;			/* tables that failed in this pass */
 	TimestampTz throttle_base;
 	int64		throttle_rows;
-	Oid			held_relid;		/* last table found locked or with a pinned page */
+	Oid			held_relid;		/* table found locked or with a pinned page, this pass */
+	int32		npass_gens;		/* the generations when this pass started (values) */
+	uint32		pass_gens[16];
 } Run;
 
 /* This worker process (run.c). */
@@ -94,7 +96,7 @@ typedef bool (*FcBuildRow) (Relation rel, TupleTableSlot *oldslot,
 
 extern int	fc_rewrite_block(Relation rel, BlockNumber blk, FcRewriteTuple fn,
 							 FcBuildRow build, void *arg, bool pinned_ok,
-							 BufferAccessStrategy strategy);
+							 BufferAccessStrategy strategy, bool *left);
 extern int	fc_count_block(Relation rel, BlockNumber blk, FcRewriteTuple fn, void *arg,
 						   BufferAccessStrategy strategy);
 

@@ -354,6 +354,7 @@ fc_rot_wait_older_transactions(Run *r)
 	VirtualTransactionId *vxids;
 	int			n;
 	bool		held = false;
+	char		before[FC_ROT_PROBLEM_LEN];
 	TimestampTz start = GetCurrentTimestamp();
 
 	fc_rot_publish(r, PHASE_WAITING);
@@ -374,6 +375,7 @@ fc_rot_wait_older_transactions(Run *r)
 				snprintf(problem, sizeof(problem),
 						 "waiting for the transaction of process %d, which keeps an older snapshot",
 						 proc ? proc->pid : 0);
+				fc_rot_get_problem(before);
 				fc_rot_set_held(problem);
 				held = true;
 			}
@@ -383,7 +385,7 @@ fc_rot_wait_older_transactions(Run *r)
 	}
 	CommitTransactionCommand();
 	if (held)
-		fc_rot_set_problem("");
+		fc_rot_set_problem(before);
 }
 
 /* Show problem (or "" for none) in this worker's slot: rotation_progress, 55P03. */
@@ -536,16 +538,16 @@ fc_rot_batch(Run *r, Oid relid, BlockNumber stop, const FcBatchOps *ops)
 	strategy = GetAccessStrategy(BAS_VACUUM);
 	for (int64 blk = start; blk < end; blk++)
 	{
-		int			k = fc_rewrite_block(rel, (BlockNumber) blk, ops->rewrite, ops->build,
-										 NULL, r->pass > 1, strategy);
+		bool		left = false;
 
-		if (k < 0)
+		rows += fc_rewrite_block(rel, (BlockNumber) blk, ops->rewrite, ops->build,
+								 NULL, r->pass > 1, strategy, &left);
+		if (left)
 		{
-			r->pass_reencrypted++;	/* a pinned page: the pass is not clean */
+			/* a pinned page, a locked row: the pass is not clean */
+			r->pass_reencrypted++;
 			r->held_relid = relid;
 		}
-		else
-			rows += k;
 	}
 	FreeAccessStrategy(strategy);
 	relation_close(rel, NoLock);	/* keep the lock until commit */

@@ -163,6 +163,22 @@ vacuum_table(Oid relid)
 	CommitTransactionCommand();
 }
 
+/*
+ * fc_tde_used_generations, which opens every table and so waits for a lock
+ * another session keeps on one: meanwhile the worker counts as held up
+ * (fc_rot_set_held), which lets rotate_tde_key through.
+ */
+static void
+used_generations(bool *used, bool *others_temp)
+{
+	char		before[FC_ROT_PROBLEM_LEN];
+
+	fc_rot_get_problem(before);
+	fc_rot_set_held("looking for the TDE key generations in use (it waits for tables other sessions keep locked)");
+	fc_tde_used_generations(used, others_temp);
+	fc_rot_set_problem(before);
+}
+
 /* Generations other than current that some row version still uses. */
 static int
 tde_old_in_use(uint32 current, bool *others_temp)
@@ -171,7 +187,7 @@ tde_old_in_use(uint32 current, bool *others_temp)
 	int			n = 0;
 
 	fc_rot_begin_xact();
-	fc_tde_used_generations(used, others_temp);
+	used_generations(used, others_temp);
 	fc_rot_end_xact();
 	for (int g = 1; g < 65536; g++)
 		if (used[g] && (uint32) g != current)
@@ -191,10 +207,15 @@ tde_old_in_use(uint32 current, bool *others_temp)
 static void
 kept_by_other_sessions(bool others_temp)
 {
+	char		problem[FC_ROT_PROBLEM_LEN];
+
+	fc_rot_tde_retry = true;
+	fc_rot_get_problem(problem);
+	if (problem[0] != '\0')
+		return;					/* a table failed: that is the problem to show */
 	fc_rot_set_problem(others_temp
 					   ? "other sessions' temporary encrypted_heap tables may still use older TDE key generations"
 					   : "row versions that other sessions still see or keep locked use older TDE key generations");
-	fc_rot_tde_retry = true;
 }
 
 /* Re-encrypt the encrypted_heap tables of this database, then drop old TDE keys. */
@@ -310,7 +331,7 @@ fc_reencrypt_tde_tables(void)
 		bool	   *used = palloc0(65536 * sizeof(bool));
 
 
-		fc_tde_used_generations(used, &others_temp);
+		used_generations(used, &others_temp);
 		if (!others_temp)
 			dropped = fc_db_tde_drop_generations(MyDatabaseId, used, r.to_gen);
 		pfree(used);

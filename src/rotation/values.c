@@ -228,6 +228,21 @@ count_stale(List *tables)
 
 static const FcBatchOps value_ops = {may_hold_values, rewrite_values, build_values, true};
 
+/* The generations this database holds now, into r (destroy_old_generations). */
+static void
+note_pass_generations(Run *r)
+{
+	FcDbKeys   *entry;
+
+	StaticAssertStmt(lengthof(r->pass_gens) == FC_MAX_GENERATIONS, "Run.pass_gens holds every generation");
+	fc_secure_region_alloc((void **) &entry, sizeof(FcDbKeys));
+	r->npass_gens = 0;
+	if (fc_db_lookup(MyDatabaseId, entry))
+		for (int i = 0; i < entry->ngens && i < (int) lengthof(r->pass_gens); i++)
+			r->pass_gens[r->npass_gens++] = entry->gens[i].gen;
+	fc_secure_region_free(entry, sizeof(FcDbKeys));
+}
+
 /* the pace of passes held back by a table somebody keeps locked (values loop) */
 #define HELD_MIN_MS		1000L
 #define HELD_MAX_MS		30000L
@@ -375,7 +390,16 @@ destroy_old_generations(Run *r)
 
 		for (int i = 0; i < entry->ngens; i++)
 		{
-			if (entry->gens[i].gen == entry->current_gen)
+			bool		covered = false;
+
+			/*
+			 * Only generations the clean pass knew of: one that came in since
+			 * (an import accepted while the worker was held up) may still be
+			 * used by values that pass did not take for stale.
+			 */
+			for (int j = 0; j < r->npass_gens; j++)
+				covered |= r->pass_gens[j] == entry->gens[i].gen;
+			if (entry->gens[i].gen == entry->current_gen || !covered)
 			{
 				if (kept != i)
 					memcpy(&entry->gens[kept], &entry->gens[i], sizeof(FcGeneration));
@@ -481,6 +505,8 @@ fc_reencrypt_values(void)
 	{
 		int64		rows_before = r.rows_done;
 
+		note_pass_generations(&r);
+		r.held_relid = InvalidOid;
 		run_pass(&r);
 		if (r.failed > 0)
 		{
@@ -491,6 +517,13 @@ fc_reencrypt_values(void)
 		if (r.pass_clean && r.pass_reencrypted == 0)
 		{
 			int			w;
+
+			if (held_ms > 0)
+			{
+				/* nothing holds it up any more: key changes wait again */
+				held_ms = 0;
+				fc_rot_set_problem("");
+			}
 
 			if (cluster_done)
 				break;
@@ -506,7 +539,7 @@ fc_reencrypt_values(void)
 			cluster_done = true;
 		}
 		fc_rot_wait_older_transactions(&r);
-		if (r.rows_done == rows_before && r.pass_reencrypted > 0)
+		if (r.rows_done == rows_before && OidIsValid(r.held_relid))
 			held_ms = wait_held_back(&r, held_ms);
 		else if (held_ms > 0)
 		{
