@@ -21,6 +21,9 @@
 # key change is not refused, and once the owner fixes the index the old
 # generations go. Then an index expression records that the worker ran it as the
 # table's owner, in a security-restricted operation.
+#
+# Last, sessions that hold the worker up (a table or a row kept locked, a snapshot kept
+# open) do not block key changes, and an import accepted meanwhile keeps its generation.
 use strict;
 use warnings;
 use PostgreSQL::Test::Utils;
@@ -385,6 +388,42 @@ $node->poll_query_until('app', $PROGRESS, '0') or die 'the re-encryption to gene
 sql_is($node, 'app', 'SELECT generation, generations_kept FROM fieldcrypt.key_status', '12|1',
 	'once the row lock is gone the worker finishes under generation 12');
 is($node->safe_psql('app', $BIG), $big_before, 'the locked row and the other out-of-line values decrypt as before');
+
+# (d) an import accepted while the worker is held up, whose transaction commits only once the
+# worker waits to destroy the old generations: the pass before did not know the imported
+# generation, so it must not be destroyed with them
+$node->safe_psql('postgres', 'CREATE DATABASE other');
+$node->safe_psql('other', 'CREATE EXTENSION fieldcrypt');
+sql_is($node, 'other', q{SELECT fieldcrypt.set_data_encryption_key('Other-Key-2040!')}, '',
+	'another database: generation 2 under a passphrase');
+$node->poll_query_until('other', q{SELECT generations_kept FROM fieldcrypt.key_status}, '1')
+  or die 'the other database kept its generation 1';
+my $doc = safe_tls($node, 'other', 'SELECT fieldcrypt.export_key_generations()');
+$locker = $node->background_psql('app', on_error_stop => 0);
+$locker->query_safe('SET ROLE mallory');
+$locker->query_safe('BEGIN');
+$locker->query_safe('LOCK TABLE mal.locked IN ACCESS EXCLUSIVE MODE');
+sql_is($node, 'app', q{SELECT fieldcrypt.set_data_encryption_key('Rotate-Key-2037!')}, '', 'key change to generation 13');
+$node->poll_query_until('app', q{SELECT to_generation || ': ' || problem LIKE '13: table mal.locked is in use by another session%' FROM fieldcrypt.rotation_progress})
+  or die 'the worker was not held up by the locked table';
+my $importer = $node->background_psql('app', on_error_stop => 0,
+	extra_params => [ '-d', FcNode::tls_connstr($node, 'app') ]);
+$importer->query_safe('BEGIN');
+is($importer->query_safe("SELECT fieldcrypt.import_key_generations(E'" . ($doc =~ s/\n/\\n/gr) . "', 'Other-Key-2040!')"),
+	'{2}', 'import_key_generations is accepted while the worker is held up (generation 2, not committed yet)');
+my $offset = -s $node->logfile;
+$locker->query_safe('COMMIT');
+$locker->quit;
+$node->poll_query_until('app', q{SELECT phase FROM fieldcrypt.rotation_progress}, 'destroying old generations')
+  or die 'the worker did not come to destroy the old generations';
+$importer->query_safe('COMMIT');
+$importer->quit;
+$node->wait_for_log(qr/re-encryption of database "app" to generation 13 finished: [^\n]*destroyed/, $offset);
+my ($gone) = slurp_file($node->logfile, $offset) =~ /re-encryption of database "app" to generation 13 finished: [^\n]*; generation\(s\) ([\d, ]+) destroyed/;
+is($gone, '12', 'the worker destroyed generation 12 only, not the generation imported meanwhile');
+$node->poll_query_until('app', $PROGRESS, '0') or die 'the re-encryption did not finish after the import';
+sql_is($node, 'app', 'SELECT generation, generations_kept FROM fieldcrypt.key_status', '13|1',
+	'a later run, which knew generation 2, destroyed it (no value uses it)');
 
 # no plaintext of any value the worker re-encrypted reached the server log
 # (the statements that wrote them hold only their prefix, through log_statement)
