@@ -504,6 +504,7 @@ fc_reencrypt_values(void)
 	for (;;)
 	{
 		int64		rows_before = r.rows_done;
+		bool		held_back;
 
 		note_pass_generations(&r);
 		r.held_relid = InvalidOid;
@@ -514,16 +515,17 @@ fc_reencrypt_values(void)
 			fc_rot_failed = true;
 			return;
 		}
+		/* rewrote nothing, and only because a table was in use (never a clean pass) */
+		held_back = r.rows_done == rows_before && OidIsValid(r.held_relid);
+		if (held_ms > 0 && !held_back)
+		{
+			/* nothing holds it up any more: key changes wait again */
+			held_ms = 0;
+			fc_rot_set_problem("");
+		}
 		if (r.pass_clean && r.pass_reencrypted == 0)
 		{
 			int			w;
-
-			if (held_ms > 0)
-			{
-				/* nothing holds it up any more: key changes wait again */
-				held_ms = 0;
-				fc_rot_set_problem("");
-			}
 
 			if (cluster_done)
 				break;
@@ -539,13 +541,8 @@ fc_reencrypt_values(void)
 			cluster_done = true;
 		}
 		fc_rot_wait_older_transactions(&r);
-		if (r.rows_done == rows_before && OidIsValid(r.held_relid))
+		if (held_back)
 			held_ms = wait_held_back(&r, held_ms);
-		else if (held_ms > 0)
-		{
-			held_ms = 0;
-			fc_rot_set_problem("");
-		}
 		r.pass++;
 		r.pass_clean = true;
 		r.pass_reencrypted = 0;
