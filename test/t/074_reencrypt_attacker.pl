@@ -206,10 +206,16 @@ sub gens
 }
 $node->safe_psql('app', q{SET ROLE mallory; CREATE TABLE mal.locked (s fieldcrypt.encrypted_text);
   INSERT INTO mal.locked VALUES ('locked-secret')});
-my $locker = $node->background_psql('app', on_error_stop => 0);
-$locker->query_safe('SET ROLE mallory');
-$locker->query_safe('BEGIN');
-$locker->query_safe('LOCK TABLE mal.locked IN ACCESS EXCLUSIVE MODE');
+# A session of mallory's that keeps a transaction open: $begin, then @sql.
+sub mallory_holds
+{
+	my ($begin, @sql) = @_;
+	my $s = $node->background_psql('app', on_error_stop => 0);
+	$s->query_safe($_) for ('SET ROLE mallory', $begin, @sql);
+	return $s;
+}
+my $LOCK = 'LOCK TABLE mal.locked IN ACCESS EXCLUSIVE MODE';
+my $locker = mallory_holds('BEGIN', $LOCK);
 sql_is($node, 'app', "SELECT fieldcrypt.set_data_encryption_key('$KL')", '',
 	'key change to generation 3 while mallory keeps a table locked');
 $node->poll_query_until('app', q{SELECT phase FROM fieldcrypt.rotation_progress},
@@ -327,10 +333,7 @@ is($how, 'mallory:true', 'the worker computed them as the owner, in a security-r
 
 # --- a session that holds the worker up does not block key management -----------------------------
 # (a) a table kept locked in an idle transaction
-$locker = $node->background_psql('app', on_error_stop => 0);
-$locker->query_safe('SET ROLE mallory');
-$locker->query_safe('BEGIN');
-$locker->query_safe('LOCK TABLE mal.locked IN ACCESS EXCLUSIVE MODE');
+$locker = mallory_holds('BEGIN', $LOCK);
 sql_is($node, 'app', q{SELECT fieldcrypt.set_data_encryption_key('Rotate-Key-2031!')}, '',
 	'key change to generation 7 while mallory keeps a table locked');
 $node->poll_query_until('app', q{SELECT to_generation || ': ' || problem LIKE '7: table mal.locked is in use by another session%' FROM fieldcrypt.rotation_progress})
@@ -345,11 +348,8 @@ sql_is($node, 'app', 'SELECT generation, generations_kept FROM fieldcrypt.key_st
 is(gens('mal.locked', 's'), '8', 'the locked table is under generation 8');
 
 # (b) a snapshot kept open: the worker waits for it before its check pass
-my $holder = $node->background_psql('app', on_error_stop => 0);
+my $holder = mallory_holds('BEGIN ISOLATION LEVEL REPEATABLE READ', 'SELECT count(*) FROM mal.locked');
 my $holder_pid = $holder->query_safe('SELECT pg_backend_pid()');
-$holder->query_safe('SET ROLE mallory');
-$holder->query_safe('BEGIN ISOLATION LEVEL REPEATABLE READ');
-$holder->query_safe('SELECT count(*) FROM mal.locked');
 sql_is($node, 'app', q{SELECT fieldcrypt.set_data_encryption_key('Rotate-Key-2033!')}, '',
 	'key change to generation 9 while mallory keeps a snapshot open');
 $node->poll_query_until('app', q{SELECT phase FROM fieldcrypt.rotation_progress}, 'waiting for older transactions')
@@ -372,10 +372,7 @@ is($node->safe_psql('app', $VALUES), $values_before, 'every value decrypts as be
 
 # (c) a row kept locked: rows whose stale values are out of line are updated, and the worker
 # must not wait for a row lock as long as it lasts
-my $rowlocker = $node->background_psql('app', on_error_stop => 0);
-$rowlocker->query_safe('SET ROLE mallory');
-$rowlocker->query_safe('BEGIN');
-$rowlocker->query_safe('SELECT id FROM mal.big WHERE id = 1 FOR UPDATE');
+my $rowlocker = mallory_holds('BEGIN', 'SELECT id FROM mal.big WHERE id = 1 FOR UPDATE');
 sql_is($node, 'app', q{SELECT fieldcrypt.set_data_encryption_key('Rotate-Key-2035!')}, '',
 	'key change to generation 11 while mallory keeps a row locked');
 ok($node->poll_query_until('app', q{SELECT to_generation || ': ' || problem LIKE '11: table mal.big is in use by another session (it or a row of it locked, or a page pinned); next try in %' FROM fieldcrypt.rotation_progress}),
@@ -399,10 +396,7 @@ sql_is($node, 'other', q{SELECT fieldcrypt.set_data_encryption_key('Other-Key-20
 $node->poll_query_until('other', q{SELECT generations_kept FROM fieldcrypt.key_status}, '1')
   or die 'the other database kept its generation 1';
 my $doc = safe_tls($node, 'other', 'SELECT fieldcrypt.export_key_generations()');
-$locker = $node->background_psql('app', on_error_stop => 0);
-$locker->query_safe('SET ROLE mallory');
-$locker->query_safe('BEGIN');
-$locker->query_safe('LOCK TABLE mal.locked IN ACCESS EXCLUSIVE MODE');
+$locker = mallory_holds('BEGIN', $LOCK);
 sql_is($node, 'app', q{SELECT fieldcrypt.set_data_encryption_key('Rotate-Key-2037!')}, '', 'key change to generation 13');
 $node->poll_query_until('app', q{SELECT to_generation || ': ' || problem LIKE '13: table mal.locked is in use by another session%' FROM fieldcrypt.rotation_progress})
   or die 'the worker was not held up by the locked table';
