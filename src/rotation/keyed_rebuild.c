@@ -135,40 +135,78 @@ rekey_one(const FcKeyedIndex *k, uint32 current)
 }
 
 /*
- * Drop the invalid copies "<index>_ccnew*" that a REINDEX CONCURRENTLY of
- * indexoid left on its table (interrupted or failed), except those keyed
- * with generation keep (an interrupted one of this run is still current:
- * it is harmless, and may be another session's REINDEX in progress).
- * In the caller's transaction; returns how many were dropped.
+ * The invalid copies "<index>_ccnew*" of indexoid on its table, except
+ * those keyed with generation keep (only the one with OID only, if that is
+ * valid): their OIDs in *oids, and "DROP INDEX ..." for each as the result.
  */
-static int
-drop_leftovers(Oid indexoid, Oid tableoid, int64 keep)
+static List *
+leftovers(Oid indexoid, Oid tableoid, int64 keep, Oid only, List **oids)
 {
-	Oid			types[3] = {OIDOID, OIDOID, INT8OID};
-	Datum		values[3] = {ObjectIdGetDatum(indexoid), ObjectIdGetDatum(tableoid), Int64GetDatum(keep)};
+	Oid			types[4] = {OIDOID, OIDOID, INT8OID, OIDOID};
+	Datum		values[4] = {ObjectIdGetDatum(indexoid), ObjectIdGetDatum(tableoid),
+	Int64GetDatum(keep), ObjectIdGetDatum(only)};
 	List	   *drops = NIL;
-	ListCell   *lc;
 
-	if (SPI_execute_with_args("SELECT pg_catalog.format('DROP INDEX %s', c.oid::pg_catalog.regclass) "
+	*oids = NIL;
+	if (SPI_execute_with_args("SELECT c.oid, pg_catalog.format('DROP INDEX %s', c.oid::pg_catalog.regclass) "
 							  "FROM pg_catalog.pg_index i JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid "
 							  "JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum = 1 "
 							  "WHERE i.indrelid = $2 AND NOT i.indisvalid "
 							  "AND c.relname LIKE pg_catalog.replace(pg_catalog.replace("
 							  "(SELECT relname FROM pg_catalog.pg_class WHERE oid = $1), '\\', '\\\\'), '_', '\\_') "
 							  "|| '\\_ccnew%' "
-							  "AND a.attoptions IS DISTINCT FROM ARRAY['generation=' || $3]",
-							  3, types, values, NULL, true, 0) != SPI_OK_SELECT)
+							  "AND a.attoptions IS DISTINCT FROM ARRAY['generation=' || $3] "
+							  "AND ($4 = 0 OR c.oid = $4)",
+							  4, types, values, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not look for leftovers of REINDEX CONCURRENTLY");
 	for (uint64 i = 0; i < SPI_processed; i++)
-		drops = lappend(drops, SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1));
-	foreach(lc, drops)
 	{
-		if (SPI_execute((char *) lfirst(lc), false, 0) != SPI_OK_UTILITY)
-			elog(ERROR, "could not drop a leftover of REINDEX CONCURRENTLY");
-		ereport(LOG, (errmsg("fieldcrypt: %s (left invalid by an interrupted rebuild)",
-							 (char *) lfirst(lc))));
+		bool		isnull;
+		Oid			oid = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
+
+		*oids = lappend_oid(*oids, oid);
+		drops = lappend(drops, SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2));
 	}
-	return list_length(drops);
+	return drops;
+}
+
+/*
+ * Drop the invalid copies "<index>_ccnew*" that a REINDEX CONCURRENTLY of
+ * indexoid left on its table (interrupted or failed), except those keyed
+ * with generation keep (an interrupted one of this run is still current:
+ * it is harmless, and may be another session's REINDEX in progress).
+ * In the caller's transaction; returns how many were dropped.
+ *
+ * Each copy is looked for again once the table is locked as DROP INDEX
+ * locks it: while the worker waited for that lock, the table's owner may
+ * have dropped the copy, or another session's REINDEX CONCURRENTLY in
+ * progress may have finished and made it the valid index.
+ */
+static int
+drop_leftovers(Oid indexoid, Oid tableoid, int64 keep)
+{
+	List	   *oids;
+	List	   *unused;
+	ListCell   *lc;
+	int			dropped = 0;
+
+	(void) leftovers(indexoid, tableoid, keep, InvalidOid, &oids);
+	foreach(lc, oids)
+	{
+		List	   *again;
+		char	   *drop;
+
+		LockRelationOid(tableoid, AccessExclusiveLock);
+		again = leftovers(indexoid, tableoid, keep, lfirst_oid(lc), &unused);
+		if (again == NIL)
+			continue;
+		drop = linitial(again);
+		if (SPI_execute(drop, false, 0) != SPI_OK_UTILITY)
+			elog(ERROR, "could not drop a leftover of REINDEX CONCURRENTLY");
+		ereport(LOG, (errmsg("fieldcrypt: %s (left invalid by an interrupted rebuild)", drop)));
+		dropped++;
+	}
+	return dropped;
 }
 
 /* A WARNING naming the index that could not be rebuilt; the transaction is aborted. */

@@ -19,7 +19,9 @@
 #     generation; the indexes are rebuilt under that database's own key (generation 1 there,
 #     the NOTICE saying so is asserted in sql/keyed_hash.sql) and answer;
 #   - a transaction kept open on the table holds the rebuild up (rotation_progress says so)
-#     but not key management: the next rotate_tde_key is accepted.
+#     but not key management: the next rotate_tde_key is accepted;
+#   - a leftover copy its owner drops while the worker waits to drop it does not make the
+#     worker fail.
 use strict;
 use warnings;
 use File::Find;
@@ -323,5 +325,41 @@ $node->poll_query_until('app', $GENS, '6') or die 'generations 4 and 5 were not 
 is(sql($KEYED), 'enc_code=generation=6,enc_email=generation=6,enc_norm=generation=6',
 	'once the transaction ended the worker rebuilt every keyed index under generation 6');
 is(answers($node, 'enc'), $want, 'the answers are the same under generation 6');
+
+# --- the table's owner drops a leftover copy while the worker waits to drop it -------------------
+# alice keeps enc locked; her own REINDEX CONCURRENTLY times out waiting for that lock and leaves
+# an invalid copy keyed with generation 6. After rotate_tde_key the worker waits to drop it, and
+# alice, who already holds a lock on enc, drops it first. The worker must go on (it dropped such a
+# copy by the name it had looked up, so it failed with "does not exist" and waited a retry).
+($w_in, $w_out, $w_err) = ('', '', '');
+$writer = IPC::Run::start([ 'psql', '-X', '-d', FcNode::tls_connstr($node, 'app') ],
+	'<', \$w_in, '>', \$w_out, '2>', \$w_err);
+$w_in .= "SET ROLE alice;\nBEGIN;\nLOCK TABLE enc IN ROW EXCLUSIVE MODE;\n";
+$writer->pump until $w_out =~ /LOCK TABLE/ || $w_err ne '';
+my ($rc, $stdout, $stderr) = $node->psql('app',
+	"SET ROLE alice; SET statement_timeout = '2s'; REINDEX INDEX CONCURRENTLY enc_email");
+like($stderr, qr/canceling statement due to statement timeout/, 'alice\'s REINDEX CONCURRENTLY times out');
+is(sql(q{SELECT c.relname || ':' || i.indisvalid || ':' || a.attoptions[1]
+  FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = 1
+ WHERE i.indrelid = 'enc'::regclass AND NOT i.indisvalid}),
+	'enc_email_ccnew:false:generation=6', 'it left an invalid copy keyed with generation 6');
+my $offset = -s $node->logfile;
+sql_is($node, 'app', 'SELECT fieldcrypt.rotate_tde_key()', '7', 'rotate_tde_key: generation 7');
+$node->poll_query_until('app', q{SELECT count(*) > 0 FROM pg_locks
+ WHERE relation = 'enc'::regclass AND mode = 'AccessExclusiveLock' AND NOT granted}, 't')
+  or die 'the worker did not wait to drop the copy';
+$w_in .= "DROP INDEX enc_email_ccnew;\nCOMMIT;\n";
+$writer->pump until $w_out =~ /COMMIT/ || $w_err ne '';
+is($w_err, '', 'alice drops the copy herself while the worker waits for it');
+$writer->finish;
+$node->poll_query_until('app', $GENS, '7') or die 'generation 6 was not destroyed';
+$log = log_since($node, $offset);
+unlike($log, qr/ERROR|WARNING|exited with exit code/,
+	'the worker found the copy gone and went on: no error, no exit, no retry');
+like($log, qr/3 keyed hash index\(es\) of database "app" rebuilt under TDE key generation 7, 0 failed/,
+	'it rebuilt the three keyed indexes under generation 7');
+is(sql($KEYED), 'enc_code=generation=7,enc_email=generation=7,enc_norm=generation=7',
+	'every keyed index is keyed with generation 7');
+is(answers($node, 'enc'), $want, 'the answers are the same under generation 7');
 $node->stop;
 done_testing();
