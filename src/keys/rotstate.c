@@ -148,7 +148,7 @@ fc_rotstate_check_idle(const FcDbKeys *cur)
 		return;					/* held up by another session: not by it either */
 	if (copy.state != SLOT_RUNNING && !fc_reencrypt_enabled)
 		return;					/* postponed: old generations are kept */
-	if (copy.state == SLOT_RUNNING && copy.to_gen == cur->current_gen)
+	if (copy.state == SLOT_RUNNING && !copy.tde && copy.to_gen == cur->current_gen)
 		ereport(ERROR,
 				(errcode(ERRCODE_LOCK_NOT_AVAILABLE),
 				 errmsg("a data encryption key change is already in progress"),
@@ -193,7 +193,7 @@ fc_rotstate_check_tde_idle(const FcTdeKeys *tde)
 		return;					/* nor a session that holds the worker up */
 	if (copy.state != SLOT_RUNNING && !fc_reencrypt_enabled)
 		return;
-	if (copy.state == SLOT_RUNNING && copy.to_gen == tde->current)
+	if (copy.state == SLOT_RUNNING && copy.tde && copy.to_gen == tde->current)
 		ereport(ERROR,
 				(errcode(ERRCODE_LOCK_NOT_AVAILABLE),
 				 errmsg("a TDE key change is already in progress"),

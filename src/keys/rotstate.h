@@ -54,6 +54,7 @@ typedef struct FcRotSlot
 	int32		failures;
 	/* progress, while RUNNING */
 	int32		phase;
+	bool		tde;			/* the generations are TDE ones (else column keys') */
 	uint32		from_gen;
 	uint32		to_gen;
 	int32		pass;

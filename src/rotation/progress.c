@@ -42,6 +42,7 @@ fieldcrypt_rotation_progress(PG_FUNCTION_ARGS)
 	Oid		   *dbs;
 	uint32	   *cur;
 	uint32	   *old;
+	bool	   *tde;
 	int			n = 0;
 	TimestampTz now = GetCurrentTimestamp();
 
@@ -52,6 +53,7 @@ fieldcrypt_rotation_progress(PG_FUNCTION_ARGS)
 	dbs = palloc(sizeof(Oid) * fc_shared->max_dbs);
 	cur = palloc(sizeof(uint32) * fc_shared->max_dbs);
 	old = palloc(sizeof(uint32) * fc_shared->max_dbs);
+	tde = palloc0(sizeof(bool) * fc_shared->max_dbs);
 	for (int i = 0; i < fc_shared->max_dbs; i++)
 	{
 		bool		ring_ok;
@@ -63,7 +65,10 @@ fieldcrypt_rotation_progress(PG_FUNCTION_ARGS)
 		if (OidIsValid(dboid) && fc_rot_db_generations(dboid, &cur[n], &old[n], &ring_ok) > 1 && ring_ok)
 			dbs[n++] = dboid;
 		else if (OidIsValid(dboid) && ring_ok && fc_rot_tde_generations(dboid, &cur[n], &old[n]) > 1)
-			dbs[n++] = dboid;	/* encrypted_heap rows under an older TDE generation */
+		{
+			tde[n] = true;		/* encrypted_heap rows under an older TDE generation */
+			dbs[n++] = dboid;
+		}
 	}
 
 	for (int i = 0; i < n; i++)
@@ -76,7 +81,12 @@ fieldcrypt_rotation_progress(PG_FUNCTION_ARGS)
 
 		fc_rotstate_slot_copy(dbs[i], &s);
 
-		if (s.state == SLOT_RUNNING && s.to_gen == cur[i])
+		/*
+		 * A running worker of the same kind of generations; its target may
+		 * be older than cur when a key change was accepted while another
+		 * session held it up: it goes on to cur (values.c, tables.c).
+		 */
+		if (s.state == SLOT_RUNNING && s.tde == tde[i] && s.to_gen != 0)
 			phase = fc_rot_phase_names[s.phase];
 		else if (s.state == SLOT_BLOCKED && s.blocked_gen == cur[i])
 			phase = "blocked";

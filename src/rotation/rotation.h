@@ -27,6 +27,7 @@
 /* Where a worker is; mirrors the row of fieldcrypt.reencryption. */
 typedef struct Run
 {
+	bool		tde;			/* of TDE generations (tables.c), else column keys' */
 	uint32		from_gen;		/* highest old generation */
 	uint32		to_gen;
 	int32		pass;

@@ -103,6 +103,7 @@ fc_rot_publish(const Run *r, Phase phase)
 {
 	LWLockAcquire(fc_rotstate->lock, LW_EXCLUSIVE);
 	fc_rot_my_slot->phase = phase;
+	fc_rot_my_slot->tde = r->tde;
 	fc_rot_my_slot->from_gen = r->from_gen;
 	fc_rot_my_slot->to_gen = r->to_gen;
 	fc_rot_my_slot->pass = r->pass;

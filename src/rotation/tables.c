@@ -218,6 +218,33 @@ kept_by_other_sessions(bool others_temp)
 					   : "row versions that other sessions still see or keep locked use older TDE key generations");
 }
 
+/*
+ * A rotate_tde_key accepted while this worker ran (it was held up, so the
+ * rotation was let through): go on to the new current generation, which
+ * every row it rewrites gets anyway, instead of counting that generation as
+ * old until the attempts run out and a new worker starts over.
+ */
+static void
+follow_current(Run *r, const char *dbname)
+{
+	FcTdeKeys	tde;
+	uint32		current;
+
+	if (!fc_db_lookup_tde(MyDatabaseId, &tde))
+		return;
+	current = tde.current;
+	explicit_bzero(&tde, sizeof(tde));
+	if (current == r->to_gen)
+		return;
+	ereport(LOG,
+			(errmsg("fieldcrypt: re-encryption of the encrypted_heap tables of database \"%s\" "
+					"goes on to TDE key generation %u, rotated to while it ran",
+					dbname, current)));
+	r->from_gen = r->to_gen;
+	r->to_gen = current;
+	fc_rot_publish(r, PHASE_REENCRYPTING);
+}
+
 /* Re-encrypt the encrypted_heap tables of this database, then drop old TDE keys. */
 void
 fc_reencrypt_tde_tables(void)
@@ -233,6 +260,7 @@ fc_reencrypt_tde_tables(void)
 	if (!fc_db_lookup_tde(MyDatabaseId, &tde) || tde.ngens <= 1)
 		return;
 	memset(&r, 0, sizeof(r));
+	r.tde = true;
 	r.to_gen = tde.current;
 	for (int i = 0; i < tde.ngens; i++)
 		if (tde.gens[i].gen != tde.current)
@@ -273,6 +301,7 @@ fc_reencrypt_tde_tables(void)
 	/* rewrite, wait for snapshots that may copy old versions, vacuum, retry */
 	for (int attempt = 0; attempt < 3; attempt++)
 	{
+		follow_current(&r, dbname);
 		r.tables_done = 0;
 		foreach(lc, tables)
 		{

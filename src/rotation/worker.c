@@ -110,6 +110,8 @@ fieldcrypt_reencrypt_worker_main(Datum arg)
 	slot->state = SLOT_RUNNING;
 	slot->pid = MyProcPid;
 	slot->phase = PHASE_STARTING;
+	slot->tde = false;
+	slot->from_gen = slot->to_gen = 0;	/* none until its first fc_rot_publish */
 	slot->tables_done = slot->tables_total = 0;
 	slot->rows_done = slot->rows_total = 0;
 	slot->problem[0] = '\0';

@@ -312,6 +312,7 @@ $writer = IPC::Run::start([ 'psql', '-X', '-d', FcNode::tls_connstr($node, 'app'
 	'<', \$w_in, '>', \$w_out, '2>', \$w_err);
 $w_in .= "SET ROLE alice;\nBEGIN;\nINSERT INTO enc VALUES (-3, 'held', 'held', -3);\n";
 $writer->pump until $w_out =~ /INSERT/ || $w_err ne '';
+my $held_offset = -s $node->logfile;
 sql_is($node, 'app', 'SELECT fieldcrypt.rotate_tde_key()', '5', 'rotate_tde_key: generation 5 while alice keeps a write open');
 ok($node->poll_query_until('app', q{SELECT problem ~ '^rebuilding keyed hash index(es \(they wait for any transaction using their tables\)| public\.enc_\w+ \(it waits for any transaction using its table\))$' FROM fieldcrypt.rotation_progress}),
 	'rotation_progress.problem says the worker waits in a rebuild');
@@ -319,9 +320,16 @@ $node->poll_query_until('app', q{SELECT count(*) > 0 FROM pg_locks WHERE NOT gra
   or die 'the rebuild did not wait for the writer';
 sql_is($node, 'app', 'SELECT fieldcrypt.rotate_tde_key()', '6',
 	'a rebuild held up by another transaction does not block rotate_tde_key (generation 6)');
+sql_is($node, 'app', q{SELECT to_generation || ':' || phase || ':' || (pid IS NOT NULL) FROM fieldcrypt.rotation_progress},
+	'6:re-encrypting:true', 'rotation_progress shows the running worker, which goes on to generation 6 (not "waiting to start")');
 $w_in .= "ROLLBACK;\n";
 $writer->finish;
 $node->poll_query_until('app', $GENS, '6') or die 'generations 4 and 5 were not destroyed';
+my $held_log = log_since($node, $held_offset);
+like($held_log, qr/re-encryption of the encrypted_heap tables of database "app" goes on to TDE key generation 6, rotated to while it ran/,
+	'the running worker went on to generation 6');
+is(scalar(() = $held_log =~ /re-encryption of the encrypted_heap tables of database "app" from TDE key generation \d+ to \d+ started/g),
+	1, 'one worker did both generations (none started over after a retry)');
 is(sql($KEYED), 'enc_code=generation=6,enc_email=generation=6,enc_norm=generation=6',
 	'once the transaction ended the worker rebuilt every keyed index under generation 6');
 is(answers($node, 'enc'), $want, 'the answers are the same under generation 6');
