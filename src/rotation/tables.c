@@ -245,6 +245,35 @@ follow_current(Run *r, const char *dbname)
 	fc_rot_publish(r, PHASE_REENCRYPTING);
 }
 
+/*
+ * A retry after other sessions kept old generations (kept_by_other_sessions):
+ * when no row version of this database's own tables, nor a keyed index,
+ * uses one any more and only other sessions' temporary tables may, passes
+ * over every table would find nothing to do, and would refuse
+ * rotate_tde_key while they ran (the look-up below lets it through).  Say
+ * so and try again later.  Not on a first run: the look-up reads every
+ * table once more.
+ */
+static bool
+retry_in_vain(Run *r, const char *dbname)
+{
+	bool		retry;
+	bool		others_temp = false;
+
+	LWLockAcquire(fc_rotstate->lock, LW_SHARED);
+	retry = fc_rot_my_slot->failures > 0;
+	LWLockRelease(fc_rotstate->lock);
+	if (!retry || tde_old_in_use(r->to_gen, &others_temp) > 0 || !others_temp)
+		return false;
+	ereport(LOG,
+			(errmsg("fieldcrypt: re-encryption of the encrypted_heap tables of database \"%s\" "
+					"to TDE key generation %u has nothing left to rewrite; other sessions' temporary "
+					"encrypted_heap tables may still use older generations, tried again later",
+					dbname, r->to_gen)));
+	kept_by_other_sessions(true);
+	return true;
+}
+
 /* Re-encrypt the encrypted_heap tables of this database, then drop old TDE keys. */
 void
 fc_reencrypt_tde_tables(void)
@@ -291,6 +320,12 @@ fc_reencrypt_tde_tables(void)
 		r.rows_total += (int64) Max(reltuples, 0);
 	}
 	fc_rot_end_xact();
+	if (retry_in_vain(&r, dbname))
+	{
+		list_free(tables);
+		pfree(dbname);
+		return;
+	}
 	ereport(LOG,
 			(errmsg("fieldcrypt: re-encryption of the encrypted_heap tables of database \"%s\" "
 					"from TDE key generation %u to %u started: %d tables, about %lld rows",

@@ -154,12 +154,19 @@ is($node->safe_psql('app', $ROWGENS), '3', 'every row version is under generatio
 my $tmp = $node->background_psql('app', on_error_stop => 0);
 $tmp->query_safe(q{CREATE TEMP TABLE mine (id int, s text) USING encrypted_heap});
 $tmp->query_safe(q{INSERT INTO mine VALUES (1, 'temp-row')});
+my $temp_offset = -s $node->logfile;
 sql_is($node, 'app', 'SELECT fieldcrypt.rotate_tde_key()', '4',
 	'rotation to generation 4 while another session has a temporary encrypted_heap table');
 ok($node->poll_query_until('app', q{SELECT phase || ': ' || problem FROM fieldcrypt.rotation_progress},
 		"retrying: other sessions' temporary encrypted_heap tables may still use older TDE key generations"),
 	'rotation_progress says why the old generation is kept');
 is($node->safe_psql('app', $GENS), '3,4', 'generation 3 is kept');
+# the retry after the back-off (5 s) finds no row of its own left under generation 3: it does not
+# go over every table again (which would also refuse rotate_tde_key meanwhile)
+$node->wait_for_log(qr/re-encryption of the encrypted_heap tables of database "app" to TDE key generation 4 has nothing left to rewrite/,
+	$temp_offset);
+is(scalar(() = slurp_file($node->logfile, $temp_offset) =~ /TDE key generation 3 to 4 started/g), 1,
+	'the retry did not go over the tables again: one run started');
 sql_is($node, 'app', 'SELECT fieldcrypt.rotate_tde_key()', '5', 'the next rotate_tde_key is accepted, not refused with 55P03');
 is($tmp->query_safe('SELECT s FROM mine'), 'temp-row', 'the temporary table still reads');
 $tmp->quit;
