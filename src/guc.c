@@ -179,6 +179,14 @@ fc_define_gucs(void)
 							 &fc_test_reencrypt_pause_before_rekey, false,
 							 PGC_SIGHUP, GUC_NOT_IN_SAMPLE, NULL, NULL, NULL);
 
+	DefineCustomStringVariable("fieldcrypt.test_reencrypt_pause_before_update",
+							   "Test only: the re-encryption worker pauses before it updates the rows of a page "
+							   "of the table of this name whose stale values are out of line.",
+							   "It has looked at the page already: another session's update then races it. "
+							   "Empty (the default): never.",
+							   &fc_test_reencrypt_pause_before_update, "",
+							   PGC_SIGHUP, GUC_NOT_IN_SAMPLE, NULL, NULL, NULL);
+
 	DefineCustomBoolVariable("fieldcrypt.test_prepared_skip_apply",
 							 "Test only: COMMIT PREPARED leaves the key change it committed unapplied.",
 							 "The next key change, fieldcrypt.recover_cluster_key_changes() or the next server start applies it.",

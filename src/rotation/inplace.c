@@ -49,6 +49,7 @@
 #include "utils/snapmgr.h"
 
 #include "keys/wal.h"
+#include "rotation/reencrypt.h"
 #include "rotation/rotation.h"
 
 /* Tuples of one page that fn rewrote, kept until they are written back. */
@@ -253,6 +254,26 @@ inserted_in_progress(Relation rel, ItemPointer tid)
 	return result;
 }
 
+char	   *fc_test_reencrypt_pause_before_update = NULL;	/* setting */
+
+/* Test only: stay here while fieldcrypt.test_reencrypt_pause_before_update names rel. */
+static void
+test_pause_before_update(Relation rel, BlockNumber blk)
+{
+	bool		logged = false;
+
+	while (fc_test_reencrypt_pause_before_update != NULL &&
+		   strcmp(fc_test_reencrypt_pause_before_update, RelationGetRelationName(rel)) == 0)
+	{
+		if (!logged)
+			ereport(LOG,
+					(errmsg("fieldcrypt: re-encryption paused for testing before updating rows of block %u of table %s",
+							blk, RelationGetRelationName(rel))));
+		logged = true;
+		fc_rot_sleep(100);
+	}
+}
+
 /*
  * Update the newest versions of rows (blk, offs[i]) of rel whose stored
  * tuple could not be rewritten in place: build gives the new values (false:
@@ -275,6 +296,7 @@ update_rows(Relation rel, BlockNumber blk, OffsetNumber *offs, int n,
 
 	InitResultRelInfo(rri, rel, 1, NULL, 0);
 	ExecOpenIndices(rri, false);
+	test_pause_before_update(rel, blk);
 	for (int i = 0; i < n; i++)
 	{
 		ItemPointerData tid;

@@ -21,6 +21,7 @@ extern int	fc_reencrypt_batch_pages;
 extern int	fc_test_reencrypt_pause_after_batches;
 extern bool fc_test_reencrypt_pause_before_destroy;
 extern bool fc_test_reencrypt_pause_before_rekey;
+extern char *fc_test_reencrypt_pause_before_update;
 
 extern void fc_reencrypt_register_launcher(void);
 

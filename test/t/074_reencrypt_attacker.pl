@@ -419,6 +419,41 @@ $node->poll_query_until('app', $PROGRESS, '0') or die 'the re-encryption did not
 sql_is($node, 'app', 'SELECT generation, generations_kept FROM fieldcrypt.key_status', '13|1',
 	'a later run, which knew generation 2, destroyed it (no value uses it)');
 
+# (e) a row updated by another session between the worker's look at its page and its update of
+# that row: the update carries the stale out-of-line value into a new version on the same page,
+# which this pass has looked at already. The worker must re-encrypt the newest version: if it
+# skipped the row, it counted the pass clean and destroyed the generation the new version needs.
+$node->safe_psql('app', q{SET ROLE mallory;
+CREATE TABLE mal.race (id int, note int, s fieldcrypt.encrypted_text) WITH (fillfactor = 50);
+ALTER TABLE mal.race ALTER COLUMN s SET STORAGE EXTERNAL;
+INSERT INTO mal.race SELECT g, 0, repeat(md5(g::text), 100) FROM generate_series(1, 2) g});
+my $RACE = q{SELECT string_agg(id || ':' || note || ':' || md5(fieldcrypt.decrypt(s)), ',' ORDER BY id) FROM mal.race};
+my $race_want = $node->safe_psql('app', $RACE) =~ s/^1:0:/1:1:/r;
+# a first pass leaves the row mallory keeps locked; the race is in a later pass, which counts
+# as clean when it rewrites nothing
+$rowlocker = mallory_holds('BEGIN', 'SELECT id FROM mal.race WHERE id = 1 FOR UPDATE');
+sql_is($node, 'app', q{SELECT fieldcrypt.set_data_encryption_key('Rotate-Key-2038!')}, '',
+	'key change to generation 14 while mallory keeps a row of mal.race locked');
+$node->poll_query_until('app', q{SELECT to_generation || ': ' || problem LIKE '14: table mal.race is in use by another session%' FROM fieldcrypt.rotation_progress})
+  or die 'the worker was not held up by the locked row';
+$offset = -s $node->logfile;
+$node->append_conf('postgresql.conf', "fieldcrypt.test_reencrypt_pause_before_update = 'race'");
+$node->reload;
+$node->wait_for_log(qr/re-encryption paused for testing before updating rows of block 0 of table race/, $offset);
+$rowlocker->query_safe('COMMIT');
+$rowlocker->quit;
+$node->safe_psql('app', 'SET ROLE mallory; UPDATE mal.race SET note = 1 WHERE id = 1');
+is($node->safe_psql('app', q{SELECT (ctid::text::point)[0] FROM mal.race WHERE id = 1}), '0',
+	'while the worker waits to update the row, mallory updates it: the new version is on the page it looked at');
+$node->append_conf('postgresql.conf', "fieldcrypt.test_reencrypt_pause_before_update = ''");
+$node->reload;
+$node->poll_query_until('app', $PROGRESS, '0') or die 'the re-encryption to generation 14 did not finish';
+sql_is($node, 'app', 'SELECT generation, generations_kept FROM fieldcrypt.key_status', '14|1',
+	'the worker finished under generation 14 and destroyed generation 13');
+is($node->safe_psql('app', $RACE), $race_want,
+	'the row updated in the race decrypts, with the update (the worker re-encrypted its newest version)');
+is(gens('mal.race', 's'), '14', 'every value of mal.race is under generation 14');
+
 # no plaintext of any value the worker re-encrypted reached the server log
 # (the statements that wrote them hold only their prefix, through log_statement)
 my $whole_log = slurp_file($node->logfile);
