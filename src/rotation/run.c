@@ -344,10 +344,14 @@ fc_rot_load_state(Run *r, char *state, Size statelen)
 }
 
 /*
- * Wait until every transaction of this database that holds a snapshot now
- * has ended: old row versions it can see may still be copied elsewhere.
- * A wait longer than HELD_AFTER_MS holds the worker up (fc_rot_set_held):
- * key changes are accepted until it ends.
+ * Wait until every transaction of this database that holds a snapshot now,
+ * or has written, has ended: old row versions it can see may still be
+ * copied elsewhere, and what it wrote under an older generation may be in
+ * a relation the worker cannot see yet (a table it created, a TRUNCATE's
+ * new file).  A session idle in such a transaction holds no snapshot, so
+ * it is found by its transaction id.  A wait longer than HELD_AFTER_MS
+ * holds the worker up (fc_rot_set_held): key changes are accepted until it
+ * ends.
  */
 void
 fc_rot_wait_older_transactions(Run *r)
@@ -360,22 +364,34 @@ fc_rot_wait_older_transactions(Run *r)
 
 	fc_rot_publish(r, PHASE_WAITING);
 	StartTransactionCommand();
-	vxids = GetCurrentVirtualXIDs(InvalidTransactionId, true, false,
+	vxids = GetCurrentVirtualXIDs(InvalidTransactionId, false, false,
 								  PROC_IS_AUTOVACUUM | PROC_IN_VACUUM, &n);
 	for (int i = 0; i < n; i++)
 	{
 		long		step = 10;
+		PGPROC	   *proc = BackendIdGetProc(vxids[i].backendId);
+		bool		snapshot;
 
+		/*
+		 * Read without ProcArrayLock: a proc reused since has ended that
+		 * transaction.  No proc: a prepared transaction, not waited for
+		 * (COMMIT PREPARED may be far off; see docs/security.md).
+		 */
+		if (proc == NULL)
+			continue;
+		snapshot = TransactionIdIsValid(*(volatile TransactionId *) &proc->xmin);
+		if (!snapshot && !TransactionIdIsValid(*(volatile TransactionId *) &proc->xid))
+			continue;			/* no snapshot, nothing written: nothing to wait for */
 		while (!VirtualXactLock(vxids[i], false))
 		{
 			if (!held && TimestampDifferenceExceeds(start, GetCurrentTimestamp(), HELD_AFTER_MS))
 			{
 				char		problem[FC_ROT_PROBLEM_LEN];
-				PGPROC	   *proc = BackendIdGetProc(vxids[i].backendId);
 
 				snprintf(problem, sizeof(problem),
-						 "waiting for the transaction of process %d, which keeps an older snapshot",
-						 proc ? proc->pid : 0);
+						 snapshot ? "waiting for the transaction of process %d, which keeps an older snapshot"
+						 : "waiting for the transaction of process %d, which has written and not ended",
+						 proc->pid);
 				fc_rot_get_problem(before);
 				fc_rot_set_held(problem);
 				held = true;

@@ -173,5 +173,25 @@ $tmp->quit;
 $node->poll_query_until('app', $GENS, '5') or die 'generations 3 and 4 were not destroyed once the session ended';
 is($node->safe_psql('app', $ROWGENS), '5', 'every row version is under generation 5');
 
+# --- a transaction that created an encrypted_heap table and stays idle ---------------------------
+# its rows are under generation 5 in a table the worker cannot see until it commits, and an idle
+# session holds no snapshot: the worker must wait for it (it did not, destroyed generation 5, and
+# the table was unreadable once the transaction committed)
+my $late = $node->background_psql('app', on_error_stop => 0);
+$late->query_safe('BEGIN');
+$late->query_safe(q{CREATE TABLE late (id int, s text) USING encrypted_heap});
+$late->query_safe(q{INSERT INTO late VALUES (1, 'late-row')});
+sql_is($node, 'app', 'SELECT fieldcrypt.rotate_tde_key()', '6',
+	'rotation to generation 6 while another session has written into a table of its open transaction');
+ok($node->poll_query_until('app', q{SELECT to_generation || ': ' || problem ~ '^6: waiting for the transaction of process \d+, which has written and not ended$' FROM fieldcrypt.rotation_progress}),
+	'the worker waits for that transaction, and rotation_progress.problem says so');
+is($node->safe_psql('app', $GENS), '5,6', 'generation 5 is kept meanwhile');
+$late->query_safe('COMMIT');
+$late->quit;
+$node->poll_query_until('app', $GENS, '6') or die 'generation 5 was not destroyed after the commit';
+is($node->safe_psql('app', 'SELECT s FROM late'), 'late-row', 'the table committed then reads');
+is($node->safe_psql('app', q{SELECT fieldcrypt._tde_tuple_generation('late', ctid) FROM late}), '6',
+	'its row is under generation 6');
+
 $node->stop;
 done_testing();

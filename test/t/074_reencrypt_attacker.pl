@@ -371,12 +371,16 @@ sql_is($node, 'app', 'SELECT generation, generations_kept FROM fieldcrypt.key_st
 is($node->safe_psql('app', $VALUES), $values_before, 'every value decrypts as before');
 
 # (c) a row kept locked: rows whose stale values are out of line are updated, and the worker
-# must not wait for a row lock as long as it lasts
+# must not wait for a row lock as long as it lasts. It goes through its pass without that row,
+# then waits for the transaction that locked it (which has a transaction id: it may have written
+# under the old generation), held up, so that key changes are accepted.
+my $WRITER_WAIT = q{'^%d: waiting for the transaction of process \d+, which has written and not ended$'};
 my $rowlocker = mallory_holds('BEGIN', 'SELECT id FROM mal.big WHERE id = 1 FOR UPDATE');
 sql_is($node, 'app', q{SELECT fieldcrypt.set_data_encryption_key('Rotate-Key-2035!')}, '',
 	'key change to generation 11 while mallory keeps a row locked');
-ok($node->poll_query_until('app', q{SELECT to_generation || ': ' || problem LIKE '11: table mal.big is in use by another session (it or a row of it locked, or a page pinned); next try in %' FROM fieldcrypt.rotation_progress}),
-	'the worker does not wait for the locked row: rotation_progress.problem names its table');
+ok($node->poll_query_until('app', sprintf(q{SELECT to_generation || ': ' || problem ~ %s FROM fieldcrypt.rotation_progress}, sprintf($WRITER_WAIT, 11))),
+	'the worker does not wait for the locked row: it waits for its transaction, and rotation_progress.problem says so');
+is(gens('mal.big', 's'), '10,11', 'the pass re-encrypted every other row of mal.big meanwhile');
 sql_is($node, 'app', q{SELECT fieldcrypt.set_data_encryption_key('Rotate-Key-2036!')}, '',
 	'a key change is accepted while the locked row holds the re-encryption up (generation 12)');
 $rowlocker->query_safe('COMMIT');
@@ -387,8 +391,10 @@ sql_is($node, 'app', 'SELECT generation, generations_kept FROM fieldcrypt.key_st
 is($node->safe_psql('app', $BIG), $big_before, 'the locked row and the other out-of-line values decrypt as before');
 
 # (d) an import accepted while the worker is held up, whose transaction commits only once the
-# worker waits to destroy the old generations: the pass before did not know the imported
-# generation, so it must not be destroyed with them
+# worker waits for it (it has written): the worker's next pass, which counts as clean, starts
+# after the import committed and so knows its generation (values.c destroys only the
+# generations a clean pass knew when it started: an import committed during that pass keeps
+# its generation)
 $node->safe_psql('postgres', 'CREATE DATABASE other');
 $node->safe_psql('other', 'CREATE EXTENSION fieldcrypt');
 sql_is($node, 'other', q{SELECT fieldcrypt.set_data_encryption_key('Other-Key-2040!')}, '',
@@ -408,16 +414,16 @@ is($importer->query_safe("SELECT fieldcrypt.import_key_generations(E'" . ($doc =
 my $offset = -s $node->logfile;
 $locker->query_safe('COMMIT');
 $locker->quit;
-$node->poll_query_until('app', q{SELECT phase FROM fieldcrypt.rotation_progress}, 'destroying old generations')
-  or die 'the worker did not come to destroy the old generations';
+$node->poll_query_until('app', sprintf(q{SELECT to_generation || ': ' || problem ~ %s FROM fieldcrypt.rotation_progress}, sprintf($WRITER_WAIT, 13)))
+  or die 'the worker did not wait for the import\'s transaction';
 $importer->query_safe('COMMIT');
 $importer->quit;
 $node->wait_for_log(qr/re-encryption of database "app" to generation 13 finished: [^\n]*destroyed/, $offset);
 my ($gone) = slurp_file($node->logfile, $offset) =~ /re-encryption of database "app" to generation 13 finished: [^\n]*; generation\(s\) ([\d, ]+) destroyed/;
-is($gone, '12', 'the worker destroyed generation 12 only, not the generation imported meanwhile');
+is($gone, '12, 2', 'the worker waited for the import and its check pass knew generation 2: no value uses it, so it went with 12');
 $node->poll_query_until('app', $PROGRESS, '0') or die 'the re-encryption did not finish after the import';
 sql_is($node, 'app', 'SELECT generation, generations_kept FROM fieldcrypt.key_status', '13|1',
-	'a later run, which knew generation 2, destroyed it (no value uses it)');
+	'generation 13 alone is kept');
 
 # (e) a row updated by another session between the worker's look at its page and its update of
 # that row: the update carries the stale out-of-line value into a new version on the same page,
@@ -429,19 +435,20 @@ ALTER TABLE mal.race ALTER COLUMN s SET STORAGE EXTERNAL;
 INSERT INTO mal.race SELECT g, 0, repeat(md5(g::text), 100) FROM generate_series(1, 2) g});
 my $RACE = q{SELECT string_agg(id || ':' || note || ':' || md5(fieldcrypt.decrypt(s)), ',' ORDER BY id) FROM mal.race};
 my $race_want = $node->safe_psql('app', $RACE) =~ s/^1:0:/1:1:/r;
-# a first pass leaves the row mallory keeps locked; the race is in a later pass, which counts
-# as clean when it rewrites nothing
+# a first pass leaves the row mallory keeps locked, and the worker waits for her transaction;
+# the race is in the next pass, which counts as clean when it rewrites nothing
 $rowlocker = mallory_holds('BEGIN', 'SELECT id FROM mal.race WHERE id = 1 FOR UPDATE');
 sql_is($node, 'app', q{SELECT fieldcrypt.set_data_encryption_key('Rotate-Key-2038!')}, '',
 	'key change to generation 14 while mallory keeps a row of mal.race locked');
-$node->poll_query_until('app', q{SELECT to_generation || ': ' || problem LIKE '14: table mal.race is in use by another session%' FROM fieldcrypt.rotation_progress})
-  or die 'the worker was not held up by the locked row';
+$node->poll_query_until('app', sprintf(q{SELECT to_generation || ': ' || problem ~ %s FROM fieldcrypt.rotation_progress}, sprintf($WRITER_WAIT, 14)))
+  or die 'the worker was not held up by the locked row\'s transaction';
 $offset = -s $node->logfile;
 $node->append_conf('postgresql.conf', "fieldcrypt.test_reencrypt_pause_before_update = 'race'");
 $node->reload;
-$node->wait_for_log(qr/re-encryption paused for testing before updating rows of block 0 of table race/, $offset);
+$node->wait_for_log(qr/parameter "fieldcrypt.test_reencrypt_pause_before_update" changed to "race"/, $offset);
 $rowlocker->query_safe('COMMIT');
 $rowlocker->quit;
+$node->wait_for_log(qr/re-encryption paused for testing before updating rows of block 0 of table race/, $offset);
 $node->safe_psql('app', 'SET ROLE mallory; UPDATE mal.race SET note = 1 WHERE id = 1');
 is($node->safe_psql('app', q{SELECT (ctid::text::point)[0] FROM mal.race WHERE id = 1}), '0',
 	'while the worker waits to update the row, mallory updates it: the new version is on the page it looked at');
@@ -453,6 +460,29 @@ sql_is($node, 'app', 'SELECT generation, generations_kept FROM fieldcrypt.key_st
 is($node->safe_psql('app', $RACE), $race_want,
 	'the row updated in the race decrypts, with the update (the worker re-encrypted its newest version)');
 is(gens('mal.race', 's'), '14', 'every value of mal.race is under generation 14');
+
+# (f) a transaction that wrote values under the old generation into a table it created, then
+# stays idle: it holds no snapshot, and its table is invisible to the worker until it commits.
+# The worker must wait for it (it did not, destroyed the old generation, and the values became
+# unreadable once the transaction committed); the key change is accepted meanwhile.
+my $writer = mallory_holds('BEGIN', 'CREATE TABLE mal.late (s fieldcrypt.encrypted_text)',
+	q{INSERT INTO mal.late VALUES ('late-secret')});
+sql_is($node, 'app', q{SELECT fieldcrypt.set_data_encryption_key('Rotate-Key-2039!')}, '',
+	'key change to generation 15 while mallory has written into a table of her open transaction');
+ok($node->poll_query_until('app', q{SELECT to_generation || ': ' || problem ~ '^15: waiting for the transaction of process \d+, which has written and not ended$' FROM fieldcrypt.rotation_progress}),
+	'the worker waits for that transaction: rotation_progress.problem says so');
+sql_is($node, 'app', 'SELECT generation, generations_kept FROM fieldcrypt.key_status', '15|2',
+	'generation 14 is kept meanwhile');
+sql_is($node, 'app', q{SELECT fieldcrypt.set_data_encryption_key('Rotate-Key-2040!')}, '',
+	'a key change is accepted while it waits (generation 16)');
+$writer->query_safe('COMMIT');
+$writer->quit;
+$node->poll_query_until('app', $PROGRESS, '0') or die 'the re-encryption to generation 16 did not finish';
+sql_is($node, 'app', 'SELECT generation, generations_kept FROM fieldcrypt.key_status', '16|1',
+	'once it committed the worker finished under generation 16');
+sql_is($node, 'app', 'SELECT fieldcrypt.decrypt(s) FROM mal.late', 'late-secret',
+	'the value written in that transaction decrypts');
+is(gens('mal.late', 's'), '16', 'and is under generation 16');
 
 # no plaintext of any value the worker re-encrypted reached the server log
 # (the statements that wrote them hold only their prefix, through log_statement)

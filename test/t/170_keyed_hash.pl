@@ -305,15 +305,16 @@ is(safe_tls($other, 'app', q{SELECT a.attoptions[1] FROM pg_attribute a WHERE a.
 $other->stop;
 
 # --- a transaction that holds the rebuild up does not block rotate_tde_key ------------------------
-# alice keeps a write to enc open: REINDEX CONCURRENTLY waits for it as long as it lasts (and
-# before it, the DROP INDEX of the copy the crash above left)
+# alice keeps enc locked for writing in an open transaction (that has written nothing: one
+# that has, the worker waits for before its rebuilds, run.c): REINDEX CONCURRENTLY waits for
+# it as long as it lasts (and before it, the DROP INDEX of the copy the crash above left)
 ($w_in, $w_out, $w_err) = ('', '', '');
 $writer = IPC::Run::start([ 'psql', '-X', '-d', FcNode::tls_connstr($node, 'app') ],
 	'<', \$w_in, '>', \$w_out, '2>', \$w_err);
-$w_in .= "SET ROLE alice;\nBEGIN;\nINSERT INTO enc VALUES (-3, 'held', 'held', -3);\n";
-$writer->pump until $w_out =~ /INSERT/ || $w_err ne '';
+$w_in .= "SET ROLE alice;\nBEGIN;\nLOCK TABLE enc IN ROW EXCLUSIVE MODE;\n";
+$writer->pump until $w_out =~ /LOCK TABLE/ || $w_err ne '';
 my $held_offset = -s $node->logfile;
-sql_is($node, 'app', 'SELECT fieldcrypt.rotate_tde_key()', '5', 'rotate_tde_key: generation 5 while alice keeps a write open');
+sql_is($node, 'app', 'SELECT fieldcrypt.rotate_tde_key()', '5', 'rotate_tde_key: generation 5 while alice keeps enc locked for writing');
 ok($node->poll_query_until('app', q{SELECT problem ~ '^rebuilding keyed hash index(es \(they wait for any transaction using their tables\)| public\.enc_\w+ \(it waits for any transaction using its table\))$' FROM fieldcrypt.rotation_progress}),
 	'rotation_progress.problem says the worker waits in a rebuild');
 $node->poll_query_until('app', q{SELECT count(*) > 0 FROM pg_locks WHERE NOT granted}, 't')
