@@ -17,6 +17,7 @@
 #include "catalog/namespace.h"
 #include "catalog/objectaccess.h"
 #include "catalog/pg_class.h"
+#include "catalog/pg_database.h"
 #include "commands/dbcommands.h"
 #include "commands/defrem.h"
 #include "commands/extension.h"
@@ -90,6 +91,15 @@ fc_object_access(ObjectAccessType access, Oid classId, Oid objectId,
 	/* statistics of a dropped table, index or column (tde_stats.c) */
 	if (access == OAT_DROP && classId == RelationRelationId)
 		fc_tde_stats_forget(objectId, subId, -1);
+
+	/*
+	 * DROP DATABASE, past its ownership check and before it counts the
+	 * database's other sessions: its re-encryption worker is one of them.
+	 * (Not from ProcessUtility: any login could stop any database's worker
+	 * with a DROP DATABASE bound to fail.)
+	 */
+	if (access == OAT_DROP && classId == DatabaseRelationId)
+		fc_rotstate_stop(objectId);
 
 	/* keyed hash indexes record their key; plaintext indexes of encrypted_heap */
 	if (access == OAT_POST_CREATE && classId == RelationRelationId && subId == 0)
@@ -333,10 +343,7 @@ fc_ProcessUtility(PlannedStmt *pstmt, const char *queryString,
 	Oid			dropped = InvalidOid;
 
 	if (IsA(parsetree, DropdbStmt))
-	{
 		dropped = get_database_oid(((DropdbStmt *) parsetree)->dbname, true);
-		fc_rotstate_stop(dropped);	/* its re-encryption worker is connected */
-	}
 	check_restore_clean(parsetree, context);
 	check_drop_extension(parsetree);
 	fc_tam_repack_rewrite(&pstmt, &readOnlyTree);

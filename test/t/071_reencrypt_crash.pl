@@ -10,7 +10,8 @@
 #   D.  after the re-encryption finished.
 # After each restart the worker finishes, every plaintext is unchanged, the old generation
 # is destroyed and retrieve_data_encryption_key returns the new key.
-# Also: DROP DATABASE of a database whose worker runs stops the worker and succeeds;
+# Also: DROP DATABASE of a database whose worker runs stops the worker and succeeds (one that
+# fails, not by the owner or in a transaction block, leaves it running);
 # fieldcrypt.reencrypt = off stops a running worker after its batch, keeps the old
 # generations and allows further key changes; on again finishes the job; database
 # defaults (read-only) do not reach the worker; old ciphertext copied into a table the
@@ -155,7 +156,18 @@ sql_is($node, 'dropme', "SELECT fieldcrypt.set_data_encryption_key('$K[5]')", ''
 $node->poll_query_until('app',
 	q{SELECT phase FROM fieldcrypt.rotation_progress WHERE database = 'dropme'}, 'paused for testing')
   or die 'dropme: the worker did not pause';
+# a DROP DATABASE that fails (not the owner, or in a transaction block) must not stop the worker:
+# it did, before the ownership check, so any login could stall any database's key changes
+my $PID_DROPME = q{SELECT phase || ':' || pid FROM fieldcrypt.rotation_progress WHERE database = 'dropme'};
+my $worker_before = $node->safe_psql('app', $PID_DROPME);
 my ($dret, $dout, $derr) = ('', '', '');
+$node->safe_psql('postgres', 'CREATE ROLE nobody LOGIN');
+$dret = $node->psql('postgres', 'SET ROLE nobody; DROP DATABASE dropme', stdout => \$dout, stderr => \$derr);
+like($derr, qr/ERROR:  must be owner of database dropme/, 'DROP DATABASE by a plain login fails: not the owner');
+$dret = $node->psql('postgres', 'BEGIN; DROP DATABASE dropme', stdout => \$dout, stderr => \$derr);
+like($derr, qr/ERROR:  DROP DATABASE cannot run inside a transaction block/, 'DROP DATABASE in a transaction block fails');
+like($worker_before, qr/^paused for testing:\d+$/, 'the worker of dropme was running');
+is($node->safe_psql('app', $PID_DROPME), $worker_before, 'the failed DROP DATABASE statements left it running');
 $dret = $node->psql('postgres', 'DROP DATABASE dropme', stdout => \$dout, stderr => \$derr);
 is($dret, 0, 'DROP DATABASE stops the worker of that database and succeeds') or diag($derr);
 is($node->safe_psql('app', q{SELECT count(*) FROM fieldcrypt.rotation_progress WHERE database = 'dropme'}),
