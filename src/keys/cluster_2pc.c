@@ -294,16 +294,17 @@ record_gid(const char *gid, const WorkerNode *n)
 	Datum		values[4];
 	Oid			save_user;
 	int			save_sec;
+	int			save_nest;
 
 	values[0] = CStringGetTextDatum(gid);
 	values[1] = Int32GetDatum(n->nodeid);
 	values[2] = CStringGetTextDatum(n->host);
 	values[3] = Int32GetDatum(n->port);
-	fc_meta_spi_connect(&save_user, &save_sec);
+	fc_meta_spi_connect(&save_user, &save_sec, &save_nest);
 	if (SPI_execute_with_args("INSERT INTO " TXN_TABLE " (gid, nodeid, nodename, nodeport) "
 							  "VALUES ($1, $2, $3, $4)", 4, types, values, NULL, false, 0) != SPI_OK_INSERT)
 		elog(ERROR, "could not insert into " TXN_TABLE);
-	fc_meta_spi_finish(save_user, save_sec);
+	fc_meta_spi_finish(save_user, save_sec, save_nest);
 }
 
 /*
@@ -552,6 +553,7 @@ fc_cluster_recover(bool strict)
 		bool	   *running;
 		Oid			save_user;
 		int			save_sec;
+		int			save_nest;
 		SPIPlanPtr	record_plan;
 
 		if (conn == NULL)
@@ -602,7 +604,7 @@ fc_cluster_recover(bool strict)
 		}
 		PQclear(res);
 
-		fc_meta_spi_connect(&save_user, &save_sec);
+		fc_meta_spi_connect(&save_user, &save_sec, &save_nest);
 		{
 			Oid			types[1] = {TEXTOID};
 
@@ -665,7 +667,7 @@ fc_cluster_recover(bool strict)
 									  3, types, values, NULL, false, 0) != SPI_OK_DELETE)
 				elog(ERROR, "could not delete from " TXN_TABLE);
 		}
-		fc_meta_spi_finish(save_user, save_sec);
+		fc_meta_spi_finish(save_user, save_sec, save_nest);
 		fc_node_close(conn);
 	}
 	return done;

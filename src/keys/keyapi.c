@@ -114,6 +114,7 @@ fc_meta_insert(const FcGeneration *g, const char *source, TimestampTz at)
 	int			rc;
 	Oid			save_user;
 	int			save_sec;
+	int			save_nest;
 
 	SET_VARSIZE(salt, VARHDRSZ + FC_SALT_LEN);
 	memcpy(VARDATA(salt), g->salt, FC_SALT_LEN);
@@ -126,7 +127,7 @@ fc_meta_insert(const FcGeneration *g, const char *source, TimestampTz at)
 	values[4] = CStringGetTextDatum(source);
 	values[5] = TimestampTzGetDatum(at);
 
-	fc_meta_spi_connect(&save_user, &save_sec);
+	fc_meta_spi_connect(&save_user, &save_sec, &save_nest);
 	internal_write = true;
 	PG_TRY();
 	{
@@ -142,7 +143,7 @@ fc_meta_insert(const FcGeneration *g, const char *source, TimestampTz at)
 	PG_END_TRY();
 	if (rc != SPI_OK_INSERT)
 		elog(ERROR, "could not insert into fieldcrypt.key_generations");
-	fc_meta_spi_finish(save_user, save_sec);
+	fc_meta_spi_finish(save_user, save_sec, save_nest);
 }
 
 /* ERROR 22023 unless the key is a strong enough passphrase. */
@@ -662,6 +663,7 @@ fieldcrypt_key_generations_guard(PG_FUNCTION_ARGS)
 	bool		replaceable;
 	Oid			save_user;
 	int			save_sec;
+	int			save_nest;
 
 	if (!CALLED_AS_TRIGGER(fcinfo))
 		elog(ERROR, "fieldcrypt_key_generations_guard: not called by trigger manager");
@@ -714,7 +716,7 @@ fieldcrypt_key_generations_guard(PG_FUNCTION_ARGS)
 	}
 
 	/* drop the generated key's metadata; its key goes at commit */
-	fc_meta_spi_connect(&save_user, &save_sec);
+	fc_meta_spi_connect(&save_user, &save_sec, &save_nest);
 	internal_write = true;
 	PG_TRY();
 	{
@@ -726,7 +728,7 @@ fieldcrypt_key_generations_guard(PG_FUNCTION_ARGS)
 		internal_write = false;
 	}
 	PG_END_TRY();
-	fc_meta_spi_finish(save_user, save_sec);
+	fc_meta_spi_finish(save_user, save_sec, save_nest);
 	set_pending(PENDING_IMPORT);
 	return PointerGetDatum(trigdata->tg_trigtuple);
 }
@@ -742,9 +744,10 @@ fc_meta_forget_generations(uint32 keep_gen)
 	Datum		values[1] = {Int32GetDatum(keep_gen)};
 	Oid			save_user;
 	int			save_sec;
+	int			save_nest;
 	int			rc;
 
-	fc_meta_spi_connect(&save_user, &save_sec);
+	fc_meta_spi_connect(&save_user, &save_sec, &save_nest);
 	internal_write = true;
 	PG_TRY();
 	{
@@ -759,5 +762,5 @@ fc_meta_forget_generations(uint32 keep_gen)
 	PG_END_TRY();
 	if (rc != SPI_OK_DELETE)
 		elog(ERROR, "could not delete from fieldcrypt.key_generations");
-	fc_meta_spi_finish(save_user, save_sec);
+	fc_meta_spi_finish(save_user, save_sec, save_nest);
 }

@@ -30,6 +30,7 @@
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
+#include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/syscache.h"
 
@@ -183,19 +184,28 @@ fc_meta_table_name(void)
 									  get_rel_name(relid));
 }
 
-/* Connect to SPI as the metadata owner. */
+/*
+ * Connect to SPI as the metadata owner, with search_path pg_catalog,
+ * pg_temp: the SQL run here names operators (=, <>) and functions that the
+ * caller's search_path must not resolve to objects of its own, which would
+ * run as the owner (a superuser).
+ */
 void
-fc_meta_spi_connect(Oid *save_user, int *save_sec)
+fc_meta_spi_connect(Oid *save_user, int *save_sec, int *save_nest)
 {
 	fc_meta_become_owner(save_user, save_sec);
+	*save_nest = NewGUCNestLevel();
+	(void) set_config_option("search_path", "pg_catalog, pg_temp", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
 	SPI_connect();
 }
 
-/* Disconnect from SPI and become the caller again. */
+/* Disconnect from SPI and become the caller again, with its search_path. */
 void
-fc_meta_spi_finish(Oid save_user, int save_sec)
+fc_meta_spi_finish(Oid save_user, int save_sec, int save_nest)
 {
 	SPI_finish();
+	AtEOXact_GUC(true, save_nest);
 	SetUserIdAndSecContext(save_user, save_sec);
 }
 
@@ -207,10 +217,11 @@ fc_meta_current(void)
 	bool		isnull;
 	Oid			save_user;
 	int			save_sec;
+	int			save_nest;
 
 	if (!OidIsValid(fc_config_table_oid()))
 		return m;
-	fc_meta_spi_connect(&save_user, &save_sec);
+	fc_meta_spi_connect(&save_user, &save_sec, &save_nest);
 	if (SPI_execute(psprintf("SELECT generation, iterations, salt, kcv, key_source, set_at "
 							 "FROM %s ORDER BY generation DESC LIMIT 1", fc_meta_table_name()),
 					true, 1) != SPI_OK_SELECT)
@@ -235,7 +246,7 @@ fc_meta_current(void)
 				sizeof(m.source));
 		m.set_at = DatumGetTimestampTz(SPI_getbinval(tup, td, 6, &isnull));
 	}
-	fc_meta_spi_finish(save_user, save_sec);
+	fc_meta_spi_finish(save_user, save_sec, save_nest);
 	return m;
 }
 

@@ -40,8 +40,8 @@ extern void fc_acquire_change_lock(void);
 /* the metadata table, as its owner */
 extern void fc_meta_become_owner(Oid *save_user, int *save_sec);
 extern char *fc_meta_table_name(void);
-extern void fc_meta_spi_connect(Oid *save_user, int *save_sec);
-extern void fc_meta_spi_finish(Oid save_user, int save_sec);
+extern void fc_meta_spi_connect(Oid *save_user, int *save_sec, int *save_nest);
+extern void fc_meta_spi_finish(Oid save_user, int save_sec, int save_nest);
 extern FcMetaRow fc_meta_current(void);
 
 #endif

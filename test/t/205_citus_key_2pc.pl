@@ -128,6 +128,22 @@ like($w1->safe_psql($DB, 'SELECT gid FROM pg_prepared_xacts'), qr/\Afieldcrypt_\
 $w1->restart;
 is($w1->safe_psql($DB, $PREPARED), '1', 'worker1 restarted: still prepared');
 is($w1->safe_psql($DB, $GENS), $g2, 'worker1 is still on generation 2');
+# recovery run by a member of fieldcrypt_admin whose search_path puts its own "=" for text
+# first: the records are read as the extension's owner (a superuser), which must not resolve
+# that operator (its function would run as a superuser)
+safe_tls($co, $DB, q{CREATE ROLE adminx LOGIN; GRANT fieldcrypt_admin TO adminx;
+  CREATE SCHEMA hijack AUTHORIZATION adminx});
+my $adminx = FcNode::tls_connstr($co, $DB) =~ s/user=\S+/user=adminx/r;
+my ($hrc, $hout, $herr) = FcNode::psql_connstr($adminx, q{\set QUIET on
+CREATE FUNCTION hijack.eq(text, text) RETURNS boolean LANGUAGE plpgsql AS
+  $$BEGIN RAISE EXCEPTION 'hijacked: ran as %', current_user; END$$;
+CREATE OPERATOR hijack.= (LEFTARG = text, RIGHTARG = text, FUNCTION = hijack.eq);
+SET search_path = hijack, pg_catalog;
+SELECT fieldcrypt.recover_cluster_key_changes();});
+unlike($herr, qr/hijacked/, 'recovery by a fieldcrypt_admin member with its own "=" first on search_path never calls that operator');
+like($herr, qr/WARNING:  could not finish the interrupted key change "fieldcrypt_\d+_\d+_\d+" on node [^\n]*\nDETAIL:  permission denied to finish prepared transaction/,
+	'(it reads the records, then may not finish a superuser\'s prepared transaction on the workers: a WARNING, nothing done)');
+is("$hrc:$hout", '0:0', 'it finished none');
 sql_is($co, $DB, 'SELECT fieldcrypt.recover_cluster_key_changes()', '2', 'recovery commits on both workers');
 sql_is($co, $DB, $STATUS, '3|3|3|3', 'every node on generation 3');
 is(join(',', map { $_->safe_psql($DB, $PREPARED) } ($w1, $w2)), '0,0', 'nothing prepared any more');
