@@ -1,5 +1,42 @@
 \echo Use "CREATE EXTENSION fieldcrypt" to load this file. \quit
 
+-- The schema fieldcrypt must be the extension's own. CREATE EXTENSION reuses a schema of
+-- that name that already exists, whoever owns it: its owner could then rename fieldcrypt's
+-- objects and put its own in their place, which the server would read and write (plaintext
+-- statistics) and run as a superuser. Refuse a schema owned by a role that is not a
+-- superuser, or holding anything such a role owns.
+DO $schema$
+DECLARE
+    who name;
+BEGIN
+    SELECT r.rolname INTO who
+      FROM pg_catalog.pg_namespace n JOIN pg_catalog.pg_roles r ON r.oid = n.nspowner
+     WHERE n.nspname = 'fieldcrypt' AND NOT r.rolsuper;
+    IF FOUND THEN
+        RAISE EXCEPTION 'schema "fieldcrypt" is owned by role "%", which is not a superuser', who
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'fieldcrypt creates its schema itself: drop or rename that schema, or make a superuser its owner, and try again.';
+    END IF;
+    SELECT r.rolname INTO who
+      FROM (SELECT relowner AS owner FROM pg_catalog.pg_class
+             WHERE relnamespace = 'fieldcrypt'::pg_catalog.regnamespace
+            UNION ALL SELECT proowner FROM pg_catalog.pg_proc
+             WHERE pronamespace = 'fieldcrypt'::pg_catalog.regnamespace
+            UNION ALL SELECT typowner FROM pg_catalog.pg_type
+             WHERE typnamespace = 'fieldcrypt'::pg_catalog.regnamespace
+            UNION ALL SELECT oprowner FROM pg_catalog.pg_operator
+             WHERE oprnamespace = 'fieldcrypt'::pg_catalog.regnamespace) o
+      JOIN pg_catalog.pg_roles r ON r.oid = o.owner
+     WHERE NOT r.rolsuper
+     LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'schema "fieldcrypt" holds objects owned by role "%", which is not a superuser', who
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'Only fieldcrypt''s own objects belong in its schema: move or drop the others, and try again.';
+    END IF;
+END
+$schema$;
+
 -- Roles are cluster-wide: create them once, keep them when the extension goes.
 DO $roles$
 BEGIN

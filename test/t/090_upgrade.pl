@@ -9,6 +9,8 @@
 # row reads back as written; the objects of the extension, described with
 # pg_describe_object and, for functions, pg_get_functiondef, equal those of a
 # fresh CREATE EXTENSION fieldcrypt.
+# Also: a schema "fieldcrypt" that a plain login owns, or that holds its objects, is refused by
+# CREATE EXTENSION and by the update from 1.0.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -87,6 +89,37 @@ my $acl_sql = q{SELECT string_agg(c.relname || ' ' || coalesce(array_to_string(c
                   FROM pg_class c WHERE c.relnamespace = 'fieldcrypt'::regnamespace};
 is(safe_tls($node, 'old10', $acl_sql), safe_tls($node, 'new11', $acl_sql),
 	'and the same relations with the same privileges');
+
+# --- the schema must be the extension's own ------------------------------------------------
+# CREATE EXTENSION reuses an existing schema "fieldcrypt" whoever owns it; its owner could rename
+# fieldcrypt's objects and put its own in their place. A plain login who may create schemas in
+# a database (CREATE on it) prepares one: the install, and the update of a 1.0 database made in
+# such a schema, are refused before anything is created.
+$node->safe_psql('postgres', q{CREATE ROLE mallory LOGIN; CREATE DATABASE trap; GRANT CREATE ON DATABASE trap TO mallory;
+  CREATE DATABASE trap10; GRANT CREATE ON DATABASE trap10 TO mallory; CREATE DATABASE trapfn});
+$node->safe_psql('trap', 'SET ROLE mallory; CREATE SCHEMA fieldcrypt');
+my ($rc, $out, $err) = $node->psql('trap', 'CREATE EXTENSION fieldcrypt', extra_params => [ '-v', 'VERBOSITY=verbose' ]);
+like($err, qr/ERROR:  42501: schema "fieldcrypt" is owned by role "mallory", which is not a superuser/,
+	'CREATE EXTENSION refuses a schema "fieldcrypt" owned by a plain login (42501)');
+is($node->safe_psql('trap', q{SELECT count(*) FROM pg_extension WHERE extname = 'fieldcrypt'}), '0',
+	'and creates nothing');
+$node->safe_psql('trap10', 'SET ROLE mallory; CREATE SCHEMA fieldcrypt');
+$node->safe_psql('trap10', q{CREATE EXTENSION fieldcrypt VERSION '1.0'});
+($rc, $out, $err) = $node->psql('trap10', 'ALTER EXTENSION fieldcrypt UPDATE', extra_params => [ '-v', 'VERBOSITY=verbose' ]);
+like($err, qr/ERROR:  42501: schema "fieldcrypt" is owned by role "mallory", which is not a superuser/,
+	'ALTER EXTENSION UPDATE refuses a 1.0 database whose schema a plain login owns');
+is($node->safe_psql('trap10', q{SELECT extversion FROM pg_extension WHERE extname = 'fieldcrypt'}), '1.0',
+	'and leaves it at 1.0');
+# a superuser's schema holding a plain login's object
+$node->safe_psql('trapfn', q{CREATE SCHEMA fieldcrypt; GRANT CREATE ON SCHEMA fieldcrypt TO mallory;
+  SET ROLE mallory; CREATE FUNCTION fieldcrypt.decoy() RETURNS int LANGUAGE sql AS 'SELECT 1'});
+($rc, $out, $err) = $node->psql('trapfn', 'CREATE EXTENSION fieldcrypt', extra_params => [ '-v', 'VERBOSITY=verbose' ]);
+like($err, qr/ERROR:  42501: schema "fieldcrypt" holds objects owned by role "mallory", which is not a superuser/,
+	'CREATE EXTENSION refuses a schema holding a plain login\'s object');
+$node->safe_psql('trapfn', 'DROP FUNCTION fieldcrypt.decoy()');
+$node->safe_psql('trapfn', 'CREATE EXTENSION fieldcrypt');
+is($node->safe_psql('trapfn', q{SELECT extversion FROM pg_extension WHERE extname = 'fieldcrypt'}), $current,
+	'a superuser\'s empty schema "fieldcrypt" is used');
 
 $node->stop;
 done_testing();
