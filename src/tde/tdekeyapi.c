@@ -45,7 +45,9 @@
 
 #include "catalog/namespace.h"
 #include "storage/lock.h"
+#include "storage/proc.h"
 #include "storage/procarray.h"
+#include "storage/sinvaladt.h"
 #include "utils/timestamp.h"
 
 #include "keys/cluster_tenant.h"
@@ -445,10 +447,25 @@ fieldcrypt_drop_unused_tde_keys(PG_FUNCTION_ARGS)
 	keep_from = tde.current;
 	explicit_bzero(&tde, sizeof(tde));
 
-	/* a write that started before the current generation may still run */
-	vxids = GetCurrentVirtualXIDs(InvalidTransactionId, false, true, 0, &nvxids);
+	/*
+	 * A write that started before the current generation may still run, or
+	 * have written into a table its transaction created, which this cannot
+	 * see: wait for the transactions of this database that have written or
+	 * hold a snapshot (a session idle in a transaction that wrote holds
+	 * none).  Other databases have keys of their own; a read-only session
+	 * idle in a transaction is not waited for.  The wait can be cancelled.
+	 */
+	vxids = GetCurrentVirtualXIDs(InvalidTransactionId, false, false, 0, &nvxids);
 	for (int i = 0; i < nvxids; i++)
+	{
+		PGPROC	   *proc = BackendIdGetProc(vxids[i].backendId);
+
+		if (proc != NULL &&
+			!TransactionIdIsValid(*(volatile TransactionId *) &proc->xmin) &&
+			!TransactionIdIsValid(*(volatile TransactionId *) &proc->xid))
+			continue;
 		(void) VirtualXactLock(vxids[i], true);
+	}
 
 	rewrite_statistics(keep_from);
 	used = palloc0(65536 * sizeof(bool));
