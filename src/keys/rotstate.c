@@ -142,8 +142,9 @@ fc_rotstate_check_idle(const FcDbKeys *cur)
 	fc_rotstate_slot_copy(MyDatabaseId, &copy);
 	if (copy.state == SLOT_BLOCKED && copy.blocked_gen == cur->current_gen)
 		return;
-	if (copy.state == SLOT_HELD && copy.problem[0] != '\0' && copy.to_gen == cur->current_gen)
-		return;
+	if (copy.state == SLOT_HELD && copy.problem[0] != '\0' &&
+		(copy.tde || copy.to_gen == cur->current_gen))
+		return;					/* a table fails (a TDE one: whatever its generation) */
 	if (copy.state == SLOT_RUNNING && copy.held)
 		return;					/* held up by another session: not by it either */
 	if (copy.state != SLOT_RUNNING && !fc_reencrypt_enabled)
@@ -158,7 +159,7 @@ fc_rotstate_check_idle(const FcDbKeys *cur)
 						   (long long) copy.rows_done, (long long) copy.rows_total,
 						   copy.tables_done, copy.tables_total),
 				 errhint("Retry when fieldcrypt.rotation_progress shows no row for this database.")));
-	if (copy.state == SLOT_HELD && copy.to_gen == cur->current_gen)
+	if (copy.state == SLOT_HELD && !copy.tde && copy.to_gen == cur->current_gen)
 		ereport(ERROR,
 				(errcode(ERRCODE_LOCK_NOT_AVAILABLE),
 				 errmsg("a data encryption key change is already in progress"),

@@ -33,6 +33,7 @@
 #include "postgres.h"
 
 #include "access/xact.h"
+#include "catalog/dependency.h"
 #include "catalog/pg_class.h"
 #include "commands/dbcommands.h"
 #include "commands/defrem.h"
@@ -136,8 +137,8 @@ rekey_one(const FcKeyedIndex *k, uint32 current)
 
 /*
  * The invalid copies "<index>_ccnew*" of indexoid on its table, except
- * those keyed with generation keep (only the one with OID only, if that is
- * valid): their OIDs in *oids, and "DROP INDEX ..." for each as the result.
+ * those keyed with generation keep (and, unless only is InvalidOid, only
+ * the copy with that OID): their OIDs in *oids, their names as the result.
  */
 static List *
 leftovers(Oid indexoid, Oid tableoid, int64 keep, Oid only, List **oids)
@@ -148,7 +149,7 @@ leftovers(Oid indexoid, Oid tableoid, int64 keep, Oid only, List **oids)
 	List	   *drops = NIL;
 
 	*oids = NIL;
-	if (SPI_execute_with_args("SELECT c.oid, pg_catalog.format('DROP INDEX %s', c.oid::pg_catalog.regclass) "
+	if (SPI_execute_with_args("SELECT c.oid, c.oid::pg_catalog.regclass::pg_catalog.text "
 							  "FROM pg_catalog.pg_index i JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid "
 							  "JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum = 1 "
 							  "WHERE i.indrelid = $2 AND NOT i.indisvalid "
@@ -177,10 +178,13 @@ leftovers(Oid indexoid, Oid tableoid, int64 keep, Oid only, List **oids)
  * it is harmless, and may be another session's REINDEX in progress).
  * In the caller's transaction; returns how many were dropped.
  *
- * Each copy is looked for again once the table is locked as DROP INDEX
- * locks it: while the worker waited for that lock, the table's owner may
- * have dropped the copy, or another session's REINDEX CONCURRENTLY in
- * progress may have finished and made it the valid index.
+ * Never waits: the worker holds a snapshot here, which another session's
+ * REINDEX CONCURRENTLY of the index would wait for while the worker waited
+ * for its lock.  A copy whose table or itself another session has locked
+ * is left, with its generation, for a later run (the next attempt or
+ * retry).  Once both are locked, as DROP INDEX locks them, the copy is
+ * looked for again by OID: the table's owner may have dropped it, or a
+ * REINDEX CONCURRENTLY that finished made it the valid index.
  */
 static int
 drop_leftovers(Oid indexoid, Oid tableoid, int64 keep)
@@ -193,17 +197,21 @@ drop_leftovers(Oid indexoid, Oid tableoid, int64 keep)
 	(void) leftovers(indexoid, tableoid, keep, InvalidOid, &oids);
 	foreach(lc, oids)
 	{
+		Oid			copy = lfirst_oid(lc);
 		List	   *again;
-		char	   *drop;
+		ObjectAddress obj;
 
-		LockRelationOid(tableoid, AccessExclusiveLock);
-		again = leftovers(indexoid, tableoid, keep, lfirst_oid(lc), &unused);
+		if (!ConditionalLockRelationOid(tableoid, AccessExclusiveLock))
+			break;
+		if (!ConditionalLockRelationOid(copy, AccessExclusiveLock))
+			continue;
+		again = leftovers(indexoid, tableoid, keep, copy, &unused);
 		if (again == NIL)
 			continue;
-		drop = linitial(again);
-		if (SPI_execute(drop, false, 0) != SPI_OK_UTILITY)
-			elog(ERROR, "could not drop a leftover of REINDEX CONCURRENTLY");
-		ereport(LOG, (errmsg("fieldcrypt: %s (left invalid by an interrupted rebuild)", drop)));
+		ObjectAddressSet(obj, RelationRelationId, copy);
+		performDeletion(&obj, DROP_RESTRICT, 0);
+		ereport(LOG, (errmsg("fieldcrypt: DROP INDEX %s (left invalid by an interrupted rebuild)",
+							 (char *) linitial(again))));
 		dropped++;
 	}
 	return dropped;

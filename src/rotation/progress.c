@@ -13,6 +13,7 @@
 #include "access/xact.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
+#include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
@@ -25,6 +26,7 @@
 #include "commands/dbcommands.h"
 
 #include "keys/keystore.h"
+#include "keys/policy.h"
 #include "rotation/rotation.h"
 
 PG_FUNCTION_INFO_V1(fieldcrypt_rotation_progress);
@@ -84,7 +86,9 @@ fieldcrypt_rotation_progress(PG_FUNCTION_ARGS)
 		/*
 		 * A running worker of the same kind of generations; its target may
 		 * be older than cur when a key change was accepted while another
-		 * session held it up: it goes on to cur (values.c, tables.c).
+		 * session held it up (tables.c goes on to cur at its next attempt;
+		 * values.c ends its run without destroying anything, and the next
+		 * worker goes on to cur).
 		 */
 		if (s.state == SLOT_RUNNING && s.tde == tde[i] && s.to_gen != 0)
 			phase = fc_rot_phase_names[s.phase];
@@ -141,14 +145,21 @@ fieldcrypt_rotation_progress(PG_FUNCTION_ARGS)
 /*
  * fieldcrypt._rotation_problem(datid): why the last re-encryption run of
  * the database did not finish (a table name and an SQLSTATE; the server log
- * has the message), or NULL.
+ * has the message), or NULL.  It names tables and processes: shown for the
+ * current database, and for every database to superusers and members of
+ * fieldcrypt_admin (the view is readable by everyone).
  */
 Datum
 fieldcrypt_rotation_problem(PG_FUNCTION_ARGS)
 {
 	FcRotSlot	s;
+	Oid			datid = PG_GETARG_OID(0);
+	Oid			admin = get_role_oid(FC_ADMIN_ROLE, true);
 
-	fc_rotstate_slot_copy(PG_GETARG_OID(0), &s);
+	if (datid != MyDatabaseId && !superuser() &&
+		!(OidIsValid(admin) && has_privs_of_role(GetUserId(), admin)))
+		PG_RETURN_NULL();
+	fc_rotstate_slot_copy(datid, &s);
 	if (s.problem[0] == '\0')
 		PG_RETURN_NULL();
 	PG_RETURN_TEXT_P(cstring_to_text(s.problem));

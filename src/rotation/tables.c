@@ -218,24 +218,33 @@ kept_by_other_sessions(bool others_temp)
 					   : "row versions that other sessions still see or keep locked use older TDE key generations");
 }
 
+/* The current TDE generation of this database (0: none). */
+static uint32
+current_tde_generation(void)
+{
+	FcTdeKeys	tde;
+	uint32		current = 0;
+
+	if (fc_db_lookup_tde(MyDatabaseId, &tde))
+		current = tde.current;
+	explicit_bzero(&tde, sizeof(tde));
+	return current;
+}
+
 /*
  * A rotate_tde_key accepted while this worker ran (it was held up, so the
  * rotation was let through): go on to the new current generation, which
  * every row it rewrites gets anyway, instead of counting that generation as
- * old until the attempts run out and a new worker starts over.
+ * old until the attempts run out and a new worker starts over.  True if it
+ * did: the caller lists the tables again.
  */
-static void
+static bool
 follow_current(Run *r, const char *dbname)
 {
-	FcTdeKeys	tde;
-	uint32		current;
+	uint32		current = current_tde_generation();
 
-	if (!fc_db_lookup_tde(MyDatabaseId, &tde))
-		return;
-	current = tde.current;
-	explicit_bzero(&tde, sizeof(tde));
-	if (current == r->to_gen)
-		return;
+	if (current == 0 || current == r->to_gen)
+		return false;
 	ereport(LOG,
 			(errmsg("fieldcrypt: re-encryption of the encrypted_heap tables of database \"%s\" "
 					"goes on to TDE key generation %u, rotated to while it ran",
@@ -243,6 +252,7 @@ follow_current(Run *r, const char *dbname)
 	r->from_gen = r->to_gen;
 	r->to_gen = current;
 	fc_rot_publish(r, PHASE_REENCRYPTING);
+	return true;
 }
 
 /*
@@ -265,6 +275,8 @@ retry_in_vain(Run *r, const char *dbname)
 	LWLockRelease(fc_rotstate->lock);
 	if (!retry || tde_old_in_use(r->to_gen, &others_temp) > 0 || !others_temp)
 		return false;
+	if (current_tde_generation() != r->to_gen)
+		return false;			/* rotated during the look-up: a real run */
 	ereport(LOG,
 			(errmsg("fieldcrypt: re-encryption of the encrypted_heap tables of database \"%s\" "
 					"to TDE key generation %u has nothing left to rewrite; other sessions' temporary "
@@ -336,7 +348,15 @@ fc_reencrypt_tde_tables(void)
 	/* rewrite, wait for snapshots that may copy old versions, vacuum, retry */
 	for (int attempt = 0; attempt < 3; attempt++)
 	{
-		follow_current(&r, dbname);
+		if (follow_current(&r, dbname))
+		{
+			/* tables created before that rotation may hold rows of the old target */
+			list_free(tables);
+			fc_rot_begin_xact();
+			tables = list_tde_tables();
+			fc_rot_end_xact();
+			r.tables_total = list_length(tables);
+		}
 		r.tables_done = 0;
 		foreach(lc, tables)
 		{

@@ -114,6 +114,8 @@ fieldcrypt_reencrypt_worker_main(Datum arg)
 	slot->from_gen = slot->to_gen = 0;	/* none until its first fc_rot_publish */
 	slot->tables_done = slot->tables_total = 0;
 	slot->rows_done = slot->rows_total = 0;
+	slot->rows_at_attach = 0;
+	slot->attached_at = GetCurrentTimestamp();	/* rows_per_second of this process */
 	slot->problem[0] = '\0';
 	slot->held = false;
 	slot->cluster_stage = 0;

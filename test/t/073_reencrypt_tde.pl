@@ -193,5 +193,25 @@ is($node->safe_psql('app', 'SELECT s FROM late'), 'late-row', 'the table committ
 is($node->safe_psql('app', q{SELECT fieldcrypt._tde_tuple_generation('late', ctid) FROM late}), '6',
 	'its row is under generation 6');
 
+# --- drop_unused_tde_keys waits only for what may still write under an older generation --------
+# (it waited for every open transaction of every database: one idle BEGIN anywhere held it up)
+my $idle_other = $node->background_psql('postgres', on_error_stop => 0);
+$idle_other->query_safe('BEGIN');
+$idle_other->query_safe('SELECT 1');
+my $idle_here = $node->background_psql('app', on_error_stop => 0);
+$idle_here->query_safe('BEGIN');
+$idle_here->query_safe('SELECT count(*) FROM late');
+sql_is($node, 'app', 'SELECT fieldcrypt.drop_unused_tde_keys()', '0',
+	'drop_unused_tde_keys does not wait for read-only sessions idle in a transaction, here or in another database');
+$idle_here->query_safe(q{INSERT INTO late VALUES (2, 'late-row-2')});
+sql_fails($node, 'app', "SET statement_timeout = '2s'; SELECT fieldcrypt.drop_unused_tde_keys()", '57014',
+	'canceling statement due to statement timeout',
+	'it waits for a transaction of this database that has written (and the wait can be cancelled)');
+$idle_here->query_safe('COMMIT');
+$idle_here->quit;
+$idle_other->quit;
+sql_is($node, 'app', 'SELECT fieldcrypt.drop_unused_tde_keys()', '0',
+	'once it committed drop_unused_tde_keys returns');
+
 $node->stop;
 done_testing();

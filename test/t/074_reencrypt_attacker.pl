@@ -473,6 +473,14 @@ ok($node->poll_query_until('app', q{SELECT to_generation || ': ' || problem ~ '^
 	'the worker waits for that transaction: rotation_progress.problem says so');
 sql_is($node, 'app', 'SELECT generation, generations_kept FROM fieldcrypt.key_status', '15|2',
 	'generation 14 is kept meanwhile');
+# the problem names processes and tables: shown in the database itself, and to superusers and
+# fieldcrypt_admin members from other databases, not to a plain login there
+is($node->safe_psql('other', q{SET ROLE mallory; SELECT database || ':' || coalesce(problem, 'NULL') FROM fieldcrypt.rotation_progress}),
+	'app:NULL', 'from another database a plain login sees app\'s row without its problem');
+like($node->safe_psql('other', q{SELECT problem FROM fieldcrypt.rotation_progress WHERE database = 'app'}),
+	qr/^waiting for the transaction of process \d+/, 'a superuser there sees it');
+like($node->safe_psql('app', q{SET ROLE mallory; SELECT problem FROM fieldcrypt.rotation_progress}),
+	qr/^waiting for the transaction of process \d+/, 'a plain login of app sees it in app');
 sql_is($node, 'app', q{SELECT fieldcrypt.set_data_encryption_key('Rotate-Key-2040!')}, '',
 	'a key change is accepted while it waits (generation 16)');
 $writer->query_safe('COMMIT');
