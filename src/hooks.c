@@ -73,6 +73,39 @@ fc_hooks_init(void)
 	fc_tde_stats_init();
 }
 
+/* The database whose worker a DROP DATABASE of this transaction stopped. */
+static Oid	dropping_db = InvalidOid;
+
+/* A DROP DATABASE that failed after stopping the worker: let it go on. */
+static void
+dropdb_xact_callback(XactEvent event, void *arg)
+{
+	if (event == XACT_EVENT_ABORT && OidIsValid(dropping_db))
+		fc_rotstate_resume(dropping_db);
+	if (event == XACT_EVENT_ABORT || event == XACT_EVENT_COMMIT)
+		dropping_db = InvalidOid;
+}
+
+/*
+ * Stop the re-encryption worker of a database DROP DATABASE is about to
+ * drop (it is connected, and dropdb counts the database's sessions next).
+ * Called past dropdb's ownership check; the drop may still fail (a
+ * template, other sessions, ...), which dropdb_xact_callback undoes.
+ */
+static void
+stop_for_dropdb(Oid dboid)
+{
+	static bool registered = false;
+
+	if (!registered)
+	{
+		RegisterXactCallback(dropdb_xact_callback, NULL);
+		registered = true;
+	}
+	dropping_db = dboid;
+	fc_rotstate_stop(dboid);
+}
+
 /*
  * Refuse to drop the key metadata table while encryption is active: that
  * covers DROP EXTENSION, DROP SCHEMA ... CASCADE and DROP OWNED alike.
@@ -98,8 +131,8 @@ fc_object_access(ObjectAccessType access, Oid classId, Oid objectId,
 	 * (Not from ProcessUtility: any login could stop any database's worker
 	 * with a DROP DATABASE bound to fail.)
 	 */
-	if (access == OAT_DROP && classId == DatabaseRelationId)
-		fc_rotstate_stop(objectId);
+	if (access == OAT_DROP && classId == DatabaseRelationId && objectId != MyDatabaseId)
+		stop_for_dropdb(objectId);
 
 	/* keyed hash indexes record their key; plaintext indexes of encrypted_heap */
 	if (access == OAT_POST_CREATE && classId == RelationRelationId && subId == 0)

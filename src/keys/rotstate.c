@@ -247,4 +247,36 @@ fc_rotstate_stop(Oid dboid)
 			break;
 		pg_usleep(10000L);
 	}
+
+	/*
+	 * The DROP DATABASE may still fail (another session connected, ...):
+	 * until it commits, a key change of that database is accepted (a held
+	 * slot with a problem), and fc_rotstate_resume lets the worker go on.
+	 */
+	LWLockAcquire(fc_rotstate->lock, LW_EXCLUSIVE);
+	if (slot->dboid == dboid && slot->state == SLOT_HELD)
+		strlcpy(slot->problem, "stopped for a DROP DATABASE of this database", sizeof(slot->problem));
+	LWLockRelease(fc_rotstate->lock);
+}
+
+/*
+ * The DROP DATABASE that stopped dboid's worker failed: start it again
+ * without waiting out the hold.
+ */
+void
+fc_rotstate_resume(Oid dboid)
+{
+	FcRotSlot  *slot;
+
+	if (fc_rotstate == NULL || !OidIsValid(dboid))
+		return;
+	LWLockAcquire(fc_rotstate->lock, LW_EXCLUSIVE);
+	slot = fc_rotstate_find_slot(dboid, false);
+	if (slot && slot->state == SLOT_HELD)
+	{
+		slot->hold_until = GetCurrentTimestamp();
+		slot->failures = 0;
+	}
+	LWLockRelease(fc_rotstate->lock);
+	fc_rotstate_wake();
 }

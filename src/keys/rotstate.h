@@ -95,5 +95,6 @@ extern void fc_rotstate_wake(void);
 extern void fc_rotstate_check_idle(const FcDbKeys *cur);
 extern void fc_rotstate_check_tde_idle(const FcTdeKeys *tde);
 extern void fc_rotstate_stop(Oid dboid);
+extern void fc_rotstate_resume(Oid dboid);
 
 #endif

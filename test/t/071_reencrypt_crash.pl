@@ -168,6 +168,23 @@ $dret = $node->psql('postgres', 'BEGIN; DROP DATABASE dropme', stdout => \$dout,
 like($derr, qr/ERROR:  DROP DATABASE cannot run inside a transaction block/, 'DROP DATABASE in a transaction block fails');
 like($worker_before, qr/^paused for testing:\d+$/, 'the worker of dropme was running');
 is($node->safe_psql('app', $PID_DROPME), $worker_before, 'the failed DROP DATABASE statements left it running');
+# a DROP DATABASE that fails after it stopped the worker (another session is connected): the
+# worker starts again at once (it was held 30 s and more: the owner could repeat the drop to
+# stall key changes)
+my $connected = $node->background_psql('dropme', on_error_stop => 0);
+$dret = $node->psql('postgres', 'DROP DATABASE dropme', stdout => \$dout, stderr => \$derr);
+like($derr, qr/ERROR:  database "dropme" is being accessed by other users/,
+	'DROP DATABASE fails while another session is connected');
+my $back = '';
+for (1 .. 100)
+{
+	$back = $node->safe_psql('app', $PID_DROPME);
+	last if $back =~ /^paused for testing:\d+$/ && $back ne $worker_before;
+	select(undef, undef, undef, 0.1);
+}
+like($back, qr/^paused for testing:\d+$/, 'within 10 s a new worker of dropme runs again');
+isnt($back, $worker_before, '(another process)');
+$connected->quit;
 $dret = $node->psql('postgres', 'DROP DATABASE dropme', stdout => \$dout, stderr => \$derr);
 is($dret, 0, 'DROP DATABASE stops the worker of that database and succeeds') or diag($derr);
 is($node->safe_psql('app', q{SELECT count(*) FROM fieldcrypt.rotation_progress WHERE database = 'dropme'}),
