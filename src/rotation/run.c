@@ -370,28 +370,37 @@ fc_rot_wait_older_transactions(Run *r)
 	{
 		long		step = 10;
 		PGPROC	   *proc = BackendIdGetProc(vxids[i].backendId);
-		bool		snapshot;
+		bool		snapshot = false;
+		bool		own;
 
 		/*
-		 * Read without ProcArrayLock: a proc reused since has ended that
-		 * transaction.  No proc: a prepared transaction, not waited for
-		 * (COMMIT PREPARED may be far off; see docs/security.md).
+		 * Read without ProcArrayLock.  A proc that no longer runs that
+		 * virtual transaction has ended it, or it is a prepared transaction
+		 * (whose entry keeps the preparing session's ids, or none after a
+		 * restart): that has written, and is waited for like any writer.
 		 */
-		if (proc == NULL)
-			continue;
-		snapshot = TransactionIdIsValid(*(volatile TransactionId *) &proc->xmin);
-		if (!snapshot && !TransactionIdIsValid(*(volatile TransactionId *) &proc->xid))
-			continue;			/* no snapshot, nothing written: nothing to wait for */
+		own = proc != NULL &&
+			*(volatile LocalTransactionId *) &proc->lxid == vxids[i].localTransactionId;
+		if (own)
+		{
+			snapshot = TransactionIdIsValid(*(volatile TransactionId *) &proc->xmin);
+			if (!snapshot && !TransactionIdIsValid(*(volatile TransactionId *) &proc->xid))
+				continue;		/* no snapshot, nothing written: nothing to wait for */
+		}
 		while (!VirtualXactLock(vxids[i], false))
 		{
 			if (!held && TimestampDifferenceExceeds(start, GetCurrentTimestamp(), HELD_AFTER_MS))
 			{
 				char		problem[FC_ROT_PROBLEM_LEN];
 
-				snprintf(problem, sizeof(problem),
-						 snapshot ? "waiting for the transaction of process %d, which keeps an older snapshot"
-						 : "waiting for the transaction of process %d, which has written and not ended",
-						 proc->pid);
+				if (!own)
+					strlcpy(problem, "waiting for a prepared transaction (COMMIT PREPARED or "
+							"ROLLBACK PREPARED ends it)", sizeof(problem));
+				else
+					snprintf(problem, sizeof(problem),
+							 snapshot ? "waiting for the transaction of process %d, which keeps an older snapshot"
+							 : "waiting for the transaction of process %d, which has written and not ended",
+							 proc->pid);
 				fc_rot_get_problem(before);
 				fc_rot_set_held(problem);
 				held = true;

@@ -37,6 +37,7 @@
 #include "utils/acl.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
@@ -460,12 +461,18 @@ fieldcrypt_drop_unused_tde_keys(PG_FUNCTION_ARGS)
 	{
 		PGPROC	   *proc = BackendIdGetProc(vxids[i].backendId);
 
+		/* a proc that runs another virtual transaction: ended, or prepared (waited for) */
 		if (proc != NULL &&
+			*(volatile LocalTransactionId *) &proc->lxid == vxids[i].localTransactionId &&
 			!TransactionIdIsValid(*(volatile TransactionId *) &proc->xmin) &&
 			!TransactionIdIsValid(*(volatile TransactionId *) &proc->xid))
 			continue;
 		(void) VirtualXactLock(vxids[i], true);
 	}
+
+	/* tables those transactions created and committed: read the catalogs anew */
+	AcceptInvalidationMessages();
+	InvalidateCatalogSnapshot();
 
 	rewrite_statistics(keep_from);
 	used = palloc0(65536 * sizeof(bool));

@@ -29,6 +29,7 @@ my $ROWGENS = q{SELECT string_agg(DISTINCT fieldcrypt._tde_tuple_generation('t',
 
 my $node = FcNode::new_node('main', reencrypt => 'on');
 $node->append_conf('postgresql.conf', <<'EOC');
+max_prepared_transactions = 5
 fieldcrypt.reencrypt_rows_per_second = 20000
 fieldcrypt.reencrypt_batch_pages = 16
 EOC
@@ -192,6 +193,19 @@ $node->poll_query_until('app', $GENS, '6') or die 'generation 5 was not destroye
 is($node->safe_psql('app', 'SELECT s FROM late'), 'late-row', 'the table committed then reads');
 is($node->safe_psql('app', q{SELECT fieldcrypt._tde_tuple_generation('late', ctid) FROM late}), '6',
 	'its row is under generation 6');
+
+# --- a prepared transaction that created an encrypted_heap table ---------------------------------
+# (the same: it has written under generation 6 into a table nobody else sees before COMMIT PREPARED)
+$node->safe_psql('app', q{BEGIN; CREATE TABLE prep (id int, s text) USING encrypted_heap;
+  INSERT INTO prep VALUES (1, 'prep-row'); PREPARE TRANSACTION 'fc_prep'});
+sql_is($node, 'app', 'SELECT fieldcrypt.rotate_tde_key()', '7', 'rotation to generation 7 while a transaction that created a table is prepared');
+ok($node->poll_query_until('app', q{SELECT to_generation || ': ' || problem FROM fieldcrypt.rotation_progress},
+		'7: waiting for a prepared transaction (COMMIT PREPARED or ROLLBACK PREPARED ends it)'),
+	'the worker waits for the prepared transaction, and says so');
+is($node->safe_psql('app', $GENS), '6,7', 'generation 6 is kept meanwhile');
+$node->safe_psql('app', "COMMIT PREPARED 'fc_prep'");
+$node->poll_query_until('app', $GENS, '7') or die 'generation 6 was not destroyed after COMMIT PREPARED';
+is($node->safe_psql('app', 'SELECT s FROM prep'), 'prep-row', 'the prepared table reads once committed');
 
 # --- drop_unused_tde_keys waits only for what may still write under an older generation --------
 # (it waited for every open transaction of every database: one idle BEGIN anywhere held it up)
