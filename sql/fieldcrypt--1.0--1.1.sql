@@ -8,7 +8,7 @@
 -- that name that already exists, whoever owns it: its owner could then rename fieldcrypt's
 -- objects and put its own in their place, which the server would read and write (plaintext
 -- statistics) and run as a superuser. Refuse a schema owned by a role that is not a
--- superuser, or holding anything such a role owns.
+-- superuser, holding anything such a role owns, or where such a role may create objects.
 DO $schema$
 DECLARE
     who name;
@@ -29,7 +29,23 @@ BEGIN
             UNION ALL SELECT typowner FROM pg_catalog.pg_type
              WHERE typnamespace = 'fieldcrypt'::pg_catalog.regnamespace
             UNION ALL SELECT oprowner FROM pg_catalog.pg_operator
-             WHERE oprnamespace = 'fieldcrypt'::pg_catalog.regnamespace) o
+             WHERE oprnamespace = 'fieldcrypt'::pg_catalog.regnamespace
+            UNION ALL SELECT opcowner FROM pg_catalog.pg_opclass
+             WHERE opcnamespace = 'fieldcrypt'::pg_catalog.regnamespace
+            UNION ALL SELECT opfowner FROM pg_catalog.pg_opfamily
+             WHERE opfnamespace = 'fieldcrypt'::pg_catalog.regnamespace
+            UNION ALL SELECT collowner FROM pg_catalog.pg_collation
+             WHERE collnamespace = 'fieldcrypt'::pg_catalog.regnamespace
+            UNION ALL SELECT conowner FROM pg_catalog.pg_conversion
+             WHERE connamespace = 'fieldcrypt'::pg_catalog.regnamespace
+            UNION ALL SELECT cfgowner FROM pg_catalog.pg_ts_config
+             WHERE cfgnamespace = 'fieldcrypt'::pg_catalog.regnamespace
+            UNION ALL SELECT dictowner FROM pg_catalog.pg_ts_dict
+             WHERE dictnamespace = 'fieldcrypt'::pg_catalog.regnamespace
+            UNION ALL SELECT stxowner FROM pg_catalog.pg_statistic_ext
+             WHERE stxnamespace = 'fieldcrypt'::pg_catalog.regnamespace
+            UNION ALL SELECT extowner FROM pg_catalog.pg_extension
+             WHERE extnamespace = 'fieldcrypt'::pg_catalog.regnamespace) o
       JOIN pg_catalog.pg_roles r ON r.oid = o.owner
      WHERE NOT r.rolsuper
      LIMIT 1;
@@ -37,6 +53,19 @@ BEGIN
         RAISE EXCEPTION 'schema "fieldcrypt" holds objects owned by role "%", which is not a superuser', who
             USING ERRCODE = 'insufficient_privilege',
                   HINT = 'Only fieldcrypt''s own objects belong in its schema: move or drop the others, and try again.';
+    END IF;
+    -- nor may such a role create objects there later
+    SELECT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE r.rolname END INTO who
+      FROM pg_catalog.pg_namespace n
+      CROSS JOIN LATERAL pg_catalog.aclexplode(n.nspacl) a
+      LEFT JOIN pg_catalog.pg_roles r ON r.oid = a.grantee
+     WHERE n.nspname = 'fieldcrypt' AND a.privilege_type = 'CREATE'
+       AND (a.grantee = 0 OR NOT r.rolsuper)
+     LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'role "%" may create objects in schema "fieldcrypt", and is not a superuser', who
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'Revoke CREATE on schema fieldcrypt from every role that is not a superuser, and try again.';
     END IF;
 END
 $schema$;

@@ -117,6 +117,10 @@ $node->safe_psql('trapfn', q{CREATE SCHEMA fieldcrypt; GRANT CREATE ON SCHEMA fi
 like($err, qr/ERROR:  42501: schema "fieldcrypt" holds objects owned by role "mallory", which is not a superuser/,
 	'CREATE EXTENSION refuses a schema holding a plain login\'s object');
 $node->safe_psql('trapfn', 'DROP FUNCTION fieldcrypt.decoy()');
+($rc, $out, $err) = $node->psql('trapfn', 'CREATE EXTENSION fieldcrypt', extra_params => [ '-v', 'VERBOSITY=verbose' ]);
+like($err, qr/ERROR:  42501: role "mallory" may create objects in schema "fieldcrypt", and is not a superuser/,
+	'CREATE EXTENSION refuses a schema where a plain login may create objects');
+$node->safe_psql('trapfn', 'REVOKE CREATE ON SCHEMA fieldcrypt FROM mallory');
 $node->safe_psql('trapfn', 'CREATE EXTENSION fieldcrypt');
 is($node->safe_psql('trapfn', q{SELECT extversion FROM pg_extension WHERE extname = 'fieldcrypt'}), $current,
 	'a superuser\'s empty schema "fieldcrypt" is used');
