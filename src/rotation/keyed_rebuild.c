@@ -204,10 +204,18 @@ drop_leftovers(Oid indexoid, Oid tableoid, int64 keep)
 		if (!ConditionalLockRelationOid(tableoid, AccessExclusiveLock))
 			break;
 		if (!ConditionalLockRelationOid(copy, AccessExclusiveLock))
+		{
+			/* nothing to do here now: readers of the table go on */
+			UnlockRelationOid(tableoid, AccessExclusiveLock);
 			continue;
+		}
 		again = leftovers(indexoid, tableoid, keep, copy, &unused);
 		if (again == NIL)
+		{
+			UnlockRelationOid(copy, AccessExclusiveLock);
+			UnlockRelationOid(tableoid, AccessExclusiveLock);
 			continue;
+		}
 		ObjectAddressSet(obj, RelationRelationId, copy);
 		performDeletion(&obj, DROP_RESTRICT, 0);
 		ereport(LOG, (errmsg("fieldcrypt: DROP INDEX %s (left invalid by an interrupted rebuild)",
