@@ -227,5 +227,33 @@ $idle_other->quit;
 sql_is($node, 'app', 'SELECT fieldcrypt.drop_unused_tde_keys()', '0',
 	'once it committed drop_unused_tde_keys returns');
 
+# --- drop_unused_tde_keys waits for a transaction that created a table, and then sees it -------
+# The table is invisible until its transaction commits, and an idle session holds no snapshot:
+# without the wait its generation counted as unused and was destroyed. (The function also reads
+# the catalogs anew after its wait, in case its catalog snapshot predates it; this test does not
+# reach a stale snapshot, the wait is what it checks.) A database of its own, re-encryption
+# postponed, so that the table's rows are the only ones under generation 1.
+$node->safe_psql('postgres', 'CREATE DATABASE cold');
+$node->safe_psql('cold', 'CREATE EXTENSION fieldcrypt');
+$node->append_conf('postgresql.conf', "fieldcrypt.reencrypt = off\n");
+$node->reload;
+my $creator = $node->background_psql('cold', on_error_stop => 0);
+$creator->query_safe('BEGIN');
+$creator->query_safe(q{CREATE TABLE cold_t (id int, s text) USING encrypted_heap});
+$creator->query_safe(q{INSERT INTO cold_t VALUES (1, 'cold-row')});
+sql_is($node, 'cold', 'SELECT fieldcrypt.rotate_tde_key()', '2', 'cold: rotation to generation 2 (re-encryption postponed)');
+my $dropper = $node->background_psql('cold', on_error_stop => 0,
+	extra_params => [ '-d', FcNode::tls_connstr($node, 'cold') ]);
+$dropper->query_until(qr/start/, "\\echo start\nSELECT 'dropped:' || fieldcrypt.drop_unused_tde_keys();\n");
+$node->poll_query_until('cold', q{SELECT count(*) > 0 FROM pg_stat_activity WHERE query LIKE '%drop_unused_tde_keys%' AND wait_event_type = 'Lock'}, 't')
+  or die 'drop_unused_tde_keys did not wait for the transaction';
+$creator->query_safe('COMMIT');
+$creator->quit;
+like($dropper->query_safe('SELECT 1'), qr/dropped:0/, 'drop_unused_tde_keys destroyed nothing: the committed table uses generation 1');
+$dropper->quit;
+is($node->safe_psql('cold', q{SELECT string_agg(generation::text, ',' ORDER BY generation) FROM fieldcrypt.tde_key_status}), '1,2',
+	'generations 1 and 2 are kept');
+is($node->safe_psql('cold', 'SELECT s FROM cold_t'), 'cold-row', 'and the table reads');
+
 $node->stop;
 done_testing();
