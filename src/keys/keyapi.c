@@ -576,7 +576,6 @@ fieldcrypt_cluster_key_location(PG_FUNCTION_ARGS)
 	TupleDesc	tupdesc;
 	Datum		values[2] = {0};
 	bool		nulls[2] = {true, true};
-	Oid			admin = get_role_oid("fieldcrypt_admin", true);
 	bool		inside_known;
 	bool		inside;
 	const char *where = fc_kek_location(&inside_known, &inside);
@@ -584,8 +583,7 @@ fieldcrypt_cluster_key_location(PG_FUNCTION_ARGS)
 	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "return type must be a row type");
 	if (where != NULL &&
-		(superuser() || has_privs_of_role(GetUserId(), ROLE_PG_READ_ALL_SETTINGS) ||
-		 (OidIsValid(admin) && has_privs_of_role(GetUserId(), admin))))
+		(fc_has_role(FC_ADMIN_ROLE) || has_privs_of_role(GetUserId(), ROLE_PG_READ_ALL_SETTINGS)))
 	{
 		values[0] = CStringGetTextDatum(where);
 		nulls[0] = false;

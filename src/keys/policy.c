@@ -41,13 +41,20 @@
 
 #define LOCK_FIELD4		0x4643	/* "FC": distinct from pg_advisory_lock's 1 and 2 */
 
+/* Whether the user is a superuser or has the privileges of role. */
+bool
+fc_has_role(const char *role)
+{
+	Oid			roleid = get_role_oid(role, true);
+
+	return superuser() || (OidIsValid(roleid) && has_privs_of_role(GetUserId(), roleid));
+}
+
 /* ERROR 42501 unless the user is a superuser or has the privileges of role. */
 void
 fc_require_role(const char *role, const char *what)
 {
-	Oid			roleid = get_role_oid(role, true);
-
-	if (superuser() || (OidIsValid(roleid) && has_privs_of_role(GetUserId(), roleid)))
+	if (fc_has_role(role))
 		return;
 	ereport(ERROR,
 			(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),

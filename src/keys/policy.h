@@ -30,6 +30,7 @@ typedef struct FcMetaRow
 	TimestampTz set_at;
 } FcMetaRow;
 
+extern bool fc_has_role(const char *role);
 extern void fc_require_role(const char *role, const char *what);
 extern void fc_require_tls(const char *what);
 extern bool fc_db_is_active(void);

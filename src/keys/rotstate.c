@@ -2,7 +2,9 @@
  *
  * rotstate.c
  *	  Re-encryption state in shared memory (see rotstate.h): slots under
- *	  the LWLock of tranche "fieldcrypt reencrypt", the launcher's latch.
+ *	  the LWLock of tranche "fieldcrypt reencrypt", the launcher's latch;
+ *	  and what the worker and drop_unused_tde_keys share below src/rotation/:
+ *	  the worker's sleep, and which transactions a re-encryption waits for.
  *
  * src/keys/rotstate.c
  *
@@ -13,8 +15,13 @@
 #include <signal.h>
 
 #include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/interrupt.h"
 #include "storage/ipc.h"
+#include "storage/proc.h"
 #include "storage/shmem.h"
+#include "storage/sinvaladt.h"
+#include "utils/guc.h"
 
 #include "keys/rotstate.h"
 
@@ -279,4 +286,49 @@ fc_rotstate_resume(Oid dboid)
 	}
 	LWLockRelease(fc_rotstate->lock);
 	fc_rotstate_wake();
+}
+
+/* Sleep ms milliseconds, answering SIGTERM and SIGHUP (the worker's sleep). */
+void
+fc_rot_sleep(long ms)
+{
+	(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+					 ms, PG_WAIT_EXTENSION);
+	ResetLatch(MyLatch);
+	CHECK_FOR_INTERRUPTS();
+	if (ConfigReloadPending)
+	{
+		ConfigReloadPending = false;
+		ProcessConfigFile(PGC_SIGHUP);
+	}
+}
+
+/*
+ * Whether destroying an old key generation must wait for the transaction
+ * vxid (from GetCurrentVirtualXIDs): it holds a snapshot (it may copy row
+ * versions it sees), or has written (maybe under the old generation, into a
+ * table nobody else sees before it commits; a session idle in it holds no
+ * snapshot), or is prepared.  *pid is its process, 0 for a prepared one (or
+ * one that ended: VirtualXactLock then returns at once); *snapshot whether
+ * it holds a snapshot.
+ *
+ * Read without ProcArrayLock.  A proc that no longer runs that virtual
+ * transaction has ended it, or it is a prepared transaction, whose entry
+ * keeps the preparing session's ids (or none after a restart).
+ */
+bool
+fc_xact_to_wait_for(VirtualTransactionId vxid, int *pid, bool *snapshot)
+{
+	PGPROC	   *proc = BackendIdGetProc(vxid.backendId);
+
+	*pid = 0;
+	*snapshot = false;
+	if (proc == NULL ||
+		*(volatile LocalTransactionId *) &proc->lxid != vxid.localTransactionId)
+		return true;
+	*snapshot = TransactionIdIsValid(*(volatile TransactionId *) &proc->xmin);
+	if (!*snapshot && !TransactionIdIsValid(*(volatile TransactionId *) &proc->xid))
+		return false;			/* no snapshot, nothing written */
+	*pid = proc->pid;
+	return true;
 }

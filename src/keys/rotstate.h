@@ -14,6 +14,7 @@
 #define FIELDCRYPT_ROTSTATE_H
 
 #include "storage/latch.h"
+#include "storage/lock.h"
 #include "storage/lwlock.h"
 #include "utils/timestamp.h"
 
@@ -96,5 +97,7 @@ extern void fc_rotstate_check_idle(const FcDbKeys *cur);
 extern void fc_rotstate_check_tde_idle(const FcTdeKeys *tde);
 extern void fc_rotstate_stop(Oid dboid);
 extern void fc_rotstate_resume(Oid dboid);
+extern void fc_rot_sleep(long ms);
+extern bool fc_xact_to_wait_for(VirtualTransactionId vxid, int *pid, bool *snapshot);
 
 #endif

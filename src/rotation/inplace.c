@@ -41,8 +41,6 @@
 #include "executor/executor.h"
 #include "miscadmin.h"
 #include "nodes/execnodes.h"
-#include "pgstat.h"
-#include "postmaster/interrupt.h"
 #include "storage/bufmgr.h"
 #include "storage/procarray.h"
 #include "utils/guc.h"
@@ -272,16 +270,7 @@ test_pause_before_update(Relation rel, BlockNumber blk)
 					(errmsg("fieldcrypt: re-encryption paused for testing before updating rows of block %u of table %s",
 							blk, RelationGetRelationName(rel))));
 		logged = true;
-		/* fc_rot_sleep's work, without a call back into run.c */
-		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 100,
-						 PG_WAIT_EXTENSION);
-		ResetLatch(MyLatch);
-		CHECK_FOR_INTERRUPTS();
-		if (ConfigReloadPending)
-		{
-			ConfigReloadPending = false;
-			ProcessConfigFile(PGC_SIGHUP);
-		}
+		fc_rot_sleep(100);
 	}
 }
 

@@ -13,7 +13,6 @@
 #include "access/xact.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
-#include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
@@ -154,10 +153,8 @@ fieldcrypt_rotation_problem(PG_FUNCTION_ARGS)
 {
 	FcRotSlot	s;
 	Oid			datid = PG_GETARG_OID(0);
-	Oid			admin = get_role_oid(FC_ADMIN_ROLE, true);
 
-	if (datid != MyDatabaseId && !superuser() &&
-		!(OidIsValid(admin) && has_privs_of_role(GetUserId(), admin)))
+	if (datid != MyDatabaseId && !fc_has_role(FC_ADMIN_ROLE))
 		PG_RETURN_NULL();
 	fc_rotstate_slot_copy(datid, &s);
 	if (s.problem[0] == '\0')

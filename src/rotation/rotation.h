@@ -63,7 +63,6 @@ extern int	fc_rot_db_generations(Oid dboid, uint32 *current, uint32 *highest_old
 extern int	fc_rot_tde_generations(Oid dboid, uint32 *current, uint32 *highest_old);
 extern void fc_rot_publish(const Run *r, Phase phase);
 extern void fc_rot_worker_exit(int code, Datum arg);
-extern void fc_rot_sleep(long ms);
 extern void fc_rot_check_postponed(void);
 extern void fc_rot_test_pause(Run *r, bool before_destroy);
 extern void fc_rot_throttle(Run *r, int64 rows);

@@ -146,21 +146,6 @@ fc_rot_worker_exit(int code, Datum arg)
 	fc_rot_my_slot = NULL;
 }
 
-/* Sleep ms milliseconds, answering SIGTERM and SIGHUP. */
-void
-fc_rot_sleep(long ms)
-{
-	(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-					 ms, PG_WAIT_EXTENSION);
-	ResetLatch(MyLatch);
-	CHECK_FOR_INTERRUPTS();
-	if (ConfigReloadPending)
-	{
-		ConfigReloadPending = false;
-		ProcessConfigFile(PGC_SIGHUP);
-	}
-}
-
 /*
  * Between batches: reload the configuration if asked, and stop (cleanly,
  * to be started again later) if fieldcrypt.reencrypt was turned off.
@@ -369,38 +354,25 @@ fc_rot_wait_older_transactions(Run *r)
 	for (int i = 0; i < n; i++)
 	{
 		long		step = 10;
-		PGPROC	   *proc = BackendIdGetProc(vxids[i].backendId);
-		bool		snapshot = false;
-		bool		own;
+		int			pid;
+		bool		snapshot;
 
-		/*
-		 * Read without ProcArrayLock.  A proc that no longer runs that
-		 * virtual transaction has ended it, or it is a prepared transaction
-		 * (whose entry keeps the preparing session's ids, or none after a
-		 * restart): that has written, and is waited for like any writer.
-		 */
-		own = proc != NULL &&
-			*(volatile LocalTransactionId *) &proc->lxid == vxids[i].localTransactionId;
-		if (own)
-		{
-			snapshot = TransactionIdIsValid(*(volatile TransactionId *) &proc->xmin);
-			if (!snapshot && !TransactionIdIsValid(*(volatile TransactionId *) &proc->xid))
-				continue;		/* no snapshot, nothing written: nothing to wait for */
-		}
+		if (!fc_xact_to_wait_for(vxids[i], &pid, &snapshot))
+			continue;
 		while (!VirtualXactLock(vxids[i], false))
 		{
 			if (!held && TimestampDifferenceExceeds(start, GetCurrentTimestamp(), HELD_AFTER_MS))
 			{
 				char		problem[FC_ROT_PROBLEM_LEN];
 
-				if (!own)
+				if (pid == 0)
 					strlcpy(problem, "waiting for a prepared transaction (COMMIT PREPARED or "
 							"ROLLBACK PREPARED ends it)", sizeof(problem));
 				else
 					snprintf(problem, sizeof(problem),
 							 snapshot ? "waiting for the transaction of process %d, which keeps an older snapshot"
 							 : "waiting for the transaction of process %d, which has written and not ended",
-							 proc->pid);
+							 pid);
 				fc_rot_get_problem(before);
 				fc_rot_set_held(problem);
 				held = true;

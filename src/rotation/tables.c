@@ -218,19 +218,6 @@ kept_by_other_sessions(bool others_temp)
 					   : "row versions that other sessions still see or keep locked use older TDE key generations");
 }
 
-/* The current TDE generation of this database (0: none). */
-static uint32
-current_tde_generation(void)
-{
-	FcTdeKeys	tde;
-	uint32		current = 0;
-
-	if (fc_db_lookup_tde(MyDatabaseId, &tde))
-		current = tde.current;
-	explicit_bzero(&tde, sizeof(tde));
-	return current;
-}
-
 /*
  * A rotate_tde_key accepted while this worker ran (it was held up, so the
  * rotation was let through): go on to the new current generation, which
@@ -241,9 +228,10 @@ current_tde_generation(void)
 static bool
 follow_current(Run *r, const char *dbname)
 {
-	uint32		current = current_tde_generation();
+	uint32		current;
+	uint32		old;
 
-	if (current == 0 || current == r->to_gen)
+	if (fc_rot_tde_generations(MyDatabaseId, &current, &old) == 0 || current == r->to_gen)
 		return false;
 	ereport(LOG,
 			(errmsg("fieldcrypt: re-encryption of the encrypted_heap tables of database \"%s\" "
@@ -269,13 +257,16 @@ retry_in_vain(Run *r, const char *dbname)
 {
 	bool		retry;
 	bool		others_temp = false;
+	uint32		current;
+	uint32		old;
 
 	LWLockAcquire(fc_rotstate->lock, LW_SHARED);
 	retry = fc_rot_my_slot->failures > 0;
 	LWLockRelease(fc_rotstate->lock);
 	if (!retry || tde_old_in_use(r->to_gen, &others_temp) > 0 || !others_temp)
 		return false;
-	if (current_tde_generation() != r->to_gen)
+	(void) fc_rot_tde_generations(MyDatabaseId, &current, &old);
+	if (current != r->to_gen)
 		return false;			/* rotated during the look-up: a real run */
 	ereport(LOG,
 			(errmsg("fieldcrypt: re-encryption of the encrypted_heap tables of database \"%s\" "
@@ -290,7 +281,6 @@ retry_in_vain(Run *r, const char *dbname)
 void
 fc_reencrypt_tde_tables(void)
 {
-	FcTdeKeys	tde;
 	Run			r;
 	List	   *tables;
 	ListCell   *lc;
@@ -298,15 +288,10 @@ fc_reencrypt_tde_tables(void)
 	bool		others_temp = false;
 	int			dropped = 0;
 
-	if (!fc_db_lookup_tde(MyDatabaseId, &tde) || tde.ngens <= 1)
-		return;
 	memset(&r, 0, sizeof(r));
+	if (fc_rot_tde_generations(MyDatabaseId, &r.to_gen, &r.from_gen) <= 1)
+		return;
 	r.tde = true;
-	r.to_gen = tde.current;
-	for (int i = 0; i < tde.ngens; i++)
-		if (tde.gens[i].gen != tde.current)
-			r.from_gen = Max(r.from_gen, tde.gens[i].gen);
-	explicit_bzero(&tde, sizeof(tde));
 	r.pass = 1;
 	r.started_at = GetCurrentTimestamp();
 

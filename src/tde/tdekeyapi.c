@@ -46,9 +46,7 @@
 
 #include "catalog/namespace.h"
 #include "storage/lock.h"
-#include "storage/proc.h"
 #include "storage/procarray.h"
-#include "storage/sinvaladt.h"
 #include "utils/timestamp.h"
 
 #include "keys/cluster_tenant.h"
@@ -459,15 +457,11 @@ fieldcrypt_drop_unused_tde_keys(PG_FUNCTION_ARGS)
 	vxids = GetCurrentVirtualXIDs(InvalidTransactionId, false, false, 0, &nvxids);
 	for (int i = 0; i < nvxids; i++)
 	{
-		PGPROC	   *proc = BackendIdGetProc(vxids[i].backendId);
+		int			pid;
+		bool		snapshot;
 
-		/* a proc that runs another virtual transaction: ended, or prepared (waited for) */
-		if (proc != NULL &&
-			*(volatile LocalTransactionId *) &proc->lxid == vxids[i].localTransactionId &&
-			!TransactionIdIsValid(*(volatile TransactionId *) &proc->xmin) &&
-			!TransactionIdIsValid(*(volatile TransactionId *) &proc->xid))
-			continue;
-		(void) VirtualXactLock(vxids[i], true);
+		if (fc_xact_to_wait_for(vxids[i], &pid, &snapshot))
+			(void) VirtualXactLock(vxids[i], true);
 	}
 
 	/* tables those transactions created and committed: read the catalogs anew */
