@@ -214,6 +214,18 @@ sub mallory_holds
 	$s->query_safe($_) for ('SET ROLE mallory', $begin, @sql);
 	return $s;
 }
+# Commit such a session's transaction, wait for the re-encryption to finish, and check that
+# generation $gen alone is kept.
+sub commit_and_finish
+{
+	my ($s, $gen, $name) = @_;
+	local $Test::Builder::Level = $Test::Builder::Level + 1;
+	$s->query_safe('COMMIT');
+	$s->quit;
+	$node->poll_query_until('app', $PROGRESS, '0') or die "the re-encryption to generation $gen did not finish";
+	sql_is($node, 'app', 'SELECT generation, generations_kept FROM fieldcrypt.key_status', "$gen|1", $name);
+	return;
+}
 my $LOCK = 'LOCK TABLE mal.locked IN ACCESS EXCLUSIVE MODE';
 my $locker = mallory_holds('BEGIN', $LOCK);
 sql_is($node, 'app', "SELECT fieldcrypt.set_data_encryption_key('$KL')", '',
@@ -238,10 +250,7 @@ my ($wait2) = $node->safe_psql('app', $HELD) =~ $HELD_RE;
 ok(defined $wait1 && defined $wait2 && $wait2 > $wait1, 'the wait grows (next try in ' . ($wait1 // '?') . ' s, then ' . ($wait2 // '?') . ' s)');
 is(gens('app.mailbox', 'password'), '3', 'the other tables were re-encrypted meanwhile');
 is(gens('mal.trap', 's'), '3', 'so were mallory\'s other tables');
-$locker->query_safe('COMMIT');
-$locker->quit;
-$node->poll_query_until('app', $PROGRESS, '0') or die 'the re-encryption did not finish after the lock';
-sql_is($node, 'app', 'SELECT generation, generations_kept FROM fieldcrypt.key_status', '3|1',
+commit_and_finish($locker, 3,
 	'once the lock is gone the locked table is done too and generation 2 destroyed');
 is(gens('mal.locked', 's'), '3', 'the locked table is under generation 3');
 sql_is($node, 'app', 'SELECT fieldcrypt.decrypt(s) FROM mal.locked', 'locked-secret',
@@ -340,10 +349,7 @@ $node->poll_query_until('app', q{SELECT to_generation || ': ' || problem LIKE '7
   or die 'the worker was not held up by the locked table';
 sql_is($node, 'app', q{SELECT fieldcrypt.set_data_encryption_key('Rotate-Key-2032!')}, '',
 	'a key change is accepted while the locked table holds the re-encryption up (generation 8)');
-$locker->query_safe('COMMIT');
-$locker->quit;
-$node->poll_query_until('app', $PROGRESS, '0') or die 'the re-encryption to generation 8 did not finish';
-sql_is($node, 'app', 'SELECT generation, generations_kept FROM fieldcrypt.key_status', '8|1',
+commit_and_finish($locker, 8,
 	'once the lock is gone the worker finishes under generation 8 and destroys 6 and 7');
 is(gens('mal.locked', 's'), '8', 'the locked table is under generation 8');
 
@@ -363,10 +369,7 @@ ok($node->poll_query_until('app', q{SELECT problem FROM fieldcrypt.rotation_prog
 	'after 5 s rotation_progress.problem names the process that holds the worker up');
 sql_is($node, 'app', q{SELECT fieldcrypt.set_data_encryption_key('Rotate-Key-2034!')}, '',
 	'then a key change is accepted (generation 10)');
-$holder->query_safe('COMMIT');
-$holder->quit;
-$node->poll_query_until('app', $PROGRESS, '0') or die 'the re-encryption to generation 10 did not finish';
-sql_is($node, 'app', 'SELECT generation, generations_kept FROM fieldcrypt.key_status', '10|1',
+commit_and_finish($holder, 10,
 	'once the snapshot is gone the worker finishes under generation 10');
 is($node->safe_psql('app', $VALUES), $values_before, 'every value decrypts as before');
 
@@ -383,10 +386,7 @@ ok($node->poll_query_until('app', sprintf(q{SELECT to_generation || ': ' || prob
 is(gens('mal.big', 's'), '10,11', 'the pass re-encrypted every other row of mal.big meanwhile');
 sql_is($node, 'app', q{SELECT fieldcrypt.set_data_encryption_key('Rotate-Key-2036!')}, '',
 	'a key change is accepted while the locked row holds the re-encryption up (generation 12)');
-$rowlocker->query_safe('COMMIT');
-$rowlocker->quit;
-$node->poll_query_until('app', $PROGRESS, '0') or die 'the re-encryption to generation 12 did not finish';
-sql_is($node, 'app', 'SELECT generation, generations_kept FROM fieldcrypt.key_status', '12|1',
+commit_and_finish($rowlocker, 12,
 	'once the row lock is gone the worker finishes under generation 12');
 is($node->safe_psql('app', $BIG), $big_before, 'the locked row and the other out-of-line values decrypt as before');
 
@@ -483,10 +483,7 @@ like($node->safe_psql('app', q{SET ROLE mallory; SELECT problem FROM fieldcrypt.
 	qr/^waiting for the transaction of process \d+/, 'a plain login of app sees it in app');
 sql_is($node, 'app', q{SELECT fieldcrypt.set_data_encryption_key('Rotate-Key-2040!')}, '',
 	'a key change is accepted while it waits (generation 16)');
-$writer->query_safe('COMMIT');
-$writer->quit;
-$node->poll_query_until('app', $PROGRESS, '0') or die 'the re-encryption to generation 16 did not finish';
-sql_is($node, 'app', 'SELECT generation, generations_kept FROM fieldcrypt.key_status', '16|1',
+commit_and_finish($writer, 16,
 	'once it committed the worker finished under generation 16');
 sql_is($node, 'app', 'SELECT fieldcrypt.decrypt(s) FROM mal.late', 'late-secret',
 	'the value written in that transaction decrypts');
